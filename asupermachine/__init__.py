@@ -1,0 +1,12 @@
+"""Run Linux guests (and, soon, OCI images) as KVM microVMs from Python, anyio-native."""
+
+from ._errors import AssetError as AssetError
+from ._errors import AsupermachineError as AsupermachineError
+from ._errors import GuestError as GuestError
+from ._errors import GuestMemoryError as GuestMemoryError
+from ._errors import KernelImageError as KernelImageError
+from ._errors import KVMUnavailable as KVMUnavailable
+from .console import Console as Console
+from .devices.shutdown_ports import GuestExit as GuestExit
+from .devices.shutdown_ports import ShutdownReason as ShutdownReason
+from .machine import Machine as Machine

@@ -1,0 +1,55 @@
+"""The guest kernel command line: our defaults, the caller's extras, and init's command."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .cpuid import CpuModel, kernel_arguments
+
+# console on COM1; reboot through the i8042 (which we emulate); reboot at once on panic;
+# skip the timer-IRQ and TSC checks, crypto self-tests and mitigations: each costs
+# guest-kernel time, which software KVM emulates instruction by instruction.
+BASE_ARGUMENTS = (
+    "console=ttyS0",
+    "8250.nr_uarts=1",
+    "reboot=k",
+    "panic=-1",
+    "no_timer_check",
+    "tsc=reliable",
+    "cryptomgr.notests",
+    "mitigations=off",
+)
+QUIET_ARGUMENTS = ("quiet", "loglevel=1")
+
+
+def quote_init_argument(argument: str) -> str:
+    """One word of init's argv as the kernel's command-line parser will split it."""
+    if not argument or argument == "--" or '"' in argument or any(c in argument for c in "\0\n"):
+        raise ValueError(f"command argument {argument!r} cannot be passed on the kernel command line")
+    return f'"{argument}"' if any(c.isspace() for c in argument) else argument
+
+
+# The kernel hands init every word after "--", but also any unknown parameter
+# before it; init runs only what follows this marker. (It cannot be "--": the
+# kernel's parser stops at every "--", quoted or not.)
+INIT_COMMAND_MARKER = "asupermachine-init-command"
+
+
+def kernel_cmdline(
+    *,
+    cpu_model: CpuModel,
+    kernel_log: bool,
+    extra: str = "",
+    command: Sequence[str] = (),
+) -> str:
+    """The full command line, ending in ``-- MARKER COMMAND`` when there is a command for init."""
+    words = list(BASE_ARGUMENTS)
+    if not kernel_log:
+        words += QUIET_ARGUMENTS
+    words += kernel_arguments(cpu_model)
+    if extra:
+        words.append(extra)
+    if command:
+        words += ["--", INIT_COMMAND_MARKER]
+        words += [quote_init_argument(argument) for argument in command]
+    return " ".join(words)

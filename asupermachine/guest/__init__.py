@@ -1,0 +1,24 @@
+"""Guest-side assets built by the project: the kernel, the static init, the initramfs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .initramfs import READY_MARKER as READY_MARKER
+from .initramfs import ensure_initramfs
+from .kernel import ensure_kernel
+
+
+@dataclass(frozen=True)
+class GuestAssets:
+    kernel: Path
+    initramfs: Path
+
+
+def resolve_assets(kernel: Path | None = None, initramfs: Path | None = None) -> GuestAssets:
+    """The given paths, or the project's own assets, built and cached on first use (blocking)."""
+    return GuestAssets(
+        kernel=kernel if kernel is not None else ensure_kernel(),
+        initramfs=initramfs if initramfs is not None else ensure_initramfs(),
+    )

@@ -1,0 +1,88 @@
+"""Build the boot initramfs: the project's static ``init`` plus busybox, cached by content hash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .._errors import AssetError
+from ._cache import cache_root, content_key, exclusive, file_digest
+from .cpio import CpioEntry, cpio_archive
+
+INIT_SOURCE = Path(__file__).parent / "init" / "init.c"
+BUSYBOX = Path("/bin/busybox")
+# Prefer musl: a static glibc init is ~40x larger, and every initramfs byte is
+# copied by the (emulated, under software KVM) guest kernel at boot.
+C_COMPILERS = ("musl-gcc", "gcc")
+CFLAGS = ("-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror")
+_RECIPE_VERSION = b"1"
+READY_MARKER = "asupermachine-init: ready"
+# Linux's character device numbers for /dev/console (Documentation/admin-guide/devices.txt).
+CONSOLE_MAJOR, CONSOLE_MINOR = 5, 1
+BUSYBOX_APPLETS = ("sh", "cat", "echo", "grep", "ls", "nproc", "sleep", "true", "false", "uname", "reboot", "poweroff")
+
+
+def compiler() -> str:
+    for name in C_COMPILERS:
+        if shutil.which(name):
+            return name
+    raise AssetError("no C compiler found: install musl-tools (scripts/setup.sh does this)")
+
+
+def build_static_binary(source: Path, output: Path) -> None:
+    """Compile one C file into a static executable."""
+    cmd = [compiler(), *CFLAGS, "-o", str(output), str(source)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssetError(f"building {source.name} failed ({' '.join(cmd)}):\n{result.stderr[-3000:]}")
+
+
+def initramfs_key(busybox: Path | None) -> str:
+    parts = [_RECIPE_VERSION, INIT_SOURCE.read_bytes(), compiler().encode()]
+    if busybox is not None:
+        parts.append(file_digest(busybox))
+    return content_key(*parts)
+
+
+def initramfs_entries(init: bytes, busybox: bytes | None) -> list[CpioEntry]:
+    """Members of the initramfs: ``/init``, ``/dev/console`` and optionally busybox with its applets."""
+    directory = stat.S_IFDIR | 0o755
+    entries = [
+        CpioEntry("dev", directory),
+        CpioEntry("dev/console", stat.S_IFCHR | 0o600, rdev_major=CONSOLE_MAJOR, rdev_minor=CONSOLE_MINOR),
+        CpioEntry("proc", directory),
+        CpioEntry("sys", directory),
+        CpioEntry("tmp", stat.S_IFDIR | 0o1777),
+        CpioEntry("init", stat.S_IFREG | 0o755, init),
+    ]
+    if busybox is not None:
+        entries.append(CpioEntry("bin", directory))
+        entries.append(CpioEntry("bin/busybox", stat.S_IFREG | 0o755, busybox))
+        entries += [CpioEntry(f"bin/{applet}", stat.S_IFLNK | 0o777, b"busybox") for applet in BUSYBOX_APPLETS]
+    return entries
+
+
+def ensure_initramfs(busybox: Path | None = BUSYBOX) -> Path:
+    """Return the cached initramfs, building it first if needed."""
+    if busybox is not None and not busybox.is_file():
+        busybox = None
+    key = initramfs_key(busybox)
+    target = cache_root() / "initramfs" / key / "initramfs.cpio"
+    if target.is_file():
+        return target
+    with exclusive(target.parent.with_suffix(".lock")):
+        if target.is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as work:
+            init = Path(work) / "init"
+            build_static_binary(INIT_SOURCE, init)
+            archive = cpio_archive(initramfs_entries(init.read_bytes(), busybox.read_bytes() if busybox else None))
+            staged = Path(work) / "initramfs.cpio"
+            staged.write_bytes(archive)
+            os.replace(staged, target)
+    return target

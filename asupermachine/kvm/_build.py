@@ -1,0 +1,211 @@
+"""cffi API-mode builder for the KVM bindings (compiled at install time).
+
+Only what the VMM uses is declared; structs are partial (``...;``) so the C
+compiler, not this file, decides their layout from ``<linux/kvm.h>``.
+"""
+
+from cffi import FFI
+
+CDEF = r"""
+#define KVM_API_VERSION ...
+#define KVM_CAP_IRQCHIP ...
+#define KVM_CAP_USER_MEMORY ...
+#define KVM_CAP_SET_TSS_ADDR ...
+#define KVM_CAP_EXT_CPUID ...
+#define KVM_CAP_PIT2 ...
+#define KVM_CAP_IMMEDIATE_EXIT ...
+#define KVM_CAP_SET_IDENTITY_MAP_ADDR ...
+#define KVM_CAP_NR_VCPUS ...
+#define KVM_CAP_MAX_VCPUS ...
+
+#define KVM_EXIT_UNKNOWN ...
+#define KVM_EXIT_EXCEPTION ...
+#define KVM_EXIT_IO ...
+#define KVM_EXIT_HLT ...
+#define KVM_EXIT_MMIO ...
+#define KVM_EXIT_SHUTDOWN ...
+#define KVM_EXIT_FAIL_ENTRY ...
+#define KVM_EXIT_INTR ...
+#define KVM_EXIT_INTERNAL_ERROR ...
+#define KVM_EXIT_SYSTEM_EVENT ...
+#define KVM_EXIT_IO_IN ...
+#define KVM_EXIT_IO_OUT ...
+#define KVM_INTERNAL_ERROR_EMULATION ...
+#define KVM_SYSTEM_EVENT_SHUTDOWN ...
+#define KVM_SYSTEM_EVENT_RESET ...
+#define KVM_SYSTEM_EVENT_CRASH ...
+#define KVM_PIT_SPEAKER_DUMMY ...
+
+struct kvm_regs {
+    uint64_t rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;
+    uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
+    uint64_t rip, rflags;
+};
+struct kvm_segment {
+    uint64_t base; uint32_t limit; uint16_t selector;
+    uint8_t type, present, dpl, db, s, l, g, avl, unusable;
+    ...;
+};
+struct kvm_dtable { uint64_t base; uint16_t limit; ...; };
+struct kvm_sregs {
+    struct kvm_segment cs, ds, es, fs, gs, ss, tr, ldt;
+    struct kvm_dtable gdt, idt;
+    uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
+    ...;
+};
+struct kvm_fpu { uint16_t fcw; uint32_t mxcsr; ...; };
+struct kvm_lapic_state { char regs[1024]; };
+struct kvm_cpuid_entry2 {
+    uint32_t function, index, flags, eax, ebx, ecx, edx;
+    ...;
+};
+struct kvm_cpuid2 { uint32_t nent; struct kvm_cpuid_entry2 entries[]; ...; };
+struct kvm_msr_entry { uint32_t index; uint64_t data; ...; };
+struct kvm_msrs { uint32_t nmsrs; struct kvm_msr_entry entries[]; ...; };
+struct kvm_run {
+    uint8_t request_interrupt_window;
+    uint8_t immediate_exit;
+    uint32_t exit_reason;
+    ...;
+};
+
+/* Views of the kvm_run exit union (see set_source). */
+struct amv_exit_io { uint8_t direction; uint8_t size; uint16_t port; uint32_t count; uint64_t data_offset; };
+struct amv_exit_mmio { uint64_t phys_addr; uint8_t data[8]; uint32_t len; uint8_t is_write; };
+struct amv_exit_internal { uint32_t suberror; uint32_t ndata; uint64_t data[16]; };
+struct amv_exit_system_event { uint32_t type; uint32_t ndata; uint64_t data[16]; };
+struct amv_exit_fail_entry { uint64_t hardware_entry_failure_reason; uint32_t cpu; };
+
+int amv_get_api_version(int kvm);
+int amv_check_extension(int fd, int cap);
+int amv_create_vm(int kvm);
+int amv_get_vcpu_mmap_size(int kvm);
+int amv_get_supported_cpuid(int kvm, struct kvm_cpuid2 *cpuid);
+int amv_set_user_memory_region(int vm, uint32_t slot, uint32_t flags,
+                               uint64_t guest_phys_addr, uint64_t memory_size, uint64_t userspace_addr);
+int amv_set_tss_addr(int vm, uint64_t addr);
+int amv_set_identity_map_addr(int vm, uint64_t addr);
+int amv_create_irqchip(int vm);
+int amv_create_pit2(int vm, uint32_t flags);
+int amv_irq_line(int vm, uint32_t irq, uint32_t level);
+int amv_create_vcpu(int vm, unsigned long id);
+int amv_run(int vcpu);
+int amv_get_regs(int vcpu, struct kvm_regs *regs);
+int amv_set_regs(int vcpu, struct kvm_regs *regs);
+int amv_get_sregs(int vcpu, struct kvm_sregs *sregs);
+int amv_set_sregs(int vcpu, struct kvm_sregs *sregs);
+int amv_set_fpu(int vcpu, struct kvm_fpu *fpu);
+int amv_set_msrs(int vcpu, struct kvm_msrs *msrs);
+int amv_set_cpuid2(int vcpu, struct kvm_cpuid2 *cpuid);
+int amv_get_lapic(int vcpu, struct kvm_lapic_state *lapic);
+int amv_set_lapic(int vcpu, struct kvm_lapic_state *lapic);
+void *amv_run_exit_data(struct kvm_run *run);
+int amv_translate(int vcpu, uint64_t linear, uint64_t *physical);
+
+int amv_install_kick_handler(void);
+unsigned long amv_thread_self(void);
+int amv_kick(unsigned long thread);
+"""
+
+SOURCE = r"""
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <linux/kvm.h>
+
+/* Mirrors of the kvm_run exit union members; asserted against the kernel's. */
+struct amv_exit_io { __u8 direction; __u8 size; __u16 port; __u32 count; __u64 data_offset; };
+struct amv_exit_mmio { __u64 phys_addr; __u8 data[8]; __u32 len; __u8 is_write; };
+struct amv_exit_internal { __u32 suberror; __u32 ndata; __u64 data[16]; };
+struct amv_exit_system_event { __u32 type; __u32 ndata; __u64 data[16]; };
+struct amv_exit_fail_entry { __u64 hardware_entry_failure_reason; __u32 cpu; };
+_Static_assert(sizeof(struct amv_exit_io) == sizeof(((struct kvm_run *)0)->io), "io");
+_Static_assert(sizeof(struct amv_exit_mmio) == sizeof(((struct kvm_run *)0)->mmio), "mmio");
+_Static_assert(offsetof(struct kvm_run, io) == offsetof(struct kvm_run, mmio), "union");
+
+/* Every wrapper returns the ioctl's result, or -errno on failure. */
+static int amv_ioctl(int fd, unsigned long request, unsigned long arg) {
+    int r = ioctl(fd, request, arg);
+    return r < 0 ? -errno : r;
+}
+#define PTR(p) ((unsigned long)(p))
+
+int amv_get_api_version(int kvm) { return amv_ioctl(kvm, KVM_GET_API_VERSION, 0); }
+int amv_check_extension(int fd, int cap) { return amv_ioctl(fd, KVM_CHECK_EXTENSION, cap); }
+int amv_create_vm(int kvm) { return amv_ioctl(kvm, KVM_CREATE_VM, 0); }
+int amv_get_vcpu_mmap_size(int kvm) { return amv_ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0); }
+int amv_get_supported_cpuid(int kvm, struct kvm_cpuid2 *c) { return amv_ioctl(kvm, KVM_GET_SUPPORTED_CPUID, PTR(c)); }
+int amv_set_user_memory_region(int vm, __u32 slot, __u32 flags, __u64 gpa, __u64 size, __u64 hva) {
+    struct kvm_userspace_memory_region r = {
+        .slot = slot, .flags = flags, .guest_phys_addr = gpa,
+        .memory_size = size, .userspace_addr = hva,
+    };
+    return amv_ioctl(vm, KVM_SET_USER_MEMORY_REGION, PTR(&r));
+}
+int amv_set_tss_addr(int vm, __u64 addr) { return amv_ioctl(vm, KVM_SET_TSS_ADDR, addr); }
+int amv_set_identity_map_addr(int vm, __u64 addr) { return amv_ioctl(vm, KVM_SET_IDENTITY_MAP_ADDR, PTR(&addr)); }
+int amv_create_irqchip(int vm) { return amv_ioctl(vm, KVM_CREATE_IRQCHIP, 0); }
+int amv_create_pit2(int vm, __u32 flags) {
+    struct kvm_pit_config c;
+    memset(&c, 0, sizeof c);
+    c.flags = flags;
+    return amv_ioctl(vm, KVM_CREATE_PIT2, PTR(&c));
+}
+int amv_irq_line(int vm, __u32 irq, __u32 level) {
+    struct kvm_irq_level l = { .irq = irq, .level = level };
+    return amv_ioctl(vm, KVM_IRQ_LINE, PTR(&l));
+}
+int amv_create_vcpu(int vm, unsigned long id) { return amv_ioctl(vm, KVM_CREATE_VCPU, id); }
+/* KVM_RUN is called through cffi, which releases the GIL for the call. */
+int amv_run(int vcpu) { return amv_ioctl(vcpu, KVM_RUN, 0); }
+int amv_get_regs(int vcpu, struct kvm_regs *r) { return amv_ioctl(vcpu, KVM_GET_REGS, PTR(r)); }
+int amv_set_regs(int vcpu, struct kvm_regs *r) { return amv_ioctl(vcpu, KVM_SET_REGS, PTR(r)); }
+int amv_get_sregs(int vcpu, struct kvm_sregs *s) { return amv_ioctl(vcpu, KVM_GET_SREGS, PTR(s)); }
+int amv_set_sregs(int vcpu, struct kvm_sregs *s) { return amv_ioctl(vcpu, KVM_SET_SREGS, PTR(s)); }
+int amv_set_fpu(int vcpu, struct kvm_fpu *f) { return amv_ioctl(vcpu, KVM_SET_FPU, PTR(f)); }
+int amv_set_msrs(int vcpu, struct kvm_msrs *m) { return amv_ioctl(vcpu, KVM_SET_MSRS, PTR(m)); }
+int amv_set_cpuid2(int vcpu, struct kvm_cpuid2 *c) { return amv_ioctl(vcpu, KVM_SET_CPUID2, PTR(c)); }
+int amv_get_lapic(int vcpu, struct kvm_lapic_state *l) { return amv_ioctl(vcpu, KVM_GET_LAPIC, PTR(l)); }
+int amv_set_lapic(int vcpu, struct kvm_lapic_state *l) { return amv_ioctl(vcpu, KVM_SET_LAPIC, PTR(l)); }
+void *amv_run_exit_data(struct kvm_run *run) { return &run->io; }
+int amv_translate(int vcpu, __u64 linear, __u64 *physical) {
+    struct kvm_translation t;
+    memset(&t, 0, sizeof t);
+    t.linear_address = linear;
+    int r = amv_ioctl(vcpu, KVM_TRANSLATE, PTR(&t));
+    if (r < 0) return r;
+    if (!t.valid) return -EFAULT;
+    *physical = t.physical_address;
+    return 0;
+}
+
+/* The vCPU kick: a do-nothing handler installed without SA_RESTART, so a
+   pthread_kill interrupts KVM_RUN with EINTR; kvm_run.immediate_exit covers a
+   kick that lands before the thread enters KVM_RUN. */
+static void amv_kick_handler(int sig) { (void)sig; }
+static int amv_kick_signal;
+
+int amv_install_kick_handler(void) {
+    if (amv_kick_signal) return amv_kick_signal;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = amv_kick_handler;
+    sigemptyset(&sa.sa_mask);
+    int sig = SIGRTMIN + 4;
+    if (sigaction(sig, &sa, NULL) < 0) return -errno;
+    amv_kick_signal = sig;
+    return sig;
+}
+unsigned long amv_thread_self(void) { return (unsigned long)pthread_self(); }
+int amv_kick(unsigned long thread) { return -pthread_kill((pthread_t)thread, amv_kick_signal); }
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source("asupermachine.kvm._kvm_cffi", SOURCE)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,88 @@
+"""The ``/dev/kvm`` system fd: API version, capabilities, supported CPUID, VM creation."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from .._errors import KVMUnavailable
+from ._check import check
+from ._flexible import new_flexible
+from ._kvm_cffi import lib
+from .vm import VmFd
+
+KVM_DEVICE = "/dev/kvm"
+# KVM_GET_SUPPORTED_CPUID fails with E2BIG when the buffer is short; this is ample.
+_MAX_CPUID_ENTRIES = 256
+
+REQUIRED_CAPABILITIES = {
+    "KVM_CAP_USER_MEMORY": lib.KVM_CAP_USER_MEMORY,
+    "KVM_CAP_IRQCHIP": lib.KVM_CAP_IRQCHIP,
+    "KVM_CAP_PIT2": lib.KVM_CAP_PIT2,
+    "KVM_CAP_SET_TSS_ADDR": lib.KVM_CAP_SET_TSS_ADDR,
+    "KVM_CAP_SET_IDENTITY_MAP_ADDR": lib.KVM_CAP_SET_IDENTITY_MAP_ADDR,
+    "KVM_CAP_EXT_CPUID": lib.KVM_CAP_EXT_CPUID,
+    "KVM_CAP_IMMEDIATE_EXIT": lib.KVM_CAP_IMMEDIATE_EXIT,
+}
+
+
+class Kvm:
+    """An open ``/dev/kvm``, checked for the API version and capabilities we use."""
+
+    def __init__(self, path: str = KVM_DEVICE) -> None:
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise KVMUnavailable(f"{path} does not exist: this host has no KVM (load kvm_intel/kvm_amd)") from None
+        except PermissionError:
+            raise KVMUnavailable(f"no permission to open {path}: add the user to the 'kvm' group") from None
+        try:
+            version = lib.amv_get_api_version(self.fd)
+            if version != lib.KVM_API_VERSION:
+                raise KVMUnavailable(f"{path} speaks KVM API {version}, need {lib.KVM_API_VERSION}")
+            missing = [name for name, cap in REQUIRED_CAPABILITIES.items() if self.check_extension(cap) <= 0]
+            if missing:
+                raise KVMUnavailable(f"{path} lacks required capabilities: {', '.join(missing)}")
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def check_extension(self, capability: int) -> int:
+        return lib.amv_check_extension(self.fd, capability)
+
+    @property
+    def max_vcpus(self) -> int:
+        return self.check_extension(lib.KVM_CAP_MAX_VCPUS) or self.check_extension(lib.KVM_CAP_NR_VCPUS) or 4
+
+    def vcpu_mmap_size(self) -> int:
+        return check(lib.amv_get_vcpu_mmap_size(self.fd), "KVM_GET_VCPU_MMAP_SIZE")
+
+    def supported_cpuid(self) -> list[tuple[int, int, int, int, int, int, int]]:
+        """The host's supported CPUID as ``(function, index, flags, eax, ebx, ecx, edx)`` rows."""
+        _owner, cpuid = new_flexible("struct kvm_cpuid2", "struct kvm_cpuid_entry2", _MAX_CPUID_ENTRIES)
+        cpuid.nent = _MAX_CPUID_ENTRIES
+        check(lib.amv_get_supported_cpuid(self.fd, cpuid), "KVM_GET_SUPPORTED_CPUID")
+        return [
+            (e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
+            for e in (cpuid.entries[i] for i in range(cpuid.nent))
+        ]
+
+    def create_vm(self) -> VmFd:
+        try:
+            fd = check(lib.amv_create_vm(self.fd), "KVM_CREATE_VM")
+        except OSError as e:
+            if e.errno in (errno.ENOMEM, errno.EMFILE, errno.ENFILE):
+                raise
+            raise KVMUnavailable(f"KVM_CREATE_VM failed: {e}") from e
+        return VmFd(fd, self.vcpu_mmap_size())
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Kvm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,148 @@
+"""``Machine``: one microVM's lifecycle under anyio, its vCPU threads and tasks in one task group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+
+import anyio
+
+from ._errors import AsupermachineError, GuestError
+from .arch.x86_64.cmdline import kernel_cmdline
+from .arch.x86_64.cpuid import detect_cpu_model
+from .console import Console
+from .devices.shutdown_ports import GuestExit, ShutdownReason
+from .guest import resolve_assets
+from .microvm import BootConfig, MicroVm
+
+KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
+
+
+class Machine:
+    """A running microVM. Get one from :meth:`boot` (an async context manager)."""
+
+    def __init__(self, microvm: MicroVm) -> None:
+        self._microvm = microvm
+        self._limiter = anyio.CapacityLimiter(len(microvm.vcpus))
+        self._vcpus_running = len(microvm.vcpus)
+        self._stopped = anyio.Event()
+
+    @property
+    def console(self) -> Console:
+        """The serial console: ``async for chunk in vm.console``, ``vm.console.lines()``, ``send()``."""
+        return self._microvm.console
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def boot(
+        cls,
+        kernel: str | os.PathLike[str] | None = None,
+        *,
+        initramfs: str | os.PathLike[str] | None = None,
+        command: Sequence[str] = (),
+        cmdline_extra: str = "",
+        vcpus: int = 1,
+        memory_mib: int = 256,
+        kernel_log: bool = False,
+    ) -> AsyncIterator[Machine]:
+        """Boot the project's kernel and init (or ``kernel``/``initramfs``) and run ``command`` in it.
+
+        The guest's init prints a ready line, runs ``command`` and ends the VM with
+        its exit status, which :meth:`wait` returns. Leaving the block stops the VM
+        and frees everything it held. Raises :class:`KVMUnavailable` without usable
+        KVM, :class:`KernelImageError` for a bad kernel, :class:`AssetError` when the
+        default assets cannot be built, and :class:`GuestError` if the guest fails.
+        """
+        assets = await anyio.to_thread.run_sync(
+            resolve_assets, _optional_path(kernel), _optional_path(initramfs)
+        )
+        cpu_model = detect_cpu_model()
+        config = BootConfig(
+            kernel=assets.kernel,
+            initramfs=assets.initramfs,
+            cmdline=kernel_cmdline(cpu_model=cpu_model, kernel_log=kernel_log, extra=cmdline_extra, command=command),
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            cpu_model=cpu_model,
+        )
+        console = Console()
+        built: list[MicroVm] = []
+        try:
+            # Appending inside the thread means a cancellation during assembly still
+            # leaves us holding the VM, so the finally below can free it.
+            await anyio.to_thread.run_sync(lambda: built.append(MicroVm(config, console)))
+            machine = cls(built[0])
+            with _unwrap_single_error():
+                async with anyio.create_task_group() as tasks:
+                    machine._start(tasks)
+                    try:
+                        yield machine
+                    finally:
+                        machine._microvm.stop.request(GuestExit(ShutdownReason.HOST))
+        finally:
+            for microvm in built:
+                microvm.close()
+            await console.release()
+
+    def _start(self, tasks: anyio.abc.TaskGroup) -> None:
+        for index, runner in enumerate(self._microvm.runners()):
+            tasks.start_soon(self._run_vcpu, runner.run, name=f"vcpu-{index}")
+
+    async def _run_vcpu(self, run: Callable[[], None]) -> None:
+        try:
+            await anyio.to_thread.run_sync(run, limiter=self._limiter)
+        finally:
+            self._vcpus_running -= 1
+            if self._vcpus_running == 0:
+                self._microvm.console.close()
+                self._stopped.set()
+
+    async def wait(self) -> GuestExit:
+        """Wait for the guest to stop; returns why, with the exit status when init reported one.
+
+        Raises :class:`GuestError` if a vCPU failed (for example an emulation failure).
+        """
+        await self._stopped.wait()
+        return self._result()
+
+    @property
+    def exit(self) -> GuestExit | None:
+        """How the guest ended, or None while it runs."""
+        return self._result() if self._stopped.is_set() else None
+
+    def _result(self) -> GuestExit:
+        stop = self._microvm.stop
+        if stop.failure is not None:
+            if isinstance(stop.failure, AsupermachineError):
+                raise stop.failure
+            raise GuestError(f"vCPU thread failed: {stop.failure!r}") from stop.failure
+        result = stop.result
+        assert result is not None, "vCPUs stop only through the latch"
+        if result.reason is ShutdownReason.RESET and KERNEL_PANIC_MARKER in self.console.tail():
+            return GuestExit(ShutdownReason.PANIC)
+        return result
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+@contextlib.contextmanager
+def _unwrap_single_error() -> Iterator[None]:
+    """Task groups raise ``ExceptionGroup``; surface a lone error (ours or the caller's) as itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors = _leaves(group)
+        if len(errors) == 1:
+            raise errors[0] from errors[0].__cause__
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return leaves

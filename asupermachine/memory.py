@@ -1,0 +1,113 @@
+"""Guest RAM: anonymous host memory addressed by guest-physical address, bounds-checked."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._errors import GuestMemoryError
+
+# <sys/mman.h>: Python's mmap module does not export it.
+MAP_NORESERVE = 0x4000
+
+
+@dataclass(frozen=True)
+class MemoryRegion:
+    """A run of guest RAM: ``size`` bytes at guest-physical ``guest_phys_addr``, ``offset`` into the mapping."""
+
+    guest_phys_addr: int
+    size: int
+    offset: int
+
+    @property
+    def end(self) -> int:
+        return self.guest_phys_addr + self.size
+
+
+class GuestMemory:
+    """Guest RAM over one anonymous ``MAP_NORESERVE`` mapping, split into guest-physical regions.
+
+    Every access is checked to lie wholly inside one region; anything else raises
+    :class:`GuestMemoryError`, so a guest-supplied address can never reach host memory
+    outside the mapping.
+    """
+
+    def __init__(self, layout: Sequence[tuple[int, int]]) -> None:
+        """``layout`` is ``(guest_phys_addr, size)`` pairs, page-aligned and non-overlapping."""
+        regions: list[MemoryRegion] = []
+        offset = 0
+        for gpa, size in sorted(layout):
+            if gpa % mmap.PAGESIZE or size % mmap.PAGESIZE or size <= 0:
+                raise ValueError(f"region ({gpa:#x}, {size:#x}) is not page-aligned and non-empty")
+            if regions and gpa < regions[-1].end:
+                raise ValueError(f"region at {gpa:#x} overlaps the one before it")
+            regions.append(MemoryRegion(gpa, size, offset))
+            offset += size
+        if not regions:
+            raise ValueError("guest memory needs at least one region")
+        self.regions: tuple[MemoryRegion, ...] = tuple(regions)
+        self.size = offset
+        self._mapping = mmap.mmap(
+            -1, offset, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
+        )
+        self._view = memoryview(self._mapping)
+        anchor = ctypes.c_char.from_buffer(self._mapping)
+        self._host_base = ctypes.addressof(anchor)
+        del anchor  # drops the buffer export so close() can unmap
+
+    def _locate(self, gpa: int, length: int) -> int:
+        """The mapping offset of ``[gpa, gpa+length)``, which must lie inside one region."""
+        if length < 0 or gpa < 0:
+            raise GuestMemoryError(gpa, length)
+        for region in self.regions:
+            if region.guest_phys_addr <= gpa and gpa + length <= region.end:
+                return region.offset + gpa - region.guest_phys_addr
+        raise GuestMemoryError(gpa, length)
+
+    def view(self, gpa: int, length: int) -> memoryview:
+        """A zero-copy, writable view of ``length`` bytes at ``gpa``. Release it before ``close()``."""
+        start = self._locate(gpa, length)
+        return self._view[start : start + length]
+
+    def read(self, gpa: int, length: int) -> bytes:
+        start = self._locate(gpa, length)
+        return self._view[start : start + length].tobytes()
+
+    def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
+        start = self._locate(gpa, len(data))
+        self._view[start : start + len(data)] = data
+
+    def read_u32(self, gpa: int) -> int:
+        value: int = struct.unpack_from("<I", self._view, self._locate(gpa, 4))[0]
+        return value
+
+    def read_u64(self, gpa: int) -> int:
+        value: int = struct.unpack_from("<Q", self._view, self._locate(gpa, 8))[0]
+        return value
+
+    def contains(self, gpa: int, length: int = 1) -> bool:
+        try:
+            self._locate(gpa, length)
+        except GuestMemoryError:
+            return False
+        return True
+
+    def host_address(self, region: MemoryRegion) -> int:
+        """The host virtual address backing ``region`` (for ``KVM_SET_USER_MEMORY_REGION``)."""
+        return self._host_base + region.offset
+
+    def close(self) -> None:
+        """Unmap guest RAM. Views handed out must have been released."""
+        if self._mapping.closed:
+            return
+        self._view.release()
+        self._mapping.close()
+
+    def __enter__(self) -> GuestMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

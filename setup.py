@@ -1,0 +1,5 @@
+"""Only here to compile the cffi extension; metadata lives in pyproject.toml."""
+
+from setuptools import setup
+
+setup(cffi_modules=["asupermachine/kvm/_build.py:ffibuilder"])
