@@ -61,6 +61,11 @@ EMULATOR_REFUSED_FEATURES = (
     CpuFeature("rdpid", 0x7, "ecx", 22),
     CpuFeature("fsrm", 0x7, "edx", 4),
 )
+# KVM paravirtual features that work through hypercalls (Documentation/virt/kvm/x86/cpuid.rst):
+# PV_UNHALT (kick CPU), PV_SEND_IPI, PV_SCHED_YIELD. A vCPU making one under kvm_pvm
+# never gets past it (seen: the first AP spins on KVM_HC_SEND_IPI at SMP bring-up).
+KVM_CPUID_FEATURES = 0x4000_0001
+KVM_HYPERCALL_FEATURES = (1 << 7) | (1 << 11) | (1 << 13)
 CPUID_1_ECX_OSXSAVE = 1 << 27
 CPUID_1_ECX_HYPERVISOR = 1 << 31
 CPUID_1_EDX_HTT = 1 << 28
@@ -102,6 +107,8 @@ def _without_refused(supported: list[CpuidEntry]) -> list[CpuidEntry]:
                 registers[_REGISTERS.index(feature.register)] &= ~(1 << feature.bit)
         if function == 1:
             registers[2] &= ~CPUID_1_ECX_OSXSAVE
+        elif function == KVM_CPUID_FEATURES:
+            registers[0] &= ~KVM_HYPERCALL_FEATURES
         eax, ebx, ecx, edx = registers
         table.append((function, index, flags, eax, ebx, ecx, edx))
     return table
