@@ -1,0 +1,7 @@
+"""``python -m asupermachine.guest``: build (or find) the guest assets and print their paths."""
+
+from . import resolve_assets
+
+assets = resolve_assets()
+print(f"kernel:    {assets.kernel}")
+print(f"initramfs: {assets.initramfs}")

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up asupermachine on Debian with KVM: system packages, a virtualenv with the
+# project installed, and the guest assets (kernel, initramfs) built into the user
+# cache. Idempotent: each step is skipped when already done; assets are cached by
+# content hash, so only the first run builds the kernel (minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils patch
+  musl-tools busybox-static qemu-system-x86 python3 python3-venv python3-dev
+)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  echo "setup: installing ${missing[*]}" >&2
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# Reinstall only when the packaging or the compiled bindings change.
+stamp=.venv/.asupermachine-installed
+wanted=$(cat pyproject.toml setup.py asupermachine/kvm/_build.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c "import asupermachine.kvm" 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  echo "$wanted" > "$stamp"
+fi
+
+.venv/bin/python -m asupermachine.guest

@@ -1,0 +1,26 @@
+import pytest
+
+from asupermachine.arch.x86_64.cmdline import INIT_COMMAND_MARKER, kernel_cmdline, quote_init_argument
+from asupermachine.arch.x86_64.cpuid import CpuModel
+
+
+def test_command_follows_the_kernel_separator_and_init_marker() -> None:
+    line = kernel_cmdline(cpu_model=CpuModel.HOST, kernel_log=True, command=["sh", "-c", "exit 3"])
+    assert line.endswith(f' -- {INIT_COMMAND_MARKER} sh -c "exit 3"')
+    assert "console=ttyS0" in line and "quiet" not in line
+
+
+def test_quiet_by_default_and_extras_included() -> None:
+    line = kernel_cmdline(cpu_model=CpuModel.CONSERVATIVE, kernel_log=False, extra="foo=bar")
+    assert "quiet" in line and "foo=bar" in line and "clearcpuid=" in line and " -- " not in line
+
+
+@pytest.mark.parametrize("argument", ["", "--", 'say "hi"', "two\nlines"])
+def test_arguments_the_kernel_cannot_carry_are_refused(argument: str) -> None:
+    with pytest.raises(ValueError):
+        quote_init_argument(argument)
+
+
+def test_arguments_with_spaces_are_quoted() -> None:
+    assert quote_init_argument("a b") == '"a b"'
+    assert quote_init_argument("plain") == "plain"

@@ -1,0 +1,63 @@
+import struct
+
+import pytest
+
+from asupermachine import KernelImageError
+from asupermachine.arch.x86_64.elf import load_vmlinux, load_vmlinux_bytes
+from asupermachine.memory import GuestMemory
+
+
+def elf_image(entry: int, segments: list[tuple[int, bytes, int]]) -> bytes:
+    """A minimal ELF64 x86_64 executable with PT_LOAD segments (paddr, data, memsz)."""
+    phoff = 64
+    data_offset = phoff + 56 * len(segments)
+    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+    header = struct.pack("<16sHHIQQQIHHHHHH", ident, 2, 62, 1, entry, phoff, 0, 0, 64, 56, len(segments), 0, 0, 0)
+    phdrs, blobs = b"", b""
+    for paddr, data, memsz in segments:
+        phdrs += struct.pack("<IIQQQQQQ", 1, 5, data_offset + len(blobs), paddr, paddr, len(data), memsz, 0x1000)
+        blobs += data
+    return header + phdrs + blobs
+
+
+@pytest.fixture
+def memory() -> GuestMemory:
+    with GuestMemory([(0, 4 << 20)]) as memory:
+        yield memory
+
+
+def test_segments_are_copied_and_bss_zeroed(memory: GuestMemory) -> None:
+    memory.write(0x200004, b"\xff" * 12)
+    loaded = load_vmlinux_bytes(elf_image(0x200000, [(0x200000, b"code", 16)]), memory)
+    assert loaded.entry == 0x200000 and loaded.end == 0x200010
+    assert memory.read(0x200000, 16) == b"code" + bytes(12)
+
+
+def test_not_an_elf_file_is_refused(memory: GuestMemory) -> None:
+    with pytest.raises(KernelImageError, match="not an ELF"):
+        load_vmlinux_bytes(b"#!/bin/sh\necho not a kernel\n", memory)
+
+
+def test_a_bzimage_is_refused_with_advice(memory: GuestMemory) -> None:
+    image = bytearray(0x400)
+    image[0x202:0x206] = b"HdrS"
+    with pytest.raises(KernelImageError, match="bzImage"):
+        load_vmlinux_bytes(bytes(image), memory)
+
+
+def test_truncated_kernel_is_refused(memory: GuestMemory) -> None:
+    image = elf_image(0x200000, [(0x200000, b"x" * 4096, 4096)])
+    with pytest.raises(KernelImageError, match="truncated"):
+        load_vmlinux_bytes(image[:-100], memory)
+    with pytest.raises(KernelImageError, match="truncated"):
+        load_vmlinux_bytes(image[:80], memory)
+
+
+def test_segment_outside_guest_ram_is_refused(memory: GuestMemory) -> None:
+    with pytest.raises(KernelImageError, match="does not fit"):
+        load_vmlinux_bytes(elf_image(0x200000, [(0xFFFF_0000, b"x", 1 << 20)]), memory)
+
+
+def test_missing_kernel_file_is_refused(memory: GuestMemory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(KernelImageError, match="does not exist"):
+        load_vmlinux(tmp_path / "vmlinux", memory)

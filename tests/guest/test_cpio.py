@@ -1,0 +1,35 @@
+import stat
+import subprocess
+
+import pytest
+
+from asupermachine.guest.cpio import CpioEntry, cpio_archive
+from asupermachine.guest.initramfs import initramfs_entries
+
+
+def test_archive_unpacks_with_the_system_cpio(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    archive = cpio_archive(
+        [
+            CpioEntry("bin", stat.S_IFDIR | 0o755),
+            CpioEntry("bin/tool", stat.S_IFREG | 0o755, b"#!/bin/sh\n"),
+            CpioEntry("bin/link", stat.S_IFLNK | 0o777, b"tool"),
+        ]
+    )
+    assert len(archive) % 4 == 0
+    subprocess.run(["cpio", "-id", "--quiet"], input=archive, cwd=tmp_path, check=True)
+    assert (tmp_path / "bin/tool").read_bytes() == b"#!/bin/sh\n"
+    assert (tmp_path / "bin/tool").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "bin/link").readlink().as_posix() == "tool"
+
+
+def test_listing_includes_the_console_device_node() -> None:
+    archive = cpio_archive(initramfs_entries(b"\x7fELF", None))
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=archive, capture_output=True, check=True).stdout
+    console = next(line for line in listing.decode().splitlines() if line.endswith("dev/console"))
+    assert console.startswith("c") and "5," in console and "1" in console
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../escape", "a/../../b", ""])
+def test_member_names_must_stay_inside_the_archive(name: str) -> None:
+    with pytest.raises(ValueError):
+        cpio_archive([CpioEntry(name, stat.S_IFREG | 0o644)])
