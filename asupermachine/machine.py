@@ -12,7 +12,7 @@ import anyio
 from ._errors import AsupermachineError, GuestError
 from .arch.x86_64.cmdline import kernel_cmdline
 from .arch.x86_64.cpuid import detect_cpu_model
-from .console import Console
+from .console import DEFAULT_CAPACITY, Console
 from .devices.shutdown_ports import GuestExit, ShutdownReason
 from .guest import resolve_assets
 from .microvm import BootConfig, MicroVm
@@ -46,12 +46,14 @@ class Machine:
         vcpus: int = 1,
         memory_mib: int = 256,
         kernel_log: bool = False,
+        console_capacity: int = DEFAULT_CAPACITY,
     ) -> AsyncIterator[Machine]:
         """Boot the project's kernel and init (or ``kernel``/``initramfs``) and run ``command`` in it.
 
         The guest's init prints a ready line, runs ``command`` and ends the VM with
-        its exit status, which :meth:`wait` returns. Leaving the block stops the VM
-        and frees everything it held. Raises :class:`KVMUnavailable` without usable
+        its exit status, which :meth:`wait` returns. Console output not yet read is
+        kept up to ``console_capacity`` bytes, then the oldest is dropped. Leaving the
+        block stops the VM and frees everything it held. Raises :class:`KVMUnavailable` without usable
         KVM, :class:`KernelImageError` for a bad kernel, :class:`AssetError` when the
         default assets cannot be built, and :class:`GuestError` if the guest fails.
         """
@@ -67,7 +69,7 @@ class Machine:
             memory_mib=memory_mib,
             cpu_model=cpu_model,
         )
-        console = Console()
+        console = Console(console_capacity)
         built: list[MicroVm] = []
         try:
             # Appending inside the thread means a cancellation during assembly still

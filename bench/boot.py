@@ -1,0 +1,116 @@
+"""Cold boot: asupermachine vs QEMU ``-M microvm`` on the same kernel, initramfs, command line and CPU model.
+
+Measures, per run, the time from starting the boot to the init's ready line on the
+serial console and to the guest's exit, then prints min/median/max for each peer.
+
+    .venv/bin/python bench/boot.py [--runs N] [--vcpus N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+
+from asupermachine import Machine, ShutdownReason
+from asupermachine.arch.x86_64.cmdline import kernel_cmdline
+from asupermachine.arch.x86_64.cpuid import EMULATOR_REFUSED_FEATURES, CpuModel, detect_cpu_model
+from asupermachine.guest import READY_MARKER, GuestAssets, resolve_assets
+
+COMMAND = ["true"]
+MEMORY_MIB = 256
+# QEMU's names for the KVM PV features our conservative model masks (cpuid.KVM_HYPERCALL_FEATURES).
+QEMU_KVM_HYPERCALL_FLAGS = ("kvm-pv-unhalt", "kvm-pv-ipi", "kvm-pv-sched-yield")
+# kvm_pvm refuses QEMU's write of MSR_IA32_ARCH_CAPABILITIES (0x10a) that `-cpu host` implies.
+QEMU_REFUSED_MSR_FEATURES = ("arch-capabilities",)
+
+
+@dataclass(frozen=True)
+class Sample:
+    ready: float
+    exit: float
+
+
+def boot_asupermachine(assets: GuestAssets, vcpus: int) -> Sample:
+    async def once() -> Sample:
+        start = time.perf_counter()
+        ready = float("nan")
+        async with Machine.boot(assets.kernel, initramfs=assets.initramfs, command=COMMAND, vcpus=vcpus) as vm:
+            async for line in vm.console.lines():
+                if line.startswith(READY_MARKER):
+                    ready = time.perf_counter() - start
+            result = await vm.wait()
+        if result.reason is not ShutdownReason.EXIT or result.status != 0:
+            raise RuntimeError(f"asupermachine guest ended badly: {result}")
+        return Sample(ready, time.perf_counter() - start)
+
+    return anyio.run(once)
+
+
+def qemu_command(assets: GuestAssets, vcpus: int, model: CpuModel) -> list[str]:
+    cpu = "host"
+    if model is CpuModel.CONSERVATIVE:
+        cpu += "".join(f",-{name}" for name in QEMU_REFUSED_MSR_FEATURES)
+        cpu += "".join(f",-{feature.name}" for feature in EMULATOR_REFUSED_FEATURES)
+        cpu += "".join(f",{flag}=off" for flag in QEMU_KVM_HYPERCALL_FLAGS)
+    return [
+        "qemu-system-x86_64", "-M", "microvm,isa-serial=on,acpi=off,rtc=off", "-enable-kvm",
+        "-cpu", cpu, "-smp", str(vcpus), "-m", str(MEMORY_MIB),
+        "-kernel", str(assets.kernel), "-initrd", str(assets.initramfs),
+        "-append", kernel_cmdline(cpu_model=model, kernel_log=False, command=COMMAND),
+        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
+        # Our kernel reports init's exit status on port 0xf4: QEMU exits with (status << 1) | 1.
+        "-device", "isa-debug-exit,iobase=0xf4,iosize=2",
+    ]
+
+
+def boot_qemu(assets: GuestAssets, vcpus: int) -> Sample:
+    start = time.perf_counter()
+    ready = float("nan")
+    with subprocess.Popen(
+        qemu_command(assets, vcpus, detect_cpu_model()), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as qemu:
+        assert qemu.stdout is not None
+        for raw in qemu.stdout:
+            if raw.decode(errors="replace").startswith(READY_MARKER):
+                ready = time.perf_counter() - start
+        status = qemu.wait()
+        if status != 1:  # (0 << 1) | 1
+            stderr = qemu.stderr.read().decode() if qemu.stderr else ""
+            raise RuntimeError(f"QEMU exited with {status}: {stderr[-500:]}")
+    return Sample(ready, time.perf_counter() - start)
+
+
+def _stats(values: list[float]) -> str:
+    return f"{min(values):7.2f} {statistics.median(values):7.2f} {max(values):7.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--vcpus", type=int, default=1)
+    args = parser.parse_args()
+    assets = resolve_assets()
+    peers: dict[str, Callable[[GuestAssets, int], Sample]] = {"asupermachine": boot_asupermachine}
+    if shutil.which("qemu-system-x86_64"):
+        peers["qemu -M microvm"] = boot_qemu
+    results: dict[str, list[Sample]] = {name: [] for name in peers}
+    for _ in range(args.runs):
+        for name, boot in peers.items():  # interleaved, so drift hits both peers alike
+            results[name].append(boot(assets, args.vcpus))
+    model = detect_cpu_model()
+    print(f"\ncold boot, {args.vcpus} vCPU, {MEMORY_MIB} MiB, command {COMMAND}, {args.runs} runs, "
+          f"CPU model {model.value}, seconds")
+    print(f"{'peer':<18} {'ready line: min   median  max':>30}   {'guest exit: min  median  max':>30}")
+    for name, samples in results.items():
+        print(f"{name:<18} {_stats([s.ready for s in samples]):>30}   {_stats([s.exit for s in samples]):>30}")
+
+
+if __name__ == "__main__":
+    main()

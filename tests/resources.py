@@ -1,0 +1,51 @@
+"""What a test process holds, to prove a VM left nothing behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Held:
+    fds: int
+    kvm_fds: int
+    kvm_mappings: int
+    guest_sized_mappings: int
+    threads: int
+
+# Guest RAM is at least this big; thread stacks and allocator arenas are smaller.
+GUEST_SIZED = 64 << 20
+
+
+def held() -> Held:
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            pass  # the fd listing's own descriptor
+    kvm_mappings = guest_sized = 0
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(part, 16) for part in line.split()[0].split("-"))
+            kvm_mappings += "anon_inode:kvm" in line
+            guest_sized += end - start >= GUEST_SIZED and len(line.split()) == 5
+    return Held(
+        fds=len(targets),
+        kvm_fds=sum("kvm" in target for target in targets),
+        kvm_mappings=kvm_mappings,
+        guest_sized_mappings=guest_sized,
+        threads=threading.active_count(),
+    )
+
+
+def assert_nothing_left(before: Held, *, idle_worker_threads: int = 2) -> None:
+    """No fd, KVM object or mapping survives; threads may only be idle pool workers."""
+    after = held()
+    assert after.kvm_fds == 0, after
+    assert after.kvm_mappings == 0, after
+    assert after.guest_sized_mappings == before.guest_sized_mappings, (before, after)
+    assert after.fds == before.fds, (before, after)
+    assert after.threads <= before.threads + idle_worker_threads, (before, after)

@@ -1,0 +1,127 @@
+"""Real guests on /dev/kvm: exit status, SMP, console streaming and input, how guests end.
+
+A boot costs ~30 s under software KVM, so each test boots several VMs at once
+(one process juggling them is part of what is tested) and module fixtures share
+booted guests between assertions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+import pytest
+
+from asupermachine import GuestExit, Machine, ShutdownReason
+from asupermachine.guest import READY_MARKER
+
+BOOT_DEADLINE = 300  # seconds; a hang fails the test instead of stalling CI
+
+
+@dataclass
+class Transcript:
+    lines: list[str]
+    exit: GuestExit
+    dropped: int = 0
+
+
+async def _run_all(*jobs: Callable[[], Awaitable[None]]) -> None:
+    with anyio.fail_after(BOOT_DEADLINE):
+        async with anyio.create_task_group() as tasks:
+            for job in jobs:
+                tasks.start_soon(job)
+
+
+@pytest.mark.anyio
+async def test_init_reports_the_command_exit_status_zero_and_nonzero() -> None:
+    results: dict[int, Transcript] = {}
+
+    async def run(status: int) -> None:
+        async with Machine.boot(command=["sh", "-c", f"echo status-{status}; exit {status}"]) as vm:
+            lines = [line async for line in vm.console.lines()]
+            results[status] = Transcript(lines, await vm.wait())
+
+    await _run_all(lambda: run(0), lambda: run(7))
+    for status, transcript in results.items():
+        assert transcript.exit == GuestExit(ShutdownReason.EXIT, status)
+        ready = [line for line in transcript.lines if line.startswith(READY_MARKER)]
+        assert len(ready) == 1 and "uptime=" in ready[0]
+        assert transcript.lines.index(ready[0]) < transcript.lines.index(f"status-{status}")
+
+
+SMP_SCRIPT = (
+    "read word; echo got-$word; "
+    "echo cpus=$(grep -c ^processor /proc/cpuinfo); "
+    "i=0; while [ $i -lt 100 ]; do echo line-$i; i=$((i+1)); done; exit 5"
+)
+FLOOD_SCRIPT = "i=0; while [ $i -lt 60 ]; do echo flood-$i-................................................; i=$((i+1)); done"
+FLOOD_CAPACITY = 512
+
+
+@pytest.fixture(scope="module")
+def console_runs() -> dict[str, Transcript]:
+    """Two guests at once: a 2-vCPU one whose console is typed into and read line by
+    line, and one whose console nobody reads while it prints more than the buffer holds."""
+    runs: dict[str, Transcript] = {}
+
+    async def smp() -> None:
+        async with Machine.boot(vcpus=2, command=["sh", "-c", SMP_SCRIPT]) as vm:
+            lines: list[str] = []
+            async for line in vm.console.lines():
+                lines.append(line)
+                if line.startswith(READY_MARKER):
+                    await vm.console.send(b"hello\n")
+            runs["smp"] = Transcript(lines, await vm.wait())
+
+    async def flood() -> None:
+        async with Machine.boot(command=["sh", "-c", FLOOD_SCRIPT], console_capacity=FLOOD_CAPACITY) as vm:
+            exit = await vm.wait()
+            rest = b"".join([chunk async for chunk in vm.console])
+            runs["flood"] = Transcript(rest.decode().splitlines(), exit, vm.console.dropped)
+
+    anyio.run(_run_all, smp, flood, backend="trio")
+    return runs
+
+
+def test_guest_with_two_vcpus_sees_two_cpus(console_runs: dict[str, Transcript]) -> None:
+    assert "cpus=2" in console_runs["smp"].lines
+
+
+def test_console_lines_stream_in_order(console_runs: dict[str, Transcript]) -> None:
+    lines = [line for line in console_runs["smp"].lines if line.startswith("line-")]
+    assert lines == [f"line-{i}" for i in range(100)]
+    assert console_runs["smp"].exit == GuestExit(ShutdownReason.EXIT, 5)
+
+
+def test_console_input_reaches_the_guest(console_runs: dict[str, Transcript]) -> None:
+    assert "got-hello" in console_runs["smp"].lines
+
+
+def test_unread_console_drops_oldest_output_without_stalling_the_guest(console_runs: dict[str, Transcript]) -> None:
+    flood = console_runs["flood"]
+    assert flood.exit == GuestExit(ShutdownReason.EXIT, 0)
+    assert flood.dropped > 0
+    kept = [line for line in flood.lines if line.startswith("flood-")]
+    assert kept[-1].startswith("flood-59-")  # the newest output survives
+    assert sum(len(line) + 2 for line in flood.lines) <= FLOOD_CAPACITY + 2
+
+
+@pytest.mark.anyio
+async def test_guest_power_off_reboot_and_panic_end_the_vm_with_their_reason() -> None:
+    ends: dict[str, GuestExit] = {}
+
+    async def run(name: str, **options: object) -> None:
+        async with Machine.boot(**options) as vm:  # type: ignore[arg-type]
+            ends[name] = await vm.wait()
+
+    await _run_all(
+        lambda: run("poweroff", command=["poweroff", "-f"]),
+        lambda: run("reboot", command=["reboot", "-f"]),
+        lambda: run("panic", cmdline_extra="rdinit=/bin/false"),
+    )
+    assert ends == {
+        "poweroff": GuestExit(ShutdownReason.POWER_OFF),
+        "reboot": GuestExit(ShutdownReason.RESET),
+        "panic": GuestExit(ShutdownReason.PANIC),
+    }
