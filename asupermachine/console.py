@@ -62,10 +62,10 @@ class Console:
         self._signal()
 
     def _signal(self) -> None:
-        try:
-            os.eventfd_write(self._wakeup, 1)
-        except OSError:
-            pass  # the fd was released at teardown; nobody is left to wake
+        wakeup = self._wakeup
+        if wakeup < 0:
+            return  # released at teardown: nobody is left to wake
+        os.eventfd_write(wakeup, 1)
 
     def tail(self, limit: int = 4096) -> str:
         """The last ``limit`` bytes the guest printed, read or not, as text."""
@@ -130,7 +130,7 @@ class Console:
     async def release(self) -> None:
         """Free the eventfd once the VM's threads are gone; a waiting reader sees the end of the stream."""
         self.close()
-        if self._wakeup >= 0:
-            anyio.notify_closing(self._wakeup)
-            os.close(self._wakeup)
-            self._wakeup = -1
+        wakeup, self._wakeup = self._wakeup, -1
+        if wakeup >= 0:
+            anyio.notify_closing(wakeup)
+            os.close(wakeup)

@@ -137,7 +137,8 @@ def _unwrap_single_error() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        errors = _leaves(group)
+        # A vCPU failure can arrive twice: from its task and re-raised by wait().
+        errors = list({id(error): error for error in _leaves(group)}.values())
         if len(errors) == 1:
             raise errors[0] from errors[0].__cause__
         raise

@@ -6,7 +6,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -41,3 +42,24 @@ def exclusive(lock_path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Return ``target``, first running ``build(staging_dir)`` if it is not cached yet.
+
+    ``build`` writes ``target.name`` (and any companions) into ``staging_dir``, which
+    is then renamed to ``target.parent`` in one step: a concurrent or crashed build
+    never leaves a half-written artefact where it would be found.
+    """
+    if target.is_file():
+        return target
+    target.parent.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(target.parent.with_suffix(".lock")):
+        if target.is_file():
+            return target
+        with tempfile.TemporaryDirectory(dir=target.parent.parent, prefix="build-") as work:
+            staging = Path(work) / "out"
+            staging.mkdir()
+            build(staging)
+            os.replace(staging, target.parent)
+    return target

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 import subprocess
-import tempfile
 from pathlib import Path
 
 from .._errors import AssetError
-from ._cache import cache_root, content_key, exclusive, file_digest
+from ._cache import build_once, cache_root, content_key, file_digest
 from .cpio import CpioEntry, cpio_archive
 
 INIT_SOURCE = Path(__file__).parent / "init" / "init.c"
@@ -70,19 +68,12 @@ def ensure_initramfs(busybox: Path | None = BUSYBOX) -> Path:
     """Return the cached initramfs, building it first if needed."""
     if busybox is not None and not busybox.is_file():
         busybox = None
-    key = initramfs_key(busybox)
-    target = cache_root() / "initramfs" / key / "initramfs.cpio"
-    if target.is_file():
-        return target
-    with exclusive(target.parent.with_suffix(".lock")):
-        if target.is_file():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as work:
-            init = Path(work) / "init"
-            build_static_binary(INIT_SOURCE, init)
-            archive = cpio_archive(initramfs_entries(init.read_bytes(), busybox.read_bytes() if busybox else None))
-            staged = Path(work) / "initramfs.cpio"
-            staged.write_bytes(archive)
-            os.replace(staged, target)
-    return target
+    target = cache_root() / "initramfs" / initramfs_key(busybox) / "initramfs.cpio"
+
+    def build(staging: Path) -> None:
+        init = staging.parent / "init"
+        build_static_binary(INIT_SOURCE, init)
+        busybox_bytes = busybox.read_bytes() if busybox else None
+        (staging / target.name).write_bytes(cpio_archive(initramfs_entries(init.read_bytes(), busybox_bytes)))
+
+    return build_once(target, build)

@@ -12,11 +12,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 from .._errors import AssetError
-from ._cache import cache_root, content_key, exclusive, file_digest
+from ._cache import build_once, cache_root, content_key, file_digest
 
 KERNEL_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 _HERE = Path(__file__).parent / "kernel"
@@ -48,15 +47,8 @@ def cached_kernel_path(key: str) -> Path:
 
 def ensure_kernel(tarball: Path = KERNEL_SOURCE_TARBALL, *, jobs: int | None = None) -> Path:
     """Return the cached ``vmlinux``, building it first if needed (minutes, once)."""
-    key = kernel_key(tarball)
-    target = cached_kernel_path(key)
-    if target.is_file():
-        return target
-    with exclusive(target.parent.with_suffix(".lock")):
-        if target.is_file():
-            return target
-        _build(tarball, target, jobs or os.cpu_count() or 1)
-    return target
+    target = cached_kernel_path(kernel_key(tarball))
+    return build_once(target, lambda staging: _build(tarball, staging, jobs or os.cpu_count() or 1))
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -67,25 +59,21 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise AssetError(f"kernel build step {' '.join(cmd)!r} failed:\n{tail}")
 
 
-def _build(tarball: Path, target: Path, jobs: int) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent.parent, prefix="build-") as work:
-        print(f"building the guest kernel from {tarball} (once, takes minutes)", file=sys.stderr)
-        with tarfile.open(tarball) as tar:
-            tar.extractall(work, filter="data")
-        (src,) = [p for p in Path(work).iterdir() if p.is_dir()]
-        for patch in _patches():
-            _run(["patch", "-p1", "--forward", "--input", str(patch)], src)
-        make = ["make", "ARCH=x86_64", f"-j{jobs}"]
-        _run([*make, "tinyconfig"], src)
-        _run(["scripts/kconfig/merge_config.sh", "-m", ".config", str(CONFIG_FRAGMENT)], src)
-        _run([*make, "olddefconfig"], src)
-        _check_config(src / ".config")
-        _run([*make, "vmlinux"], src)
-        staged = target.with_suffix(".tmp")
-        shutil.copyfile(src / "vmlinux", staged)
-        shutil.copyfile(src / ".config", target.parent / "config")
-        os.replace(staged, target)
+def _build(tarball: Path, staging: Path, jobs: int) -> None:
+    print(f"building the guest kernel from {tarball} (once, takes minutes)", file=sys.stderr)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(staging.parent, filter="data")
+    (src,) = [p for p in staging.parent.iterdir() if p.is_dir() and p != staging]
+    for patch in _patches():
+        _run(["patch", "-p1", "--forward", "--input", str(patch)], src)
+    make = ["make", "ARCH=x86_64", f"-j{jobs}"]
+    _run([*make, "tinyconfig"], src)
+    _run(["scripts/kconfig/merge_config.sh", "-m", ".config", str(CONFIG_FRAGMENT)], src)
+    _run([*make, "olddefconfig"], src)
+    _check_config(src / ".config")
+    _run([*make, "vmlinux"], src)
+    shutil.copyfile(src / "vmlinux", staging / "vmlinux")
+    shutil.copyfile(src / ".config", staging / "config")
 
 
 def _check_config(config: Path) -> None:

@@ -48,7 +48,9 @@ class Kvm:
             raise
 
     def check_extension(self, capability: int) -> int:
-        return lib.amv_check_extension(self.fd, capability)
+        """``KVM_CHECK_EXTENSION``: 0 when unsupported, else a capability-specific positive value."""
+        result: int = lib.amv_check_extension(self.fd, capability)
+        return result
 
     @property
     def max_vcpus(self) -> int:

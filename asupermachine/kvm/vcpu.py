@@ -37,7 +37,8 @@ class VcpuFd:
 
     def run(self) -> int:
         """One ``KVM_RUN``: 0 on an exit to handle, ``-EINTR`` when kicked, other ``-errno`` on failure."""
-        return lib.amv_run(self.fd)
+        result: int = lib.amv_run(self.fd)
+        return result
 
     def bind_to_current_thread(self) -> None:
         """Record the calling thread as the one to signal in ``kick()``."""

@@ -1,23 +1,10 @@
-import struct
-
 import pytest
 
 from asupermachine import KernelImageError
 from asupermachine.arch.x86_64.elf import load_vmlinux, load_vmlinux_bytes
 from asupermachine.memory import GuestMemory
 
-
-def elf_image(entry: int, segments: list[tuple[int, bytes, int]]) -> bytes:
-    """A minimal ELF64 x86_64 executable with PT_LOAD segments (paddr, data, memsz)."""
-    phoff = 64
-    data_offset = phoff + 56 * len(segments)
-    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
-    header = struct.pack("<16sHHIQQQIHHHHHH", ident, 2, 62, 1, entry, phoff, 0, 0, 64, 56, len(segments), 0, 0, 0)
-    phdrs, blobs = b"", b""
-    for paddr, data, memsz in segments:
-        phdrs += struct.pack("<IIQQQQQQ", 1, 5, data_offset + len(blobs), paddr, paddr, len(data), memsz, 0x1000)
-        blobs += data
-    return header + phdrs + blobs
+from ..elf_images import elf_image
 
 
 @pytest.fixture

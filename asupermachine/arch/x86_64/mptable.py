@@ -34,7 +34,7 @@ _IOAPIC = struct.Struct("<BBBBI")
 _INTSRC = struct.Struct("<BBHBBBB")
 
 
-def _checksum_fix(data: bytes) -> int:
+def _checksum_fix(data: bytes | bytearray) -> int:
     """The byte that makes ``data`` sum to zero modulo 256."""
     return (-sum(data)) & 0xFF
 
