@@ -52,10 +52,14 @@ class Machine:
 
         The guest's init prints a ready line, runs ``command`` and ends the VM with
         its exit status, which :meth:`wait` returns. Console output not yet read is
-        kept up to ``console_capacity`` bytes, then the oldest is dropped. Leaving the
-        block stops the VM and frees everything it held. Raises :class:`KVMUnavailable` without usable
-        KVM, :class:`KernelImageError` for a bad kernel, :class:`AssetError` when the
-        default assets cannot be built, and :class:`GuestError` if the guest fails.
+        kept up to ``console_capacity`` bytes, then the oldest is dropped. Leaving
+        the block (normally, by an error or by cancellation) stops the VM and frees
+        every thread, fd and mapping it held.
+
+        Raises :class:`KVMUnavailable` without usable KVM, :class:`KernelImageError`
+        for a bad kernel, :class:`AssetError` when the default assets cannot be
+        built, ``ValueError`` for an impossible shape (vCPUs, memory, command), and
+        :class:`GuestError` when a vCPU fails (emulation failure, bad state).
         """
         assets = await anyio.to_thread.run_sync(
             resolve_assets, _optional_path(kernel), _optional_path(initramfs)
@@ -111,7 +115,7 @@ class Machine:
 
     @property
     def exit(self) -> GuestExit | None:
-        """How the guest ended, or None while it runs."""
+        """How the guest ended, or None while it runs; raises :class:`GuestError` like :meth:`wait`."""
         return self._result() if self._stopped.is_set() else None
 
     def _result(self) -> GuestExit:

@@ -140,6 +140,8 @@ class MicroVm:
         self.pio.register(EXIT_STATUS_PORT, EXIT_PORT_COUNT, ExitPorts(request))
 
     def _create_vcpus(self, entry: int) -> None:
+        if self.config.vcpus > self._kvm.max_vcpus:
+            raise ValueError(f"this host's KVM allows at most {self._kvm.max_vcpus} vCPUs per VM")
         supported = self._kvm.supported_cpuid()
         for index in range(self.config.vcpus):
             vcpu = self._vm.create_vcpu(index)

@@ -38,6 +38,8 @@ class Kvm:
             raise KVMUnavailable(f"no permission to open {path}: add the user to the 'kvm' group") from None
         try:
             version = lib.amv_get_api_version(self.fd)
+            if version < 0:
+                raise KVMUnavailable(f"{path} is not a KVM device: {os.strerror(-version)}")
             if version != lib.KVM_API_VERSION:
                 raise KVMUnavailable(f"{path} speaks KVM API {version}, need {lib.KVM_API_VERSION}")
             missing = [name for name, cap in REQUIRED_CAPABILITIES.items() if self.check_extension(cap) <= 0]
