@@ -6,6 +6,7 @@ from ._errors import GuestError as GuestError
 from ._errors import GuestMemoryError as GuestMemoryError
 from ._errors import KernelImageError as KernelImageError
 from ._errors import KVMUnavailable as KVMUnavailable
+from ._errors import VirtqueueError as VirtqueueError
 from .console import Console as Console
 from .devices.shutdown_ports import GuestExit as GuestExit
 from .devices.shutdown_ports import ShutdownReason as ShutdownReason

@@ -58,3 +58,10 @@ class GuestMemoryError(AsupermachineError):
         super().__init__(f"guest-physical range [{guest_phys_addr:#x}, +{length:#x}) is outside guest RAM")
         self.guest_phys_addr = guest_phys_addr
         self.length = length
+
+
+class VirtqueueError(AsupermachineError):
+    """The guest driver put something malformed on a virtqueue (bad index, loop, address outside RAM).
+
+    It fails the request or marks the device as needing a reset; the host carries on.
+    """

@@ -80,6 +80,14 @@ class GuestMemory:
         start = self._locate(gpa, len(data))
         self._view[start : start + len(data)] = data
 
+    def unpack(self, layout: struct.Struct, gpa: int) -> tuple[int, ...]:
+        """``layout.unpack`` of the bytes at ``gpa``, without copying them out first."""
+        values: tuple[int, ...] = layout.unpack_from(self._view, self._locate(gpa, layout.size))
+        return values
+
+    def pack(self, layout: struct.Struct, gpa: int, *values: int) -> None:
+        layout.pack_into(self._view, self._locate(gpa, layout.size), *values)
+
     def read_u32(self, gpa: int) -> int:
         value: int = struct.unpack_from("<I", self._view, self._locate(gpa, 4))[0]
         return value
