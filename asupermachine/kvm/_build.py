@@ -17,6 +17,8 @@ CDEF = r"""
 #define KVM_CAP_SET_IDENTITY_MAP_ADDR ...
 #define KVM_CAP_NR_VCPUS ...
 #define KVM_CAP_MAX_VCPUS ...
+#define KVM_CAP_IOEVENTFD ...
+#define KVM_CAP_IRQFD ...
 
 #define KVM_EXIT_UNKNOWN ...
 #define KVM_EXIT_EXCEPTION ...
@@ -88,6 +90,8 @@ int amv_set_identity_map_addr(int vm, uint64_t addr);
 int amv_create_irqchip(int vm);
 int amv_create_pit2(int vm, uint32_t flags);
 int amv_irq_line(int vm, uint32_t irq, uint32_t level);
+int amv_ioeventfd(int vm, uint64_t addr, uint32_t len, int fd, uint64_t datamatch, int deassign);
+int amv_irqfd(int vm, int fd, uint32_t gsi, int deassign);
 int amv_create_vcpu(int vm, unsigned long id);
 int amv_run(int vcpu);
 int amv_get_regs(int vcpu, struct kvm_regs *regs);
@@ -157,6 +161,26 @@ int amv_create_pit2(int vm, __u32 flags) {
 int amv_irq_line(int vm, __u32 irq, __u32 level) {
     struct kvm_irq_level l = { .irq = irq, .level = level };
     return amv_ioctl(vm, KVM_IRQ_LINE, PTR(&l));
+}
+/* An MMIO write of `len` bytes equal to `datamatch` at `addr` signals `fd` inside KVM. */
+int amv_ioeventfd(int vm, __u64 addr, __u32 len, int fd, __u64 datamatch, int deassign) {
+    struct kvm_ioeventfd e;
+    memset(&e, 0, sizeof e);
+    e.addr = addr;
+    e.len = len;
+    e.fd = fd;
+    e.datamatch = datamatch;
+    e.flags = KVM_IOEVENTFD_FLAG_DATAMATCH | (deassign ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0);
+    return amv_ioctl(vm, KVM_IOEVENTFD, PTR(&e));
+}
+/* A write to `fd` raises interrupt line `gsi` inside KVM. */
+int amv_irqfd(int vm, int fd, __u32 gsi, int deassign) {
+    struct kvm_irqfd i;
+    memset(&i, 0, sizeof i);
+    i.fd = fd;
+    i.gsi = gsi;
+    i.flags = deassign ? KVM_IRQFD_FLAG_DEASSIGN : 0;
+    return amv_ioctl(vm, KVM_IRQFD, PTR(&i));
 }
 int amv_create_vcpu(int vm, unsigned long id) { return amv_ioctl(vm, KVM_CREATE_VCPU, id); }
 /* KVM_RUN is called through cffi, which releases the GIL for the call. */

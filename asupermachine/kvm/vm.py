@@ -37,6 +37,14 @@ class VmFd:
     def set_irq_line(self, irq: int, level: bool) -> None:
         check(lib.amv_irq_line(self.fd, irq, int(level)), "KVM_IRQ_LINE")
 
+    def register_ioeventfd(self, addr: int, length: int, fd: int, datamatch: int) -> None:
+        """Have KVM signal eventfd ``fd`` on a guest write of ``datamatch`` to ``addr``, without a vCPU exit."""
+        check(lib.amv_ioeventfd(self.fd, addr, length, fd, datamatch, 0), "KVM_IOEVENTFD")
+
+    def register_irqfd(self, fd: int, gsi: int) -> None:
+        """Have KVM raise interrupt ``gsi`` whenever eventfd ``fd`` is written."""
+        check(lib.amv_irqfd(self.fd, fd, gsi, 0), "KVM_IRQFD")
+
     def create_vcpu(self, index: int) -> VcpuFd:
         fd = check(lib.amv_create_vcpu(self.fd, index), "KVM_CREATE_VCPU")
         try:

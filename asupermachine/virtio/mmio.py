@@ -72,6 +72,13 @@ class VirtioDevice(Protocol):
 
     def activate(self, queues: list[Virtqueue], features: int) -> None: ...
 
+    def process_queue(self, index: int) -> bool:
+        """Serve what the driver queued on ``index``; True if used buffers were added.
+
+        Raises :class:`VirtqueueError` when the driver's queue is malformed.
+        """
+        ...
+
     def reset(self) -> None: ...
 
 

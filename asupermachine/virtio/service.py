@@ -1,0 +1,108 @@
+"""Serve one virtio-mmio device: KVM ioeventfds wake an async task per queue, an irqfd interrupts.
+
+Queue notifications never exit to a vCPU thread: KVM signals the queue's
+eventfd, the task awaiting it drains the queue under the device's bus lock, and
+a write to the irqfd injects the interrupt. Only register and config-space
+accesses reach the transport through the vCPU's MMIO exits.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import anyio
+
+from .._errors import VirtqueueError
+from ..devices.bus import Bus
+from ..kvm import VmFd
+from ..memory import GuestMemory
+from .mmio import VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_SIZE, MmioTransport, VirtioDevice
+
+# Device slots sit in the MMIO gap below 4 GiB; their IRQs start above COM1's 4.
+VIRTIO_MMIO_BASE = 0xD000_0000
+FIRST_VIRTIO_IRQ = 5
+LAST_VIRTIO_IRQ = 23
+
+
+@dataclass(frozen=True)
+class MmioSlot:
+    """Where a virtio-mmio device lives: its register window and its interrupt line."""
+
+    base: int
+    irq: int
+
+    @classmethod
+    def numbered(cls, index: int) -> MmioSlot:
+        irq = FIRST_VIRTIO_IRQ + index
+        if irq > LAST_VIRTIO_IRQ:
+            raise ValueError(f"at most {LAST_VIRTIO_IRQ - FIRST_VIRTIO_IRQ + 1} virtio devices fit")
+        return cls(VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE, irq)
+
+    @property
+    def kernel_argument(self) -> str:
+        """How the guest learns of the device (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES)."""
+        return f"virtio_mmio.device=4K@{self.base:#x}:{self.irq}"
+
+
+class VirtioService:
+    """A device on its transport, wired to KVM; :meth:`run` serves it until cancelled."""
+
+    def __init__(self, vm: VmFd, bus: Bus, memory: GuestMemory, device: VirtioDevice, slot: MmioSlot) -> None:
+        self.slot = slot
+        self._fds: list[int] = []
+        try:
+            self._irq = self._eventfd()
+            vm.register_irqfd(self._irq, slot.irq)
+            self._notify = [self._eventfd() for _ in device.queue_max_sizes]
+            for index, fd in enumerate(self._notify):
+                vm.register_ioeventfd(slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, fd, datamatch=index)
+            self.transport = MmioTransport(
+                device, memory, interrupt=self._raise_interrupt, queue_notify=self._notify_queue
+            )
+            self._lock = bus.register(slot.base, VIRTIO_MMIO_SIZE, self.transport)
+        except BaseException:
+            self.close()
+            raise
+
+    def _eventfd(self) -> int:
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._fds.append(fd)
+        return fd
+
+    def _raise_interrupt(self) -> None:
+        os.eventfd_write(self._irq, 1)
+
+    def _notify_queue(self, index: int) -> None:
+        # Reached only for a notification KVM did not match (e.g. a narrower write).
+        os.eventfd_write(self._notify[index], 1)
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            for index, fd in enumerate(self._notify):
+                tasks.start_soon(self._serve_queue, index, fd)
+
+    async def _serve_queue(self, index: int, fd: int) -> None:
+        transport = self.transport
+        while True:
+            await anyio.wait_readable(fd)
+            try:
+                os.eventfd_read(fd)
+            except BlockingIOError:
+                continue
+            with self._lock:
+                if not transport.active:
+                    continue
+                try:
+                    used = transport.device.process_queue(index)
+                except VirtqueueError as error:
+                    transport.fail(str(error))
+                    continue
+                if used and not transport.queues[index].interrupt_suppressed():
+                    transport.signal_used()
+
+    def close(self) -> None:
+        """Close the eventfds; call after :meth:`run` has ended and the VM fd is closed."""
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
