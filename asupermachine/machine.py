@@ -16,6 +16,8 @@ from .console import DEFAULT_CAPACITY, Console
 from .devices.shutdown_ports import GuestExit, ShutdownReason
 from .guest import resolve_assets
 from .microvm import BootConfig, MicroVm
+from .virtio.rng import Rng
+from .virtio.service import MmioSlot
 
 KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
 
@@ -65,13 +67,21 @@ class Machine:
             resolve_assets, _optional_path(kernel), _optional_path(initramfs)
         )
         cpu_model = detect_cpu_model()
+        devices = (Rng(),)
         config = BootConfig(
             kernel=assets.kernel,
             initramfs=assets.initramfs,
-            cmdline=kernel_cmdline(cpu_model=cpu_model, kernel_log=kernel_log, extra=cmdline_extra, command=command),
+            cmdline=kernel_cmdline(
+                cpu_model=cpu_model,
+                kernel_log=kernel_log,
+                extra=cmdline_extra,
+                devices=[MmioSlot.numbered(index).kernel_argument for index in range(len(devices))],
+                command=command,
+            ),
             vcpus=vcpus,
             memory_mib=memory_mib,
             cpu_model=cpu_model,
+            virtio_devices=devices,
         )
         console = Console(console_capacity)
         built: list[MicroVm] = []
@@ -87,12 +97,16 @@ class Machine:
                         yield machine
                     finally:
                         machine._microvm.stop.request(GuestExit(ShutdownReason.HOST))
+                        # Device tasks serve until the VM goes; vCPU threads end once kicked.
+                        tasks.cancel_scope.cancel()
         finally:
             for microvm in built:
                 microvm.close()
             await console.release()
 
     def _start(self, tasks: anyio.abc.TaskGroup) -> None:
+        for service in self._microvm.virtio:
+            tasks.start_soon(service.run, name=f"virtio@{service.slot.base:#x}")
         for index, runner in enumerate(self._microvm.runners()):
             tasks.start_soon(self._run_vcpu, runner.run, name=f"vcpu-{index}")
 

@@ -22,6 +22,8 @@ from .kvm import Kvm, VcpuFd, VmFd
 from .memory import GuestMemory
 from .vcpu.runner import VcpuRunner
 from .vcpu.stop import StopLatch
+from .virtio.mmio import VirtioDevice
+from .virtio.service import MmioSlot, VirtioService
 
 MIB = 1 << 20
 MIN_MEMORY_MIB = 64
@@ -37,6 +39,8 @@ class BootConfig:
     vcpus: int
     memory_mib: int
     cpu_model: CpuModel
+    virtio_devices: tuple[VirtioDevice, ...] = ()
+    """Devices in slot order: ``MmioSlot.numbered(i)`` for the i-th, as ``cmdline`` declares them."""
 
 
 class MicroVm:
@@ -48,6 +52,7 @@ class MicroVm:
         self.console = console
         self.stop = StopLatch()
         self.vcpus: list[VcpuFd] = []
+        self.virtio: list[VirtioService] = []
         with contextlib.ExitStack() as undo:
             self._kvm = Kvm()
             undo.callback(self._kvm.close)
@@ -60,6 +65,8 @@ class MicroVm:
             self.pio = Bus()
             self.mmio = Bus()
             self._attach_devices()
+            undo.callback(self._close_virtio)
+            self._attach_virtio()
             undo.callback(self._close_vcpus)
             self._create_vcpus(entry)
             undo.pop_all()
@@ -139,6 +146,15 @@ class MicroVm:
         self.pio.register(I8042_DATA_PORT, I8042_PORT_COUNT, I8042(request))
         self.pio.register(EXIT_STATUS_PORT, EXIT_PORT_COUNT, ExitPorts(request))
 
+    def _attach_virtio(self) -> None:
+        for index, device in enumerate(self.config.virtio_devices):
+            self.virtio.append(VirtioService(self._vm, self.mmio, self.memory, device, MmioSlot.numbered(index)))
+
+    def _close_virtio(self) -> None:
+        for service in self.virtio:
+            service.close()
+        self.virtio.clear()
+
     def _create_vcpus(self, entry: int) -> None:
         if self.config.vcpus > self._kvm.max_vcpus:
             raise ValueError(f"this host's KVM allows at most {self._kvm.max_vcpus} vCPUs per VM")
@@ -167,5 +183,6 @@ class MicroVm:
         """Release every fd and mapping. Only once no vCPU thread runs."""
         self._close_vcpus()
         self._vm.close()
+        self._close_virtio()  # after the VM: KVM drops its ioeventfd/irqfd references with it
         self._kvm.close()
         self.memory.close()

@@ -52,6 +52,7 @@ async def test_init_reports_the_command_exit_status_zero_and_nonzero() -> None:
 
 SMP_SCRIPT = (
     "read word; echo got-$word; "
+    "echo rng=$(cat /sys/class/misc/hw_random/rng_current); echo entropy=$(head -c 4096 /dev/hwrng | wc -c); "
     "echo cpus=$(grep -c ^processor /proc/cpuinfo); "
     "i=0; while [ $i -lt 100 ]; do echo line-$i; i=$((i+1)); done; exit 5"
 )
@@ -92,6 +93,12 @@ def test_console_lines_stream_in_order(console_runs: dict[str, Transcript]) -> N
     lines = [line for line in console_runs["smp"].lines if line.startswith("line-")]
     assert lines == [f"line-{i}" for i in range(100)]
     assert console_runs["smp"].exit == GuestExit(ShutdownReason.EXIT, 5)
+
+
+def test_guest_draws_entropy_from_virtio_rng(console_runs: dict[str, Transcript]) -> None:
+    """virtio-mmio with KVM ioeventfd/irqfd, served by an async task on 2 vCPUs."""
+    assert "rng=virtio_rng.0" in console_runs["smp"].lines
+    assert "entropy=4096" in console_runs["smp"].lines
 
 
 def test_console_input_reaches_the_guest(console_runs: dict[str, Transcript]) -> None:

@@ -21,7 +21,9 @@ _RECIPE_VERSION = b"1"
 READY_MARKER = "asupermachine-init: ready"
 # Linux's character device numbers for /dev/console (Documentation/admin-guide/devices.txt).
 CONSOLE_MAJOR, CONSOLE_MINOR = 5, 1
-BUSYBOX_APPLETS = ("sh", "cat", "echo", "grep", "ls", "nproc", "sleep", "true", "false", "uname", "reboot", "poweroff")
+BUSYBOX_APPLETS = (
+    "sh", "cat", "echo", "grep", "head", "ls", "sleep", "true", "false", "uname", "wc", "reboot", "poweroff",
+)
 
 
 def compiler() -> str:

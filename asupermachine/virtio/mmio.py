@@ -62,9 +62,14 @@ VIRTIO_F_VERSION_1 = 1 << 32
 class VirtioDevice(Protocol):
     """What a device (blk, rng, vsock, ...) offers its transport."""
 
-    device_id: int
-    device_features: int
-    queue_max_sizes: tuple[int, ...]
+    @property
+    def device_id(self) -> int: ...
+
+    @property
+    def device_features(self) -> int: ...
+
+    @property
+    def queue_max_sizes(self) -> tuple[int, ...]: ...
 
     def read_config(self, offset: int, size: int) -> int: ...
 

@@ -40,10 +40,14 @@ def kernel_cmdline(
     cpu_model: CpuModel,
     kernel_log: bool,
     extra: str = "",
+    devices: Sequence[str] = (),
     command: Sequence[str] = (),
 ) -> str:
-    """The full command line, ending in ``-- MARKER COMMAND`` when there is a command for init."""
-    words = list(BASE_ARGUMENTS)
+    """The full command line, ending in ``-- MARKER COMMAND`` when there is a command for init.
+
+    ``devices`` are the words that declare devices to the guest (virtio-mmio slots).
+    """
+    words = [*BASE_ARGUMENTS, *devices]
     if not kernel_log:
         words += QUIET_ARGUMENTS
     words += kernel_arguments(cpu_model)
