@@ -113,6 +113,28 @@ class Virtqueue:
         # is ordered on x86.
         self.memory.pack(U16, self.used_ring + 2, self.next_used)
 
+    def gather(self, chain: DescriptorChain, limit: int) -> bytes:
+        """The chain's device-readable bytes, at most ``limit`` of them."""
+        parts = []
+        for buffer in chain.readable:
+            take = min(buffer.length, limit)
+            parts.append(self.memory.read(buffer.addr, take))
+            limit -= take
+            if limit == 0:
+                break
+        return b"".join(parts)
+
+    def scatter(self, chain: DescriptorChain, data: bytes) -> int:
+        """Copy ``data`` into the chain's device-writable buffers; returns how many bytes fit."""
+        written = 0
+        for buffer in chain.writable:
+            piece = data[written : written + buffer.length]
+            if not piece:
+                break
+            self.memory.write(buffer.addr, piece)
+            written += len(piece)
+        return written
+
     def interrupt_suppressed(self) -> bool:
         """Whether the driver asked for no interrupt on used buffers (VIRTQ_AVAIL_F_NO_INTERRUPT)."""
         flags, _ = self.memory.unpack(RING_HEADER, self.avail_ring)

@@ -1,0 +1,93 @@
+"""The virtio-vsock device (virtio 1.2, section 5.10): moves packets between its queues and a muxer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..virtio.queue import Virtqueue
+from .muxer import MuxEvent, PortPair, VsockMuxer
+from .packet import HEADER, MAX_PAYLOAD, VIRTIO_ID_VSOCK, Packet, VsockError
+
+RX_QUEUE, TX_QUEUE, EVENT_QUEUE = 0, 1, 2
+QUEUE_SIZE = 256
+EVENT_QUEUE_SIZE = 16
+GUEST_CID_CONFIG_SIZE = 8
+
+VsockEvents = Callable[[list[tuple[PortPair, MuxEvent]]], None]
+
+
+class VsockDevice:
+    """Guest packets from the TX queue go to the muxer; its outbound packets fill RX buffers."""
+
+    device_id = VIRTIO_ID_VSOCK
+    device_features = 0
+    queue_max_sizes = (QUEUE_SIZE, QUEUE_SIZE, EVENT_QUEUE_SIZE)
+
+    def __init__(self, muxer: VsockMuxer, on_events: VsockEvents) -> None:
+        self.muxer = muxer
+        self._on_events = on_events
+        self._queues: list[Virtqueue] = []
+        self.dropped_packets = 0
+
+    def read_config(self, offset: int, size: int) -> int:
+        config = self.muxer.guest_cid.to_bytes(GUEST_CID_CONFIG_SIZE, "little")
+        return int.from_bytes(config[offset : offset + size].ljust(size, b"\0"), "little")
+
+    def write_config(self, offset: int, size: int, value: int) -> None:
+        pass  # 5.10.4: the configuration is read-only
+
+    def activate(self, queues: list[Virtqueue], features: int) -> None:
+        self._queues = queues
+
+    def reset(self) -> None:
+        self._queues = []
+        self._on_events(self.muxer.reset_all())
+
+    def process_queue(self, index: int) -> bool:
+        if not self._queues:
+            return False
+        used = False
+        if index == TX_QUEUE:
+            used = self._drain_tx()
+        # Whatever woke us, answers or host data may be waiting for RX buffers.
+        return self._fill_rx() or used
+
+    def _drain_tx(self) -> bool:
+        tx = self._queues[TX_QUEUE]
+        used = False
+        while (chain := tx.pop()) is not None:
+            raw = tx.gather(chain, HEADER.size + MAX_PAYLOAD)
+            tx.add_used(chain.head, 0)
+            used = True
+            try:
+                packet = Packet.decode(raw[: HEADER.size], raw[HEADER.size :])
+            except VsockError:
+                self.dropped_packets += 1
+                continue
+            events = self.muxer.from_guest(packet)
+            if events:
+                self._on_events(events)
+        return used
+
+    def _fill_rx(self) -> bool:
+        rx, outbound = self._queues[RX_QUEUE], self.muxer.outbound
+        used = False
+        while outbound:
+            chain = rx.pop()
+            if chain is None:
+                break  # no buffers: the packets wait for the guest to post more
+            room = chain.writable_bytes - HEADER.size
+            packet = outbound.popleft()
+            if room < 0:
+                # Smaller than a header: the driver's bug. Hand the buffer back empty.
+                outbound.appendleft(packet)
+                rx.add_used(chain.head, 0)
+            else:
+                if len(packet.payload) > room:
+                    # Linux posts 4 KiB RX buffers: the rest of a stream packet goes in the next.
+                    outbound.appendleft(replace(packet, payload=packet.payload[room:]))
+                    packet = replace(packet, payload=packet.payload[:room])
+                rx.add_used(chain.head, rx.scatter(chain, packet.encode_header() + packet.payload))
+            used = True
+        return used
