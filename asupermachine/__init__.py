@@ -11,3 +11,6 @@ from .console import Console as Console
 from .devices.shutdown_ports import GuestExit as GuestExit
 from .devices.shutdown_ports import ShutdownReason as ShutdownReason
 from .machine import Machine as Machine
+from .vsock.host import VsockConnectionReset as VsockConnectionReset
+from .vsock.host import VsockStream as VsockStream
+from .vsock.packet import VsockError as VsockError

@@ -18,6 +18,12 @@ from .guest import resolve_assets
 from .microvm import BootConfig, MicroVm
 from .virtio.rng import Rng
 from .virtio.service import MmioSlot
+from .vsock.device import RX_QUEUE, VsockDevice
+from .vsock.host import VsockHost, VsockStream
+from .vsock.muxer import VsockMuxer
+
+# Every VM has its own vsock device, so all can use the first guest CID.
+GUEST_CID = 3
 
 KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
 
@@ -25,8 +31,9 @@ KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
 class Machine:
     """A running microVM. Get one from :meth:`boot` (an async context manager)."""
 
-    def __init__(self, microvm: MicroVm) -> None:
+    def __init__(self, microvm: MicroVm, vsock: VsockHost) -> None:
         self._microvm = microvm
+        self._vsock = vsock
         self._limiter = anyio.CapacityLimiter(len(microvm.vcpus))
         self._vcpus_running = len(microvm.vcpus)
         self._stopped = anyio.Event()
@@ -67,7 +74,10 @@ class Machine:
             resolve_assets, _optional_path(kernel), _optional_path(initramfs)
         )
         cpu_model = detect_cpu_model()
-        devices = (Rng(),)
+        muxer = VsockMuxer(GUEST_CID)
+        vsock = VsockHost(muxer)
+        vsock_device = VsockDevice(muxer, on_events=vsock.post)
+        devices = (Rng(), vsock_device)
         config = BootConfig(
             kernel=assets.kernel,
             initramfs=assets.initramfs,
@@ -89,7 +99,9 @@ class Machine:
             # Appending inside the thread means a cancellation during assembly still
             # leaves us holding the VM, so the finally below can free it.
             await anyio.to_thread.run_sync(lambda: built.append(MicroVm(config, console)))
-            machine = cls(built[0])
+            (vsock_service,) = [s for s in built[0].virtio if s.transport.device is vsock_device]
+            vsock.attach(vsock_service.lock, lambda: vsock_service.kick(RX_QUEUE))
+            machine = cls(built[0], vsock)
             with _unwrap_single_error():
                 async with anyio.create_task_group() as tasks:
                     machine._start(tasks)
@@ -102,9 +114,11 @@ class Machine:
         finally:
             for microvm in built:
                 microvm.close()
+            vsock.close()
             await console.release()
 
     def _start(self, tasks: anyio.abc.TaskGroup) -> None:
+        tasks.start_soon(self._vsock.run, name="vsock-events")
         for service in self._microvm.virtio:
             tasks.start_soon(service.run, name=f"virtio@{service.slot.base:#x}")
         for index, runner in enumerate(self._microvm.runners()):
@@ -118,6 +132,13 @@ class Machine:
             if self._vcpus_running == 0:
                 self._microvm.console.close()
                 self._stopped.set()
+
+    async def connect(self, port: int) -> VsockStream:
+        """An anyio byte stream to the guest's vsock ``port`` (the host is CID 2, the guest CID 3).
+
+        Raises :class:`VsockConnectionReset` when the guest refuses (nothing listens there).
+        """
+        return await self._vsock.connect(port)
 
     async def wait(self) -> GuestExit:
         """Wait for the guest to stop; returns why, with the exit status when init reported one.

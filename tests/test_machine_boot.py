@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from asupermachine import GuestExit, Machine, ShutdownReason
+from asupermachine import GuestExit, Machine, ShutdownReason, VsockConnectionReset
 from asupermachine.guest import READY_MARKER
 
 BOOT_DEADLINE = 300  # seconds; a hang fails the test instead of stalling CI
@@ -72,6 +72,10 @@ def console_runs() -> dict[str, Transcript]:
             async for line in vm.console.lines():
                 lines.append(line)
                 if line.startswith(READY_MARKER):
+                    try:
+                        await vm.connect(1234)
+                    except VsockConnectionReset:
+                        lines.append("host: vsock port 1234 refused")
                     await vm.console.send(b"hello\n")
             runs["smp"] = Transcript(lines, await vm.wait())
 
@@ -99,6 +103,13 @@ def test_guest_draws_entropy_from_virtio_rng(console_runs: dict[str, Transcript]
     """virtio-mmio with KVM ioeventfd/irqfd, served by an async task on 2 vCPUs."""
     assert "rng=virtio_rng.0" in console_runs["smp"].lines
     assert "entropy=4096" in console_runs["smp"].lines
+
+
+def test_vsock_connection_to_a_closed_guest_port_is_refused_by_the_guest_kernel(
+    console_runs: dict[str, Transcript],
+) -> None:
+    """The whole vsock path (device queues, guest driver, muxer, host stream) answers with RST."""
+    assert "host: vsock port 1234 refused" in console_runs["smp"].lines
 
 
 def test_console_input_reaches_the_guest(console_runs: dict[str, Transcript]) -> None:

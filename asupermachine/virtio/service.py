@@ -60,7 +60,8 @@ class VirtioService:
             self.transport = MmioTransport(
                 device, memory, interrupt=self._raise_interrupt, queue_notify=self._notify_queue
             )
-            self._lock = bus.register(slot.base, VIRTIO_MMIO_SIZE, self.transport)
+            self.lock = bus.register(slot.base, VIRTIO_MMIO_SIZE, self.transport)
+            """Held while the device runs: take it to touch the device's state from elsewhere."""
         except BaseException:
             self.close()
             raise
@@ -75,6 +76,10 @@ class VirtioService:
 
     def _notify_queue(self, index: int) -> None:
         # Reached only for a notification KVM did not match (e.g. a narrower write).
+        self.kick(index)
+
+    def kick(self, index: int) -> None:
+        """Have queue ``index`` served as if the guest had notified it (host-side work is waiting)."""
         os.eventfd_write(self._notify[index], 1)
 
     async def run(self) -> None:
@@ -90,7 +95,7 @@ class VirtioService:
                 os.eventfd_read(fd)
             except BlockingIOError:
                 continue
-            with self._lock:
+            with self.lock:
                 if not transport.active:
                     continue
                 try:

@@ -45,7 +45,12 @@ class Reset:
     """The connection was refused or reset by the guest."""
 
 
-Event = Connected | Data | PeerShutdown | Reset
+@dataclass(frozen=True)
+class CreditUpdated:
+    """The guest has made room: a sender waiting for credit may go on."""
+
+
+Event = Connected | Data | PeerShutdown | Reset | CreditUpdated
 
 
 class VsockConnection:
@@ -142,7 +147,7 @@ class VsockConnection:
             self.peer_shut_send |= send
             return [PeerShutdown(send=send, receive=receive)], []
         if packet.op is Op.CREDIT_UPDATE:
-            return [], []
+            return [CreditUpdated()], []
         return [Reset()], [self.reset()]  # REQUEST/RESPONSE on an open connection: a protocol error
 
     def _update_credit(self, packet: Packet) -> None:

@@ -1,0 +1,182 @@
+"""The host's end of a VM's vsock: anyio byte streams over the muxer.
+
+The muxer lives under the vsock device's lock and its events may be raised on a
+vCPU thread (a device reset), so they cross into the event loop through an
+eventfd-backed inbox that one task in the VM's task group drains.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+
+from .connection import Connected, Data, PeerShutdown, Reset
+from .muxer import MuxEvent, PortPair, VsockMuxer
+from .packet import VsockError
+
+RX_QUEUE = 0
+MAX_RECEIVE = 65536
+
+
+class VsockConnectionReset(VsockError):
+    """The guest refused or reset the vsock connection."""
+
+
+class _Channel:
+    """What the host knows of one connection, on the event loop."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.connected = False
+        self.reset = False
+        self.eof = False
+        self.changed = anyio.Event()
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
+
+
+class VsockHost:
+    """Opens streams to guest ports; serves the event inbox with :meth:`run`."""
+
+    def __init__(self, muxer: VsockMuxer) -> None:
+        self._muxer = muxer
+        self._lock = threading.Lock()
+        self._kick_rx: Callable[[], None] = lambda: None
+        self._channels: dict[PortPair, _Channel] = {}
+        self._inbox: deque[tuple[PortPair, MuxEvent]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def attach(self, device_lock: threading.Lock, kick_rx: Callable[[], None]) -> None:
+        """Share the device's lock, and learn how to have its RX queue served."""
+        self._lock = device_lock
+        self._kick_rx = kick_rx
+
+    # -- from the device (any thread) ----------------------------------------------------
+
+    def post(self, events: list[tuple[PortPair, MuxEvent]]) -> None:
+        with self._inbox_lock:
+            self._inbox.extend(events)
+        os.eventfd_write(self._wakeup, 1)
+
+    # -- on the event loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await anyio.wait_readable(self._wakeup)
+            try:
+                os.eventfd_read(self._wakeup)
+            except BlockingIOError:
+                continue
+            with self._inbox_lock:
+                events = list(self._inbox)
+                self._inbox.clear()
+            for pair, event in events:
+                self._dispatch(pair, event)
+
+    def _dispatch(self, pair: PortPair, event: MuxEvent) -> None:
+        channel = self._channels.get(pair)
+        if channel is None:
+            return
+        if isinstance(event, Connected):
+            channel.connected = True
+        elif isinstance(event, Data):
+            channel.buffer += event.payload
+        elif isinstance(event, PeerShutdown):
+            channel.eof = channel.eof or event.send
+        elif isinstance(event, Reset):
+            channel.reset = True
+        channel.wake()
+
+    async def connect(self, port: int) -> VsockStream:
+        """A byte stream to the guest's vsock ``port``; raises :class:`VsockConnectionReset` if refused."""
+        with self._lock:
+            pair = self._muxer.connect(port)
+        channel = self._channels[pair] = _Channel()
+        self._kick_rx()
+        try:
+            while not channel.connected:
+                if channel.reset:
+                    raise VsockConnectionReset(f"the guest refused a vsock connection to port {port}")
+                await channel.changed.wait()
+        except BaseException:
+            self._forget(pair)
+            raise
+        return VsockStream(self, pair, channel)
+
+    def _send(self, pair: PortPair, data: bytes) -> int:
+        with self._lock:
+            sent = self._muxer.send(pair, data)
+        if sent:
+            self._kick_rx()
+        return sent
+
+    def _consumed(self, pair: PortPair, count: int) -> None:
+        with self._lock:
+            if pair in self._muxer.connections:
+                self._muxer.consumed(pair, count)
+        self._kick_rx()
+
+    def _forget(self, pair: PortPair) -> None:
+        self._channels.pop(pair, None)
+        with self._lock:
+            self._muxer.close(pair)
+        self._kick_rx()
+
+    def close(self) -> None:
+        """Release the inbox eventfd; call once :meth:`run` has ended."""
+        if self._wakeup >= 0:
+            os.close(self._wakeup)
+            self._wakeup = -1
+
+
+class VsockStream(anyio.abc.ByteStream):
+    """A connected vsock stream to a guest port."""
+
+    def __init__(self, host: VsockHost, pair: PortPair, channel: _Channel) -> None:
+        self._host = host
+        self._pair = pair
+        self._channel = channel
+        self._closed = False
+
+    async def receive(self, max_bytes: int = MAX_RECEIVE) -> bytes:
+        channel = self._channel
+        while not channel.buffer:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if channel.reset:
+                raise VsockConnectionReset("the guest reset the vsock connection")
+            if channel.eof:
+                raise anyio.EndOfStream
+            await channel.changed.wait()
+        chunk = bytes(channel.buffer[:max_bytes])
+        del channel.buffer[:max_bytes]
+        self._host._consumed(self._pair, len(chunk))
+        return chunk
+
+    async def send(self, item: bytes) -> None:
+        view = memoryview(item)
+        while view:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._channel.reset:
+                raise VsockConnectionReset("the guest reset the vsock connection")
+            sent = self._host._send(self._pair, bytes(view))
+            view = view[sent:]
+            if view:
+                await self._channel.changed.wait()  # for a credit update from the guest
+
+    async def send_eof(self) -> None:
+        raise NotImplementedError("half-close of vsock streams is not supported yet")
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._host._forget(self._pair)
