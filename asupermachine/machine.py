@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -16,14 +16,19 @@ from .console import DEFAULT_CAPACITY, Console
 from .devices.shutdown_ports import GuestExit, ShutdownReason
 from .guest import resolve_assets
 from .microvm import BootConfig, MicroVm
+from .agent.exec import ExecResult, ExecTimeout, run_command
+from .agent.protocol import AGENT_PORT
 from .virtio.rng import Rng
 from .virtio.service import MmioSlot
 from .vsock.device import RX_QUEUE, VsockDevice
-from .vsock.host import VsockHost, VsockStream
+from .vsock.host import VsockConnectionReset, VsockHost, VsockStream
 from .vsock.muxer import VsockMuxer
 
 # Every VM has its own vsock device, so all can use the first guest CID.
 GUEST_CID = 3
+# How long exec waits for the agent to listen; a boot under software KVM takes ~30 s.
+AGENT_DEADLINE = 180.0
+AGENT_RETRY_INTERVAL = 0.05
 
 KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
 
@@ -139,6 +144,38 @@ class Machine:
         Raises :class:`VsockConnectionReset` when the guest refuses (nothing listens there).
         """
         return await self._vsock.connect(port)
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str = "",
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``argv`` in the guest through its agent and collect its output.
+
+        ``env`` adds to a default ``PATH`` and ``HOME``; ``cwd`` empty means ``/``. Waits
+        for the agent if the guest is still booting. Raises :class:`ExecError` if the
+        command cannot start, :class:`ExecTimeout` (after killing it) if it outlives
+        ``timeout`` seconds.
+        """
+        stream = await self._connect_agent()
+        try:
+            async with stream:  # closing the connection makes the agent kill the command
+                with anyio.fail_after(timeout):
+                    return await run_command(stream, argv, env=env, cwd=cwd, stdin=stdin)
+        except TimeoutError:
+            raise ExecTimeout(f"{argv[0]!r} ran longer than {timeout} s and was killed") from None
+
+    async def _connect_agent(self) -> VsockStream:
+        with anyio.fail_after(AGENT_DEADLINE):
+            while True:
+                try:
+                    return await self.connect(AGENT_PORT)
+                except VsockConnectionReset:
+                    await anyio.sleep(AGENT_RETRY_INTERVAL)  # the agent is not listening yet
 
     async def wait(self) -> GuestExit:
         """Wait for the guest to stop; returns why, with the exit status when init reported one.

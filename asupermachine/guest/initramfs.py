@@ -12,12 +12,13 @@ from ._cache import build_once, cache_root, content_key, file_digest
 from .cpio import CpioEntry, cpio_archive
 
 INIT_SOURCE = Path(__file__).parent / "init" / "init.c"
+AGENT_SOURCE = Path(__file__).parent / "agent" / "agent.c"
 BUSYBOX = Path("/bin/busybox")
 # Prefer musl: a static glibc init is ~40x larger, and every initramfs byte is
 # copied by the (emulated, under software KVM) guest kernel at boot.
 C_COMPILERS = ("musl-gcc", "gcc")
 CFLAGS = ("-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror")
-_RECIPE_VERSION = b"1"
+_RECIPE_VERSION = b"2"
 READY_MARKER = "asupermachine-init: ready"
 # Linux's character device numbers for /dev/console (Documentation/admin-guide/devices.txt).
 CONSOLE_MAJOR, CONSOLE_MINOR = 5, 1
@@ -42,14 +43,14 @@ def build_static_binary(source: Path, output: Path) -> None:
 
 
 def initramfs_key(busybox: Path | None) -> str:
-    parts = [_RECIPE_VERSION, INIT_SOURCE.read_bytes(), compiler().encode()]
+    parts = [_RECIPE_VERSION, INIT_SOURCE.read_bytes(), AGENT_SOURCE.read_bytes(), compiler().encode()]
     if busybox is not None:
         parts.append(file_digest(busybox))
     return content_key(*parts)
 
 
-def initramfs_entries(init: bytes, busybox: bytes | None) -> list[CpioEntry]:
-    """Members of the initramfs: ``/init``, ``/dev/console`` and optionally busybox with its applets."""
+def initramfs_entries(init: bytes, agent: bytes, busybox: bytes | None) -> list[CpioEntry]:
+    """Members of the initramfs: ``/init``, ``/agent``, ``/dev/console`` and optionally busybox."""
     directory = stat.S_IFDIR | 0o755
     entries = [
         CpioEntry("dev", directory),
@@ -58,6 +59,7 @@ def initramfs_entries(init: bytes, busybox: bytes | None) -> list[CpioEntry]:
         CpioEntry("sys", directory),
         CpioEntry("tmp", stat.S_IFDIR | 0o1777),
         CpioEntry("init", stat.S_IFREG | 0o755, init),
+        CpioEntry("agent", stat.S_IFREG | 0o755, agent),
     ]
     if busybox is not None:
         entries.append(CpioEntry("bin", directory))
@@ -73,9 +75,11 @@ def ensure_initramfs(busybox: Path | None = BUSYBOX) -> Path:
     target = cache_root() / "initramfs" / initramfs_key(busybox) / "initramfs.cpio"
 
     def build(staging: Path) -> None:
-        init = staging.parent / "init"
+        init, agent = staging.parent / "init", staging.parent / "agent"
         build_static_binary(INIT_SOURCE, init)
+        build_static_binary(AGENT_SOURCE, agent)
         busybox_bytes = busybox.read_bytes() if busybox else None
-        (staging / target.name).write_bytes(cpio_archive(initramfs_entries(init.read_bytes(), busybox_bytes)))
+        entries = initramfs_entries(init.read_bytes(), agent.read_bytes(), busybox_bytes)
+        (staging / target.name).write_bytes(cpio_archive(entries))
 
     return build_once(target, build)

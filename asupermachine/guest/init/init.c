@@ -2,11 +2,12 @@
  * asupermachine guest init (PID 1), built static.
  *
  * Mounts /proc, /sys and /dev, prints the ready line with the guest's uptime,
- * runs the command that follows COMMAND_MARKER in its argv (the kernel command
+ * starts the agent, runs the command that follows COMMAND_MARKER in its argv (the kernel command
  * line ends "-- COMMAND_MARKER COMMAND..."), reaps every
  * child, and ends the VM reporting the command's exit status through
  * reboot(2) RESTART2 "exit=N" (the project's kernel turns that into a write to
- * the VMM's exit-status port).
+ * the VMM's exit-status port). Without a command it stays up, a sandbox for
+ * the agent.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,6 +32,7 @@
 #define READY_MARKER "asupermachine-init: ready"
 /* arch/x86_64/cmdline.py INIT_COMMAND_MARKER */
 #define COMMAND_MARKER "asupermachine-init-command"
+#define AGENT_PATH "/agent"
 #define STATUS_COMMAND_NOT_FOUND 127
 #define STATUS_INIT_FAILURE 125
 
@@ -93,6 +95,19 @@ static int run_command(char **argv) {
     }
 }
 
+/* The agent serves exec and files over vsock; the VM works without it, only less. */
+static void start_agent(void) {
+    pid_t pid;
+    char *argv[] = { AGENT_PATH, NULL };
+    if (access(AGENT_PATH, X_OK) == 0) posix_spawn(&pid, AGENT_PATH, NULL, NULL, argv, environ);
+}
+
+/* No command: stay up as a sandbox for the agent, reaping orphans as PID 1 must. */
+static void serve_forever(void) {
+    for (;;)
+        if (waitpid(-1, NULL, 0) < 0 && errno == ECHILD) pause();
+}
+
 static void end_vm(int status) {
     char command[32];
     snprintf(command, sizeof command, "exit=%d", status & 0xff);
@@ -112,14 +127,17 @@ int main(int argc, char **argv) {
     mount_or_warn("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC);
     mount_or_warn("devtmpfs", "/dev", "devtmpfs", MS_NOSUID);
     print_ready_line();
+    start_agent();
     /* The kernel also hands init unknown command-line words: the command is
        only what follows the VMM's marker. */
-    for (char **word = argv + 1; *word != NULL; word++) {
+    char **command = NULL;
+    for (char **word = argv + 1; *word != NULL; word++)
         if (strcmp(*word, COMMAND_MARKER) == 0) {
-            if (word[1] != NULL) status = run_command(word + 1);
+            command = word + 1;
             break;
         }
-    }
+    if (command == NULL || *command == NULL) serve_forever();
+    status = run_command(command);
     end_vm(status);
     return 0;
 }

@@ -1,0 +1,92 @@
+"""The agent's wire protocol, host side, sans-IO (the guest side is guest/agent/agent.c).
+
+One vsock connection runs one process. Every frame is a little-endian u32
+payload length, u16 kind and u16 zero, then the payload.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .._errors import AsupermachineError
+
+AGENT_PORT = 1024
+PROTOCOL_VERSION = 1
+FRAME_HEADER = struct.Struct("<IHH")
+MAX_FRAME = 1 << 20
+I32_PAIR = struct.Struct("<ii")
+U32 = struct.Struct("<I")
+
+
+class AgentProtocolError(AsupermachineError):
+    """The guest agent sent something that breaks the protocol."""
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1
+    EXEC = 2
+    STARTED = 3
+    ERROR = 4
+    STDIN = 5
+    SIGNAL = 6
+    STDOUT = 7
+    STDERR = 8
+    EXITED = 9
+
+
+@dataclass(frozen=True)
+class Frame:
+    kind: Kind
+    payload: bytes = b""
+
+
+def encode_frame(kind: Kind, payload: bytes = b"") -> bytes:
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"an agent frame carries at most {MAX_FRAME} bytes")
+    return FRAME_HEADER.pack(len(payload), kind, 0) + payload
+
+
+def encode_exec(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> bytes:
+    """The EXEC frame: counts, then NUL-terminated cwd, argv and ``KEY=value`` strings."""
+    if not argv:
+        raise ValueError("exec needs at least a program name")
+    strings = [cwd, *argv, *(f"{key}={value}" for key, value in env.items())]
+    for text in strings:
+        if "\0" in text:
+            raise ValueError(f"{text!r} contains a NUL byte")
+    for key in env:
+        if not key or "=" in key:
+            raise ValueError(f"environment name {key!r} is empty or contains '='")
+    body = b"".join(text.encode() + b"\0" for text in strings)
+    return encode_frame(Kind.EXEC, U32.pack(len(argv)) + U32.pack(len(env)) + body)
+
+
+class FrameDecoder:
+    """Bytes from the agent in (:meth:`feed`), whole frames out (:meth:`next_frame`)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._frames: deque[Frame] = deque()
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= FRAME_HEADER.size:
+            length, kind, _ = FRAME_HEADER.unpack_from(self._buffer)
+            if length > MAX_FRAME:
+                raise AgentProtocolError(f"agent frame of {length} bytes exceeds {MAX_FRAME}")
+            end = FRAME_HEADER.size + length
+            if len(self._buffer) < end:
+                break
+            try:
+                frame_kind = Kind(kind)
+            except ValueError:
+                raise AgentProtocolError(f"unknown agent frame kind {kind}") from None
+            self._frames.append(Frame(frame_kind, bytes(self._buffer[FRAME_HEADER.size : end])))
+            del self._buffer[:end]
+
+    def next_frame(self) -> Frame | None:
+        return self._frames.popleft() if self._frames else None

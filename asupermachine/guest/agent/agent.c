@@ -1,0 +1,283 @@
+/*
+ * asupermachine guest agent, built static. Listens on vsock port 1024; each
+ * connection runs one process:
+ *
+ *   agent -> host  HELLO   u32 protocol version
+ *   host  -> agent EXEC    u32 argc, u32 envc, cwd\0, argv[i]\0..., env[i]\0...
+ *   agent -> host  STARTED u32 pid          | ERROR i32 errno, message
+ *   host  -> agent STDIN data (empty: close stdin) | SIGNAL u32 signo
+ *   agent -> host  STDOUT data | STDERR data ... then EXITED i32 status, i32 signal
+ *
+ * Every frame is u32 payload length, u16 kind, u16 zero, then the payload
+ * (little-endian). asupermachine/agent/protocol.py is the host's side of this.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* include/uapi/linux/vm_sockets.h (musl ships no kernel UAPI headers) */
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+#define VMADDR_CID_ANY 0xFFFFFFFFu
+struct sockaddr_vm {
+    sa_family_t svm_family;
+    unsigned short svm_reserved1;
+    unsigned int svm_port;
+    unsigned int svm_cid;
+    unsigned char svm_zero[sizeof(struct sockaddr) - sizeof(sa_family_t) - sizeof(unsigned short) - 2 * sizeof(unsigned int)];
+};
+
+#define AGENT_PORT 1024
+#define PROTOCOL_VERSION 1
+#define MAX_FRAME (1u << 20)
+#define MAX_SESSIONS 64
+enum { HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9 };
+
+struct session {
+    int sock, out, err, in;
+    pid_t pid;
+    int exited, status;
+    uint8_t *rx;
+    uint32_t rx_len;
+};
+static struct session sessions[MAX_SESSIONS];
+
+static int write_all(int fd, const void *data, size_t len) {
+    const uint8_t *p = data;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int send_frame(int sock, uint16_t kind, const void *payload, uint32_t len) {
+    uint8_t header[8];
+    memcpy(header, &len, 4);
+    memcpy(header + 4, &kind, 2);
+    memset(header + 6, 0, 2);
+    return write_all(sock, header, 8) || write_all(sock, payload, len) ? -1 : 0;
+}
+
+static void end_session(struct session *s) {
+    if (s->pid > 0 && !s->exited) kill(s->pid, SIGKILL);  /* the host went away */
+    if (s->out >= 0) close(s->out);
+    if (s->err >= 0) close(s->err);
+    if (s->in >= 0) close(s->in);
+    close(s->sock);
+    free(s->rx);
+    memset(s, 0, sizeof *s);
+    s->sock = s->out = s->err = s->in = -1;
+    /* A still-running child keeps s->pid in no session: the reaper collects it. */
+}
+
+static void send_error(struct session *s, int err, const char *what) {
+    uint8_t payload[260];
+    int32_t code = err;
+    size_t len = strlen(what);
+    if (len > sizeof payload - 4) len = sizeof payload - 4;
+    memcpy(payload, &code, 4);
+    memcpy(payload + 4, what, len);
+    send_frame(s->sock, ERROR, payload, (uint32_t)(4 + len));
+}
+
+/* Parse EXEC and spawn; on failure report ERROR. */
+static void start(struct session *s, const uint8_t *p, uint32_t len) {
+    uint32_t argc, envc;
+    if (len < 8) { send_error(s, EINVAL, "short EXEC"); return; }
+    memcpy(&argc, p, 4);
+    memcpy(&envc, p + 4, 4);
+    if (argc == 0 || argc > 4096 || envc > 4096) { send_error(s, EINVAL, "bad EXEC counts"); return; }
+    char **strings = calloc(argc + envc + 3, sizeof *strings);
+    const char *cursor = (const char *)p + 8, *end = (const char *)p + len;
+    for (uint32_t i = 0; i < argc + envc + 1; i++) {
+        const char *nul = memchr(cursor, 0, (size_t)(end - cursor));
+        if (!nul) { free(strings); send_error(s, EINVAL, "EXEC strings not terminated"); return; }
+        strings[i] = (char *)cursor;
+        cursor = nul + 1;
+    }
+    const char *cwd = strings[0];
+    char **argv = strings + 1, **envp = strings + 1 + argc + 1;
+    memmove(envp, strings + 1 + argc, envc * sizeof *strings);
+    argv[argc] = NULL;
+    envp[envc] = NULL;
+
+    int out[2], err[2], in[2];
+    if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) {
+        free(strings); send_error(s, errno, "pipe"); return;
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+    if (cwd[0]) posix_spawn_file_actions_addchdir_np(&actions, cwd);
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
+    /* execvpe semantics: PATH from the command's own environment. */
+    char *saved_environ_path = getenv("PATH");
+    for (uint32_t i = 0; i < envc; i++)
+        if (strncmp(envp[i], "PATH=", 5) == 0) setenv("PATH", envp[i] + 5, 1);
+    int rc = posix_spawnp(&s->pid, argv[0], &actions, &attributes, argv, envp);
+    if (saved_environ_path) setenv("PATH", saved_environ_path, 1);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    close(out[1]); close(err[1]); close(in[0]);
+    if (rc != 0) {
+        close(out[0]); close(err[0]); close(in[1]);
+        s->pid = 0;
+        send_error(s, rc, argv[0]);
+    } else {
+        s->out = out[0]; s->err = err[0]; s->in = in[1];
+        uint32_t pid = (uint32_t)s->pid;
+        send_frame(s->sock, STARTED, &pid, 4);
+    }
+    free(strings);
+}
+
+static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uint32_t len) {
+    if (kind == EXEC && s->pid == 0) {
+        start(s, p, len);
+    } else if (kind == STDIN && s->in >= 0) {
+        if (len == 0 || write_all(s->in, p, len)) { close(s->in); s->in = -1; }
+    } else if (kind == SIGNAL && len == 4 && s->pid > 0 && !s->exited) {
+        uint32_t signo;
+        memcpy(&signo, p, 4);
+        kill(s->pid, (int)signo);
+    }
+}
+
+/* Read from the host; returns -1 when the session must end. */
+static int read_host(struct session *s) {
+    uint8_t chunk[65536];
+    ssize_t n = read(s->sock, chunk, sizeof chunk);
+    if (n <= 0) return n < 0 && errno == EINTR ? 0 : -1;
+    uint8_t *grown = realloc(s->rx, s->rx_len + (size_t)n);
+    if (!grown) return -1;
+    s->rx = grown;
+    memcpy(s->rx + s->rx_len, chunk, (size_t)n);
+    s->rx_len += (uint32_t)n;
+    while (s->rx_len >= 8) {
+        uint32_t len;
+        uint16_t kind;
+        memcpy(&len, s->rx, 4);
+        memcpy(&kind, s->rx + 4, 2);
+        if (len > MAX_FRAME) return -1;
+        if (s->rx_len < 8 + len) break;
+        handle_frame(s, kind, s->rx + 8, len);
+        memmove(s->rx, s->rx + 8 + len, s->rx_len - 8 - len);
+        s->rx_len -= 8 + len;
+    }
+    return 0;
+}
+
+/* Forward one pipe's output; closes it at end of file. */
+static void pump(struct session *s, int *fd, uint16_t kind) {
+    uint8_t buffer[65536];
+    ssize_t n = read(*fd, buffer, sizeof buffer);
+    if (n > 0) {
+        send_frame(s->sock, kind, buffer, (uint32_t)n);
+    } else if (n == 0 || errno != EINTR) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static void reap(void) {
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        for (int i = 0; i < MAX_SESSIONS; i++)
+            if (sessions[i].sock >= 0 && sessions[i].pid == pid) {
+                sessions[i].exited = 1;
+                sessions[i].status = status;
+            }
+}
+
+int main(void) {
+    for (int i = 0; i < MAX_SESSIONS; i++) sessions[i].sock = sessions[i].out = sessions[i].err = sessions[i].in = -1;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t child;
+    sigemptyset(&child);
+    sigaddset(&child, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &child, NULL);
+    int children = signalfd(-1, &child, SFD_CLOEXEC | SFD_NONBLOCK);
+    int listener = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_vm address = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = AGENT_PORT };
+    if (children < 0 || listener < 0 || bind(listener, (struct sockaddr *)&address, sizeof address) || listen(listener, 16)) {
+        perror("asupermachine-agent: vsock listen");
+        return 1;
+    }
+    for (;;) {
+        struct pollfd fds[2 + 4 * MAX_SESSIONS];
+        struct { struct session *s; int which; } owners[2 + 4 * MAX_SESSIONS];
+        int count = 0;
+        fds[count] = (struct pollfd){ .fd = listener, .events = POLLIN }; owners[count++].s = NULL;
+        fds[count] = (struct pollfd){ .fd = children, .events = POLLIN }; owners[count++].s = NULL;
+        for (int i = 0; i < MAX_SESSIONS; i++) {
+            struct session *s = &sessions[i];
+            if (s->sock < 0) continue;
+            int *streams[3] = { &s->sock, &s->out, &s->err };
+            for (int which = 0; which < 3; which++)
+                if (*streams[which] >= 0) {
+                    fds[count] = (struct pollfd){ .fd = *streams[which], .events = POLLIN };
+                    owners[count].s = s; owners[count++].which = which;
+                }
+        }
+        if (poll(fds, (nfds_t)count, -1) < 0) continue;
+        if (fds[1].revents) {
+            struct signalfd_siginfo info;
+            while (read(children, &info, sizeof info) > 0) {}
+            reap();
+        }
+        if (fds[0].revents & POLLIN) {
+            int sock = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+            for (int i = 0; sock >= 0 && i < MAX_SESSIONS; i++)
+                if (sessions[i].sock < 0) {
+                    sessions[i].sock = sock;
+                    uint32_t version = PROTOCOL_VERSION;
+                    send_frame(sock, HELLO, &version, 4);
+                    sock = -1;
+                }
+            if (sock >= 0) close(sock);  /* every session slot is busy */
+        }
+        for (int i = 2; i < count; i++) {
+            if (!fds[i].revents) continue;
+            struct session *s = owners[i].s;
+            if (s->sock < 0) continue;
+            if (owners[i].which == 0 && read_host(s)) end_session(s);
+            else if (owners[i].which == 1 && s->out >= 0) pump(s, &s->out, STDOUT);
+            else if (owners[i].which == 2 && s->err >= 0) pump(s, &s->err, STDERR);
+        }
+        /* A process is done when it has exited and its output is drained. */
+        for (int i = 0; i < MAX_SESSIONS; i++) {
+            struct session *s = &sessions[i];
+            if (s->sock >= 0 && s->exited && s->out < 0 && s->err < 0) {
+                int32_t result[2] = { WIFEXITED(s->status) ? WEXITSTATUS(s->status) : -1,
+                                      WIFSIGNALED(s->status) ? WTERMSIG(s->status) : 0 };
+                send_frame(s->sock, EXITED, result, sizeof result);
+                s->pid = 0;
+                end_session(s);
+            }
+        }
+    }
+}
