@@ -29,11 +29,24 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--kernel-log", action="store_true", help="show the kernel's boot messages")
     boot.add_argument("--cmdline", default="", help="extra kernel command-line arguments")
     boot.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...] to run in the guest")
+    run = commands.add_parser(
+        "exec", help="boot the project's guest, run a command through its agent, print its output"
+    )
+    run.add_argument("--vcpus", type=int, default=1)
+    run.add_argument("--memory", type=int, default=256, metavar="MIB")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("-w", "--workdir", default="", help="working directory in the guest")
+    run.add_argument("--timeout", type=float, help="seconds before the command is killed")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     return parser
 
 
+def _command(words: list[str]) -> list[str]:
+    return words[1:] if words[:1] == ["--"] else words
+
+
 async def _boot(args: argparse.Namespace) -> int:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = _command(args.command)
     async with Machine.boot(
         args.kernel,
         initramfs=args.initramfs,
@@ -54,10 +67,25 @@ async def _boot(args: argparse.Namespace) -> int:
     return 0 if result.reason is ShutdownReason.POWER_OFF else STATUS_ABNORMAL_END
 
 
+async def _exec(args: argparse.Namespace) -> int:
+    command = _command(args.command)
+    if not command:
+        raise SystemExit("asupermachine exec: give a command after --")
+    env = dict(item.split("=", 1) for item in args.env if "=" in item)
+    async with Machine.boot(vcpus=args.vcpus, memory_mib=args.memory) as vm:
+        result = await vm.exec(command, env=env, cwd=args.workdir, timeout=args.timeout)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr)
+    if result.exit_code is not None:
+        return result.exit_code
+    return STATUS_ABNORMAL_END + (result.signal or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return anyio.run(_boot, args)
+        return anyio.run(_boot if args.subcommand == "boot" else _exec, args)
     except AsupermachineError as error:
         print(f"asupermachine: {error}", file=sys.stderr)
         return 1

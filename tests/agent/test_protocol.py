@@ -1,0 +1,51 @@
+import struct
+
+import pytest
+
+from asupermachine.agent.protocol import (
+    FRAME_HEADER,
+    MAX_FRAME,
+    AgentProtocolError,
+    Frame,
+    FrameDecoder,
+    Kind,
+    encode_exec,
+    encode_frame,
+)
+
+
+def test_exec_frame_layout_matches_the_agent() -> None:
+    frame = encode_exec(["sh", "-c", "echo hi"], {"A": "1"}, "/tmp")
+    length, kind, zero = FRAME_HEADER.unpack_from(frame)
+    body = frame[FRAME_HEADER.size :]
+    assert (kind, zero, length) == (Kind.EXEC, 0, len(body))
+    assert struct.unpack_from("<II", body) == (3, 1)
+    assert body[8:].split(b"\0")[:-1] == [b"/tmp", b"sh", b"-c", b"echo hi", b"A=1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"), [([], {}), (["a\0b"], {}), (["ls"], {"A=B": "1"}), (["ls"], {"": "1"}), (["ls"], {"A": "\0"})]
+)
+def test_exec_requests_the_agent_could_misread_are_refused(argv: list[str], env: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        encode_exec(argv, env, "")
+
+
+def test_decoder_reassembles_frames_split_anywhere() -> None:
+    wire = encode_frame(Kind.HELLO, b"\x01\0\0\0") + encode_frame(Kind.STDOUT, b"x" * 1000) + encode_frame(Kind.EXITED)
+    decoder = FrameDecoder()
+    frames = []
+    for i in range(0, len(wire), 7):
+        decoder.feed(wire[i : i + 7])
+        while (frame := decoder.next_frame()) is not None:
+            frames.append(frame)
+    assert frames == [Frame(Kind.HELLO, b"\x01\0\0\0"), Frame(Kind.STDOUT, b"x" * 1000), Frame(Kind.EXITED)]
+
+
+def test_oversize_and_unknown_frames_are_protocol_errors() -> None:
+    with pytest.raises(AgentProtocolError, match="exceeds"):
+        FrameDecoder().feed(FRAME_HEADER.pack(MAX_FRAME + 1, Kind.STDOUT, 0))
+    with pytest.raises(AgentProtocolError, match="unknown"):
+        FrameDecoder().feed(FRAME_HEADER.pack(0, 99, 0))
+    with pytest.raises(ValueError):
+        encode_frame(Kind.STDIN, bytes(MAX_FRAME + 1))

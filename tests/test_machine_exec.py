@@ -1,0 +1,49 @@
+"""exec through the guest agent over vsock, against one booted sandbox VM per backend."""
+
+from __future__ import annotations
+
+import signal
+
+import anyio
+import pytest
+
+from asupermachine import ExecError, ExecResult, ExecTimeout, Machine
+
+from .resources import assert_nothing_left, held
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_exec_runs_commands_and_reports_how_they_ended() -> None:
+    before = held()
+    with anyio.fail_after(600):
+        async with Machine.boot() as vm:  # no command: the guest stays up for exec
+            assert await vm.exec(["echo", "hello"]) == ExecResult(0, None, b"hello\n", b"")
+            for code in (1, 255):
+                assert (await vm.exec(["sh", "-c", f"exit {code}"])).exit_code == code
+            both = await vm.exec(["sh", "-c", "echo out; echo err >&2"])
+            assert (both.stdout, both.stderr) == (b"out\n", b"err\n")
+            killed = await vm.exec(["sh", "-c", "kill -9 $$"])
+            assert (killed.exit_code, killed.signal) == (None, signal.SIGKILL)
+            applied = await vm.exec(["sh", "-c", "pwd; echo $GREETING"], cwd="/proc", env={"GREETING": "hi"})
+            assert applied.stdout == b"/proc\nhi\n"
+            assert (await vm.exec(["cat"], stdin=b"round\x00trip\n" * 100)).stdout == b"round\x00trip\n" * 100
+
+            with pytest.raises(ExecError, match="No such file") as missing:
+                await vm.exec(["/no/such/program"])
+            assert missing.value.errno == 2
+
+            with pytest.raises(ExecTimeout):
+                await vm.exec(["sleep", "1000"], timeout=2)
+            assert (await vm.exec(["true"])).exit_code == 0  # still usable
+
+            results: list[bytes] = []
+
+            async def one(i: int) -> None:
+                results.append((await vm.exec(["echo", str(i)])).stdout)
+
+            async with anyio.create_task_group() as tasks:
+                for i in range(5):
+                    tasks.start_soon(one, i)
+            assert sorted(results) == sorted(f"{i}\n".encode() for i in range(5))
+    assert_nothing_left(before)
