@@ -88,14 +88,6 @@ class GuestMemory:
     def pack(self, layout: struct.Struct, gpa: int, *values: int) -> None:
         layout.pack_into(self._view, self._locate(gpa, layout.size), *values)
 
-    def read_u32(self, gpa: int) -> int:
-        value: int = struct.unpack_from("<I", self._view, self._locate(gpa, 4))[0]
-        return value
-
-    def read_u64(self, gpa: int) -> int:
-        value: int = struct.unpack_from("<Q", self._view, self._locate(gpa, 8))[0]
-        return value
-
     def contains(self, gpa: int, length: int = 1) -> bool:
         try:
             self._locate(gpa, length)

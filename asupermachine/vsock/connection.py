@@ -114,9 +114,10 @@ class VsockConnection:
             return self._packet(Op.CREDIT_UPDATE)
         return None
 
-    def shutdown(self) -> Packet:
-        """The host will send and receive no more."""
-        return self._packet(Op.SHUTDOWN, VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND)
+    def shutdown(self, *, send: bool, receive: bool) -> Packet:
+        """The host will send (``send``) and/or receive (``receive``) no more."""
+        flags = (VIRTIO_VSOCK_SHUTDOWN_SEND if send else 0) | (VIRTIO_VSOCK_SHUTDOWN_RCV if receive else 0)
+        return self._packet(Op.SHUTDOWN, flags)
 
     def reset(self) -> Packet:
         self.state = State.CLOSED

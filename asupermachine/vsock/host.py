@@ -124,6 +124,12 @@ class VsockHost:
                 self._muxer.consumed(pair, count)
         self._kick_rx()
 
+    def _shutdown_send(self, pair: PortPair) -> None:
+        with self._lock:
+            if pair in self._muxer.connections:
+                self._muxer.shutdown_send(pair)
+        self._kick_rx()
+
     def _forget(self, pair: PortPair) -> None:
         self._channels.pop(pair, None)
         with self._lock:
@@ -174,7 +180,10 @@ class VsockStream(anyio.abc.ByteStream):
                 await self._channel.changed.wait()  # for a credit update from the guest
 
     async def send_eof(self) -> None:
-        raise NotImplementedError("half-close of vsock streams is not supported yet")
+        """Half-close: the guest reads end-of-file; the host can still receive."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        self._host._shutdown_send(self._pair)
 
     async def aclose(self) -> None:
         if not self._closed:

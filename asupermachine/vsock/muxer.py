@@ -61,6 +61,10 @@ class VsockMuxer:
         if update is not None:
             self.outbound.append(update)
 
+    def shutdown_send(self, pair: PortPair) -> None:
+        """The host has sent all it will: the guest reads end-of-file after the data."""
+        self.outbound.append(self.connections[pair].shutdown(send=True, receive=False))
+
     def close(self, pair: PortPair) -> None:
         """Reset the connection and forget it (the guest sees the peer go away)."""
         connection = self.connections.pop(pair, None)

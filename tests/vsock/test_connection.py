@@ -1,5 +1,5 @@
 from asupermachine.vsock.connection import Connected, Data, PeerShutdown, Reset, State, VsockConnection
-from asupermachine.vsock.packet import Op, Packet
+from asupermachine.vsock.packet import VIRTIO_VSOCK_SHUTDOWN_SEND, Op, Packet
 
 GUEST = 3
 
@@ -86,3 +86,8 @@ def test_counters_wrap_at_32_bits() -> None:
     connection.send(bytes(40))
     connection.receive(from_guest(Op.CREDIT_UPDATE, buf_alloc=100, fwd_cnt=30))  # wrapped
     assert connection.send_credit == 100
+
+
+def test_half_close_says_send_only() -> None:
+    packet = connected().shutdown(send=True, receive=False)
+    assert packet.op is Op.SHUTDOWN and packet.flags == VIRTIO_VSOCK_SHUTDOWN_SEND
