@@ -67,6 +67,9 @@ def qemu_command(assets: GuestAssets, vcpus: int, model: CpuModel) -> list[str]:
         "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
         # Our kernel reports init's exit status on port 0xf4: QEMU exits with (status << 1) | 1.
         "-device", "isa-debug-exit,iobase=0xf4,iosize=2",
+        # The guest's entropy source, as ours has. (Our virtio-vsock has no peer here: QEMU
+        # needs /dev/vhost-vsock, which these machines lack.)
+        "-device", "virtio-rng-device",
     ]
 
 
