@@ -7,7 +7,9 @@ from ._errors import GuestMemoryError as GuestMemoryError
 from ._errors import KernelImageError as KernelImageError
 from ._errors import KVMUnavailable as KVMUnavailable
 from ._errors import VirtqueueError as VirtqueueError
-from .agent.exec import ExecError as ExecError
+from .agent.process import ExecError as ExecError
+from .agent.process import ExitStatus as ExitStatus
+from .agent.process import Process as Process
 from .agent.exec import ExecResult as ExecResult
 from .agent.exec import ExecTimeout as ExecTimeout
 from .console import Console as Console

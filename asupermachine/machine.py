@@ -16,7 +16,8 @@ from .console import DEFAULT_CAPACITY, Console
 from .devices.shutdown_ports import GuestExit, ShutdownReason
 from .guest import resolve_assets
 from .microvm import BootConfig, MicroVm
-from .agent.exec import ExecResult, ExecTimeout, run_command
+from .agent.exec import ExecResult, ExecTimeout, collect
+from .agent.process import Process
 from .agent.protocol import AGENT_PORT
 from .virtio.rng import Rng
 from .virtio.service import MmioSlot
@@ -123,6 +124,7 @@ class Machine:
             await console.release()
 
     def _start(self, tasks: anyio.abc.TaskGroup) -> None:
+        self._tasks = tasks
         tasks.start_soon(self._vsock.run, name="vsock-events")
         for service in self._microvm.virtio:
             tasks.start_soon(service.run, name=f"virtio@{service.slot.base:#x}")
@@ -145,6 +147,29 @@ class Machine:
         """
         return await self._vsock.connect(port)
 
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str = "",
+    ) -> Process:
+        """Start ``argv`` in the guest; returns a :class:`Process` with streamed stdio.
+
+        ``env`` adds to a default ``PATH`` and ``HOME``; ``cwd`` empty means ``/``. Waits
+        for the agent if the guest is still booting. Raises :class:`ExecError` if the
+        command cannot start. Use the process with ``async with``: leaving kills it.
+        """
+        connection = await self._connect_agent()
+        try:
+            process, decoder = await Process.start(connection, argv, env=env, cwd=cwd)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await connection.aclose()
+            raise
+        self._tasks.start_soon(process.pump, decoder, name=f"process-{process.pid}")
+        return process
+
     async def exec(
         self,
         argv: Sequence[str],
@@ -154,18 +179,16 @@ class Machine:
         stdin: bytes | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        """Run ``argv`` in the guest through its agent and collect its output.
+        """Run ``argv`` to completion and collect its output (see :meth:`spawn`).
 
-        ``env`` adds to a default ``PATH`` and ``HOME``; ``cwd`` empty means ``/``. Waits
-        for the agent if the guest is still booting. Raises :class:`ExecError` if the
-        command cannot start, :class:`ExecTimeout` (after killing it) if it outlives
+        Raises :class:`ExecTimeout`, after killing the command, if it outlives
         ``timeout`` seconds.
         """
-        stream = await self._connect_agent()
+        process = await self.spawn(argv, env=env, cwd=cwd)
         try:
-            async with stream:  # closing the connection makes the agent kill the command
+            async with process:
                 with anyio.fail_after(timeout):
-                    return await run_command(stream, argv, env=env, cwd=cwd, stdin=stdin)
+                    return await collect(process, stdin)
         except TimeoutError:
             raise ExecTimeout(f"{argv[0]!r} ran longer than {timeout} s and was killed") from None
 

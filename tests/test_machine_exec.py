@@ -37,6 +37,17 @@ async def test_exec_runs_commands_and_reports_how_they_ended() -> None:
                 await vm.exec(["sleep", "1000"], timeout=2)
             assert (await vm.exec(["true"])).exit_code == 0  # still usable
 
+            async with await vm.spawn(["cat"]) as cat:
+                await cat.stdin.send(b"ping")
+                assert await cat.stdout.receive() == b"ping"  # streamed, before stdin closes
+                await cat.stdin.aclose()
+                assert (await cat.wait()).exit_code == 0
+
+            async with await vm.spawn(["sleep", "1000"]) as sleeper:
+                assert sleeper.pid > 1
+                await sleeper.send_signal(signal.SIGTERM)
+                assert (await sleeper.wait()).signal == signal.SIGTERM
+
             results: list[bytes] = []
 
             async def one(i: int) -> None:

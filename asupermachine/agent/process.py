@@ -1,0 +1,175 @@
+"""A process running in the guest, driven over its own agent connection."""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._errors import AsupermachineError
+from .protocol import I32_PAIR, PROTOCOL_VERSION, U32, AgentProtocolError, Frame, FrameDecoder, Kind, encode_exec
+from .protocol import encode_frame
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Output chunks held for a reader before the agent connection stops being read
+# (and vsock credit then stops the guest's writes).
+OUTPUT_BUFFER_CHUNKS = 64
+
+
+class ExecError(AsupermachineError):
+    """The agent could not start the command (for example, no such program)."""
+
+    def __init__(self, message: str, errno_value: int) -> None:
+        super().__init__(message)
+        self.errno = errno_value
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """``exit_code`` if the process exited, ``signal`` if a signal killed it."""
+
+    exit_code: int | None
+    signal: int | None
+
+
+class _Output(anyio.abc.ByteReceiveStream):
+    def __init__(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
+        self._receive = receive
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise anyio.EndOfStream from None
+
+    async def aclose(self) -> None:
+        await self._receive.aclose()
+
+
+class _Input(anyio.abc.ByteSendStream):
+    def __init__(self, process: Process) -> None:
+        self._process = process
+
+    async def send(self, item: bytes) -> None:
+        for offset in range(0, len(item), 65536):
+            await self._process._send(encode_frame(Kind.STDIN, item[offset : offset + 65536]))
+
+    async def aclose(self) -> None:
+        await self._process._send(encode_frame(Kind.STDIN))  # empty STDIN: end of input
+
+
+class Process:
+    """A command in the guest: ``stdin``, ``stdout``, ``stderr`` streams, :meth:`wait`, signals.
+
+    Leaving ``async with`` (or :meth:`aclose`) closes the connection, which kills the
+    command if it still runs.
+    """
+
+    def __init__(self, connection: anyio.abc.ByteStream, pid: int) -> None:
+        self.pid = pid
+        self._connection = connection
+        self._send_lock = anyio.Lock()
+        out_send, out_receive = anyio.create_memory_object_stream[bytes](OUTPUT_BUFFER_CHUNKS)
+        err_send, err_receive = anyio.create_memory_object_stream[bytes](OUTPUT_BUFFER_CHUNKS)
+        self._out, self._err = out_send, err_send
+        self.stdin: anyio.abc.ByteSendStream = _Input(self)
+        self.stdout: anyio.abc.ByteReceiveStream = _Output(out_receive)
+        self.stderr: anyio.abc.ByteReceiveStream = _Output(err_receive)
+        self._status: ExitStatus | None = None
+        self._failure: BaseException | None = None
+        self._done = anyio.Event()
+
+    @classmethod
+    async def start(
+        cls,
+        connection: anyio.abc.ByteStream,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None,
+        cwd: str,
+    ) -> tuple[Process, FrameDecoder]:
+        """Greet the agent, ask it to spawn ``argv``; the caller then runs :meth:`pump`."""
+        decoder = FrameDecoder()
+        hello = await _next_frame(connection, decoder)
+        if hello.kind is not Kind.HELLO or hello.payload != U32.pack(PROTOCOL_VERSION):
+            raise AgentProtocolError(f"agent greeted with {hello}, expected protocol {PROTOCOL_VERSION}")
+        await connection.send(encode_exec(argv, {"PATH": DEFAULT_PATH, "HOME": "/", **(env or {})}, cwd))
+        started = await _next_frame(connection, decoder)
+        if started.kind is Kind.ERROR:
+            code = int.from_bytes(started.payload[:4], "little", signed=True)
+            detail = started.payload[4:].decode(errors="replace")
+            raise ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
+        if started.kind is not Kind.STARTED:
+            raise AgentProtocolError(f"agent answered EXEC with {started.kind.name}")
+        return cls(connection, U32.unpack(started.payload)[0]), decoder
+
+    async def pump(self, decoder: FrameDecoder) -> None:
+        """Route the agent's frames to the output streams until the process ends (a task's job)."""
+        try:
+            async with self._out, self._err:
+                while True:
+                    frame = await _next_frame(self._connection, decoder)
+                    if frame.kind is Kind.STDOUT:
+                        await self._out.send(frame.payload)
+                    elif frame.kind is Kind.STDERR:
+                        await self._err.send(frame.payload)
+                    elif frame.kind is Kind.EXITED:
+                        code, signal = I32_PAIR.unpack(frame.payload)
+                        self._status = ExitStatus(None if code < 0 else code, signal or None)
+                        return
+                    else:
+                        raise AgentProtocolError(f"unexpected {frame.kind.name} frame while the command runs")
+        except anyio.BrokenResourceError:
+            self._failure = AgentProtocolError("the reader of this process's output went away")
+        except Exception as error:  # the process's failure, surfaced by wait()
+            self._failure = error
+        finally:
+            self._done.set()
+
+    async def wait(self) -> ExitStatus:
+        """Wait for the process to end (read its output meanwhile, or it may stall)."""
+        await self._done.wait()
+        if self._status is None:
+            raise self._failure or AgentProtocolError("the process ended without an exit status")
+        return self._status
+
+    @property
+    def returncode(self) -> ExitStatus | None:
+        return self._status
+
+    async def send_signal(self, signal: int) -> None:
+        if self._status is None:
+            await self._send(encode_frame(Kind.SIGNAL, U32.pack(signal)))
+
+    async def kill(self) -> None:
+        await self.send_signal(signals.SIGKILL)
+
+    async def _send(self, frame: bytes) -> None:
+        async with self._send_lock:
+            await self._connection.send(frame)
+
+    async def aclose(self) -> None:
+        await self._connection.aclose()
+
+    async def __aenter__(self) -> Process:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+async def _next_frame(connection: anyio.abc.ByteStream, decoder: FrameDecoder) -> Frame:
+    while (frame := decoder.next_frame()) is None:
+        try:
+            decoder.feed(await connection.receive())
+        except anyio.EndOfStream:
+            raise AgentProtocolError("the agent closed the connection mid-command") from None
+    return frame
