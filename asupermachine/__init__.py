@@ -7,6 +7,7 @@ from ._errors import GuestMemoryError as GuestMemoryError
 from ._errors import KernelImageError as KernelImageError
 from ._errors import KVMUnavailable as KVMUnavailable
 from ._errors import VirtqueueError as VirtqueueError
+from .agent.files import GuestFileError as GuestFileError
 from .agent.process import ExecError as ExecError
 from .agent.process import ExitStatus as ExitStatus
 from .agent.process import Process as Process

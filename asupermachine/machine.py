@@ -16,6 +16,7 @@ from .console import DEFAULT_CAPACITY, Console
 from .devices.shutdown_ports import GuestExit, ShutdownReason
 from .guest import resolve_assets
 from .microvm import BootConfig, MicroVm
+from .agent import files
 from .agent.exec import ExecResult, ExecTimeout, collect
 from .agent.process import Process
 from .agent.protocol import AGENT_PORT
@@ -191,6 +192,19 @@ class Machine:
                     return await collect(process, stdin)
         except TimeoutError:
             raise ExecTimeout(f"{argv[0]!r} ran longer than {timeout} s and was killed") from None
+
+    async def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        """Create or replace the guest file ``path`` with ``data`` and permission bits ``mode``.
+
+        Raises :class:`GuestFileError` (with ``errno``) when the guest cannot write it.
+        """
+        async with await self._connect_agent() as connection:
+            await files.write_file(connection, path, data, mode)
+
+    async def read_file(self, path: str) -> bytes:
+        """The content of the guest file ``path``; :class:`GuestFileError` if it cannot be read."""
+        async with await self._connect_agent() as connection:
+            return await files.read_file(connection, path)
 
     async def _connect_agent(self) -> VsockStream:
         with anyio.fail_after(AGENT_DEADLINE):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import anyio
 import pytest
 
-from asupermachine import ExecError, ExecResult, ExecTimeout, Machine
+from asupermachine import ExecError, ExecResult, ExecTimeout, GuestFileError, Machine
 
 from .resources import assert_nothing_left, held
 
@@ -47,6 +48,16 @@ async def test_exec_runs_commands_and_reports_how_they_ended() -> None:
                 assert sleeper.pid > 1
                 await sleeper.send_signal(signal.SIGTERM)
                 assert (await sleeper.wait()).signal == signal.SIGTERM
+
+            blob = os.urandom(1 << 20)
+            await vm.write_file("/tmp/blob", blob, mode=0o640)
+            assert await vm.read_file("/tmp/blob") == blob
+            assert (await vm.exec(["sh", "-c", "stat -c %a /tmp/blob"])).stdout == b"640\n"
+            with pytest.raises(GuestFileError, match="No such file") as unreadable:
+                await vm.read_file("/no/such/file")
+            assert unreadable.value.errno == 2
+            with pytest.raises(GuestFileError):
+                await vm.write_file("/no/such/dir/file", b"x")
 
             results: list[bytes] = []
 

@@ -95,15 +95,11 @@ class Process:
         cwd: str,
     ) -> tuple[Process, FrameDecoder]:
         """Greet the agent, ask it to spawn ``argv``; the caller then runs :meth:`pump`."""
-        decoder = FrameDecoder()
-        hello = await _next_frame(connection, decoder)
-        if hello.kind is not Kind.HELLO or hello.payload != U32.pack(PROTOCOL_VERSION):
-            raise AgentProtocolError(f"agent greeted with {hello}, expected protocol {PROTOCOL_VERSION}")
+        decoder = await greet(connection)
         await connection.send(encode_exec(argv, {"PATH": DEFAULT_PATH, "HOME": "/", **(env or {})}, cwd))
-        started = await _next_frame(connection, decoder)
+        started = await next_frame(connection, decoder)
         if started.kind is Kind.ERROR:
-            code = int.from_bytes(started.payload[:4], "little", signed=True)
-            detail = started.payload[4:].decode(errors="replace")
+            code, detail = agent_error(started)
             raise ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
         if started.kind is not Kind.STARTED:
             raise AgentProtocolError(f"agent answered EXEC with {started.kind.name}")
@@ -114,7 +110,7 @@ class Process:
         try:
             async with self._out, self._err:
                 while True:
-                    frame = await _next_frame(self._connection, decoder)
+                    frame = await next_frame(self._connection, decoder)
                     if frame.kind is Kind.STDOUT:
                         await self._out.send(frame.payload)
                     elif frame.kind is Kind.STDERR:
@@ -166,10 +162,24 @@ class Process:
         await self.aclose()
 
 
-async def _next_frame(connection: anyio.abc.ByteStream, decoder: FrameDecoder) -> Frame:
+async def next_frame(connection: anyio.abc.ByteStream, decoder: FrameDecoder) -> Frame:
     while (frame := decoder.next_frame()) is None:
         try:
             decoder.feed(await connection.receive())
         except anyio.EndOfStream:
             raise AgentProtocolError("the agent closed the connection mid-command") from None
     return frame
+
+
+async def greet(connection: anyio.abc.ByteStream) -> FrameDecoder:
+    """Read the agent's HELLO and check its protocol version; returns the connection's decoder."""
+    decoder = FrameDecoder()
+    hello = await next_frame(connection, decoder)
+    if hello.kind is not Kind.HELLO or hello.payload != U32.pack(PROTOCOL_VERSION):
+        raise AgentProtocolError(f"agent greeted with {hello}, expected protocol {PROTOCOL_VERSION}")
+    return decoder
+
+
+def agent_error(frame: Frame) -> tuple[int, str]:
+    """The errno and detail of an ERROR frame."""
+    return int.from_bytes(frame.payload[:4], "little", signed=True), frame.payload[4:].decode(errors="replace")

@@ -36,6 +36,8 @@ class Kind(enum.IntEnum):
     STDOUT = 7
     STDERR = 8
     EXITED = 9
+    WRITE_FILE = 10
+    READ_FILE = 11
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ def encode_exec(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> bytes:
             raise ValueError(f"environment name {key!r} is empty or contains '='")
     body = b"".join(text.encode() + b"\0" for text in strings)
     return encode_frame(Kind.EXEC, U32.pack(len(argv)) + U32.pack(len(env)) + body)
+
+
+def encode_path(path: str) -> bytes:
+    if not path or "\0" in path:
+        raise ValueError(f"guest path {path!r} is empty or contains a NUL byte")
+    return path.encode() + b"\0"
 
 
 class FrameDecoder:

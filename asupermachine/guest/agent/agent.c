@@ -8,6 +8,12 @@
  *   host  -> agent STDIN data (empty: close stdin) | SIGNAL u32 signo
  *   agent -> host  STDOUT data | STDERR data ... then EXITED i32 status, i32 signal
  *
+ * or moves one file:
+ *
+ *   host  -> agent WRITE_FILE u32 mode, path\0; then STDIN data..., empty STDIN
+ *   host  -> agent READ_FILE path\0;            the agent answers STDOUT data...
+ *   agent -> host  STARTED u32 0 | ERROR i32 errno, path; at the end EXITED 0, 0 (or ERROR)
+ *
  * Every frame is u32 payload length, u16 kind, u16 zero, then the payload
  * (little-endian). asupermachine/agent/protocol.py is the host's side of this.
  */
@@ -22,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,12 +50,16 @@ struct sockaddr_vm {
 #define PROTOCOL_VERSION 1
 #define MAX_FRAME (1u << 20)
 #define MAX_SESSIONS 64
-enum { HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9 };
+enum {
+    HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
+    WRITE_FILE = 10, READ_FILE = 11,
+};
 
 struct session {
     int sock, out, err, in;
     pid_t pid;
     int exited, status;
+    int file;  /* a file transfer, not a process: in or out is the file */
     uint8_t *rx;
     uint32_t rx_len;
 };
@@ -154,11 +165,54 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
     free(strings);
 }
 
+/* Open the file of a WRITE_FILE or READ_FILE; the transfer then runs as a process would. */
+static void open_file(struct session *s, uint16_t kind, const uint8_t *p, uint32_t len) {
+    uint32_t mode = 0;
+    if (kind == WRITE_FILE) {
+        if (len < 4) { send_error(s, EINVAL, "short WRITE_FILE"); return; }
+        memcpy(&mode, p, 4);
+        p += 4;
+        len -= 4;
+    }
+    const char *path = (const char *)p;
+    if (len == 0 || memchr(path, 0, len) != path + len - 1) { send_error(s, EINVAL, "path not terminated"); return; }
+    int fd = kind == WRITE_FILE ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode & 07777)
+                                : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) { send_error(s, errno, path); return; }
+    if (kind == WRITE_FILE && fchmod(fd, mode & 07777) < 0) {  /* the umask must not narrow it */
+        send_error(s, errno, path);
+        close(fd);
+        return;
+    }
+    s->file = 1;
+    if (kind == WRITE_FILE) s->in = fd;
+    else s->out = fd;
+    uint32_t zero = 0;
+    send_frame(s->sock, STARTED, &zero, 4);
+    if (kind == READ_FILE) s->exited = 1;  /* done once the content is drained */
+}
+
 static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uint32_t len) {
-    if (kind == EXEC && s->pid == 0) {
+    int idle = s->pid == 0 && !s->file;
+    if (kind == EXEC && idle) {
         start(s, p, len);
+    } else if ((kind == WRITE_FILE || kind == READ_FILE) && idle) {
+        open_file(s, kind, p, len);
     } else if (kind == STDIN && s->in >= 0) {
-        if (len == 0 || write_all(s->in, p, len)) { close(s->in); s->in = -1; }
+        int failed = len > 0 && write_all(s->in, p, len);
+        if (s->file && failed) {
+            send_error(s, errno, "write");
+            close(s->in);
+            s->in = -1;
+            s->file = 0;  /* nothing more to report: end_session on the host's close */
+        } else if (len == 0 || failed) {
+            int closed = close(s->in);
+            s->in = -1;
+            if (s->file) {
+                if (closed < 0) send_error(s, errno, "close");
+                else s->exited = 1;
+            }
+        }
     } else if (kind == SIGNAL && len == 4 && s->pid > 0 && !s->exited) {
         uint32_t signo;
         memcpy(&signo, p, 4);

@@ -1,0 +1,67 @@
+"""Move whole files in and out of the guest through the agent, one connection per file."""
+
+from __future__ import annotations
+
+import os
+
+import anyio.abc
+
+from .._errors import AsupermachineError
+from .process import agent_error, greet, next_frame
+from .protocol import U32, AgentProtocolError, Frame, FrameDecoder, Kind, encode_frame, encode_path
+
+CHUNK = 65536
+
+
+class GuestFileError(AsupermachineError):
+    """The guest could not open, read or write the file; ``errno`` says why."""
+
+    def __init__(self, message: str, errno_value: int) -> None:
+        super().__init__(message)
+        self.errno = errno_value
+
+
+async def write_file(connection: anyio.abc.ByteStream, path: str, data: bytes, mode: int) -> None:
+    """Create or replace ``path`` in the guest with ``data`` and permission bits ``mode``."""
+    decoder = await greet(connection)
+    await connection.send(encode_frame(Kind.WRITE_FILE, U32.pack(mode) + encode_path(path)))
+    await _expect_started(connection, decoder, path)
+    view = memoryview(data)
+    for offset in range(0, len(view), CHUNK):
+        await connection.send(encode_frame(Kind.STDIN, bytes(view[offset : offset + CHUNK])))
+    await connection.send(encode_frame(Kind.STDIN))  # end of content
+    await _expect_exited(connection, decoder, path)
+
+
+async def read_file(connection: anyio.abc.ByteStream, path: str) -> bytes:
+    """The whole content of ``path`` in the guest."""
+    decoder = await greet(connection)
+    await connection.send(encode_frame(Kind.READ_FILE, encode_path(path)))
+    await _expect_started(connection, decoder, path)
+    content = bytearray()
+    while (frame := await next_frame(connection, decoder)).kind is Kind.STDOUT:
+        content += frame.payload
+    _check_end(frame, path)
+    return bytes(content)
+
+
+async def _expect_started(connection: anyio.abc.ByteStream, decoder: FrameDecoder, path: str) -> None:
+    frame = await next_frame(connection, decoder)
+    if frame.kind is Kind.ERROR:
+        code, _ = agent_error(frame)
+        raise GuestFileError(f"guest file {path!r}: {os.strerror(code)}", code)
+    if frame.kind is not Kind.STARTED:
+        raise AgentProtocolError(f"agent answered a file request with {frame.kind.name}")
+
+
+async def _expect_exited(connection: anyio.abc.ByteStream, decoder: FrameDecoder, path: str) -> None:
+    _check_end(await next_frame(connection, decoder), path)
+
+
+def _check_end(frame: Frame, path: str) -> None:
+    if frame.kind is Kind.EXITED:
+        return
+    if frame.kind is Kind.ERROR:
+        code, detail = agent_error(frame)
+        raise GuestFileError(f"guest file {path!r}: {detail}: {os.strerror(code)}", code)
+    raise AgentProtocolError(f"unexpected {frame.kind.name} frame in a file transfer")
