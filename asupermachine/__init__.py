@@ -17,6 +17,8 @@ from .console import Console as Console
 from .devices.shutdown_ports import GuestExit as GuestExit
 from .devices.shutdown_ports import ShutdownReason as ShutdownReason
 from .machine import Machine as Machine
+from .virtio.blk import Disk as Disk
+from .virtio.blk import DiskError as DiskError
 from .vsock.host import VsockConnectionReset as VsockConnectionReset
 from .vsock.host import VsockStream as VsockStream
 from .vsock.packet import VsockError as VsockError

@@ -20,6 +20,8 @@ from .agent import files
 from .agent.exec import ExecResult, ExecTimeout, collect
 from .agent.process import Process
 from .agent.protocol import AGENT_PORT
+from .virtio.blk import Block, Disk
+from .virtio.mmio import VirtioDevice
 from .virtio.rng import Rng
 from .virtio.service import MmioSlot
 from .vsock.device import RX_QUEUE, VsockDevice
@@ -63,46 +65,50 @@ class Machine:
         memory_mib: int = 256,
         kernel_log: bool = False,
         console_capacity: int = DEFAULT_CAPACITY,
+        disks: Sequence[Disk] = (),
     ) -> AsyncIterator[Machine]:
         """Boot the project's kernel and init (or ``kernel``/``initramfs``) and run ``command`` in it.
 
         The guest's init prints a ready line, runs ``command`` and ends the VM with
         its exit status, which :meth:`wait` returns. Console output not yet read is
-        kept up to ``console_capacity`` bytes, then the oldest is dropped. Leaving
+        kept up to ``console_capacity`` bytes, then the oldest is dropped. ``disks``
+        become ``/dev/vda``, ``/dev/vdb``, ... in order (virtio-blk). Leaving
         the block (normally, by an error or by cancellation) stops the VM and frees
         every thread, fd and mapping it held.
 
         Raises :class:`KVMUnavailable` without usable KVM, :class:`KernelImageError`
         for a bad kernel, :class:`AssetError` when the default assets cannot be
-        built, ``ValueError`` for an impossible shape (vCPUs, memory, command), and
+        built, :class:`DiskError` for an unusable disk image, ``ValueError`` for an impossible shape (vCPUs, memory, command), and
         :class:`GuestError` when a vCPU fails (emulation failure, bad state).
         """
         assets = await anyio.to_thread.run_sync(
             resolve_assets, _optional_path(kernel), _optional_path(initramfs)
         )
         cpu_model = detect_cpu_model()
-        muxer = VsockMuxer(GUEST_CID)
-        vsock = VsockHost(muxer)
-        vsock_device = VsockDevice(muxer, on_events=vsock.post)
-        devices = (Rng(), vsock_device)
-        config = BootConfig(
-            kernel=assets.kernel,
-            initramfs=assets.initramfs,
-            cmdline=kernel_cmdline(
-                cpu_model=cpu_model,
-                kernel_log=kernel_log,
-                extra=cmdline_extra,
-                devices=[MmioSlot.numbered(index).kernel_argument for index in range(len(devices))],
-                command=command,
-            ),
-            vcpus=vcpus,
-            memory_mib=memory_mib,
-            cpu_model=cpu_model,
-            virtio_devices=devices,
-        )
         console = Console(console_capacity)
+        vsock = VsockHost(VsockMuxer(GUEST_CID))
+        blocks: list[Block] = []
         built: list[MicroVm] = []
         try:
+            for disk in disks:
+                blocks.append(Block(disk))
+            vsock_device = VsockDevice(vsock.muxer, on_events=vsock.post)
+            devices: tuple[VirtioDevice, ...] = (Rng(), vsock_device, *blocks)
+            config = BootConfig(
+                kernel=assets.kernel,
+                initramfs=assets.initramfs,
+                cmdline=kernel_cmdline(
+                    cpu_model=cpu_model,
+                    kernel_log=kernel_log,
+                    extra=cmdline_extra,
+                    devices=[MmioSlot.numbered(index).kernel_argument for index in range(len(devices))],
+                    command=command,
+                ),
+                vcpus=vcpus,
+                memory_mib=memory_mib,
+                cpu_model=cpu_model,
+                virtio_devices=devices,
+            )
             # Appending inside the thread means a cancellation during assembly still
             # leaves us holding the VM, so the finally below can free it.
             await anyio.to_thread.run_sync(lambda: built.append(MicroVm(config, console)))
@@ -121,6 +127,8 @@ class Machine:
         finally:
             for microvm in built:
                 microvm.close()
+            for block in blocks:
+                block.close()
             vsock.close()
             await console.release()
 

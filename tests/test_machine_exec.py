@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import anyio
 import pytest
 
-from asupermachine import ExecError, ExecResult, ExecTimeout, GuestFileError, Machine
+from asupermachine import Disk, ExecError, ExecResult, ExecTimeout, GuestFileError, Machine
 
 from .resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_exec_runs_commands_and_reports_how_they_ended() -> None:
+async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> None:
+    read_only, writable = tmp_path / "ro.img", tmp_path / "rw.img"
+    read_only.write_bytes(b"read-only disk contents".ljust(1 << 20, b"\0"))
+    writable.write_bytes(bytes(1 << 20))
+    disks = [Disk(read_only), Disk(writable, read_only=False)]
     before = held()
     with anyio.fail_after(600):
-        async with Machine.boot() as vm:  # no command: the guest stays up for exec
+        async with Machine.boot(disks=disks) as vm:  # no command: the guest stays up for exec
             assert await vm.exec(["echo", "hello"]) == ExecResult(0, None, b"hello\n", b"")
             for code in (1, 255):
                 assert (await vm.exec(["sh", "-c", f"exit {code}"])).exit_code == code
@@ -59,6 +64,12 @@ async def test_exec_runs_commands_and_reports_how_they_ended() -> None:
             with pytest.raises(GuestFileError):
                 await vm.write_file("/no/such/dir/file", b"x")
 
+            # virtio-blk: /dev/vda is the read-only disk, /dev/vdb the writable one.
+            assert (await vm.exec(["head", "-c", "23", "/dev/vda"])).stdout == b"read-only disk contents"
+            refused = await vm.exec(["sh", "-c", "echo x | dd of=/dev/vda bs=512 count=1 conv=sync 2>&1"])
+            assert b"Operation not permitted" in refused.stdout
+            await vm.write_file("/dev/vdb", b"from the guest".ljust(4096, b"\0"))
+
             results: list[bytes] = []
 
             async def one(i: int) -> None:
@@ -68,4 +79,6 @@ async def test_exec_runs_commands_and_reports_how_they_ended() -> None:
                 for i in range(5):
                     tasks.start_soon(one, i)
             assert sorted(results) == sorted(f"{i}\n".encode() for i in range(5))
+    assert writable.read_bytes().startswith(b"from the guest")
+    assert read_only.read_bytes().startswith(b"read-only disk contents")
     assert_nothing_left(before)

@@ -23,7 +23,7 @@ READY_MARKER = "asupermachine-init: ready"
 # Linux's character device numbers for /dev/console (Documentation/admin-guide/devices.txt).
 CONSOLE_MAJOR, CONSOLE_MINOR = 5, 1
 BUSYBOX_APPLETS = (
-    "sh", "cat", "echo", "grep", "head", "ls", "sleep", "stat", "true", "false", "uname", "wc", "reboot", "poweroff",
+    "sh", "cat", "dd", "echo", "grep", "head", "ls", "sleep", "stat", "true", "false", "uname", "wc", "reboot", "poweroff",
 )
 
 

@@ -46,7 +46,7 @@ class VsockHost:
     """Opens streams to guest ports; serves the event inbox with :meth:`run`."""
 
     def __init__(self, muxer: VsockMuxer) -> None:
-        self._muxer = muxer
+        self.muxer = muxer
         self._lock = threading.Lock()
         self._kick_rx: Callable[[], None] = lambda: None
         self._channels: dict[PortPair, _Channel] = {}
@@ -98,7 +98,7 @@ class VsockHost:
     async def connect(self, port: int) -> VsockStream:
         """A byte stream to the guest's vsock ``port``; raises :class:`VsockConnectionReset` if refused."""
         with self._lock:
-            pair = self._muxer.connect(port)
+            pair = self.muxer.connect(port)
         channel = self._channels[pair] = _Channel()
         self._kick_rx()
         try:
@@ -113,27 +113,27 @@ class VsockHost:
 
     def _send(self, pair: PortPair, data: bytes) -> int:
         with self._lock:
-            sent = self._muxer.send(pair, data)
+            sent = self.muxer.send(pair, data)
         if sent:
             self._kick_rx()
         return sent
 
     def _consumed(self, pair: PortPair, count: int) -> None:
         with self._lock:
-            if pair in self._muxer.connections:
-                self._muxer.consumed(pair, count)
+            if pair in self.muxer.connections:
+                self.muxer.consumed(pair, count)
         self._kick_rx()
 
     def _shutdown_send(self, pair: PortPair) -> None:
         with self._lock:
-            if pair in self._muxer.connections:
-                self._muxer.shutdown_send(pair)
+            if pair in self.muxer.connections:
+                self.muxer.shutdown_send(pair)
         self._kick_rx()
 
     def _forget(self, pair: PortPair) -> None:
         self._channels.pop(pair, None)
         with self._lock:
-            self._muxer.close(pair)
+            self.muxer.close(pair)
         self._kick_rx()
 
     def close(self) -> None:

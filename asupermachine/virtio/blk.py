@@ -1,0 +1,150 @@
+"""virtio-blk (virtio 1.2, section 5.2) over a raw disk file.
+
+Data moves between the file and guest memory with ``preadv``/``pwritev`` on views
+of guest RAM, without intermediate copies. Every request's sector range is
+checked against the disk's capacity; a read-only disk refuses writes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._errors import AsupermachineError
+from .queue import Buffer, DescriptorChain, Virtqueue
+
+VIRTIO_ID_BLOCK = 2
+VIRTIO_BLK_F_RO = 1 << 5
+VIRTIO_BLK_F_FLUSH = 1 << 9
+VIRTIO_BLK_T_IN = 0
+VIRTIO_BLK_T_OUT = 1
+VIRTIO_BLK_T_FLUSH = 4
+VIRTIO_BLK_T_GET_ID = 8
+VIRTIO_BLK_S_OK = 0
+VIRTIO_BLK_S_IOERR = 1
+VIRTIO_BLK_S_UNSUPP = 2
+SECTOR_SIZE = 512
+REQUEST_HEADER = struct.Struct("<IIQ")  # type, reserved, sector
+VIRTIO_BLK_ID_BYTES = 20
+QUEUE_SIZE = 128
+
+
+class DiskError(AsupermachineError):
+    """A disk image cannot be used (missing, not a regular file, or not a whole number of sectors)."""
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A raw disk image for the guest; the i-th disk given is ``/dev/vd<a+i>``."""
+
+    path: Path
+    read_only: bool = True
+
+
+class _Rejected(Exception):
+    """A request the device answers with an error status instead of serving."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class Block:
+    """One request queue serving a raw image opened for the VM's lifetime."""
+
+    device_id = VIRTIO_ID_BLOCK
+    queue_max_sizes = (QUEUE_SIZE,)
+
+    def __init__(self, disk: Disk) -> None:
+        path = Path(disk.path)
+        try:
+            self._fd = os.open(path, (os.O_RDONLY if disk.read_only else os.O_RDWR) | os.O_CLOEXEC)
+        except OSError as error:
+            raise DiskError(f"cannot open disk image {path}: {error.strerror}") from None
+        size = os.fstat(self._fd).st_size
+        if size % SECTOR_SIZE or not os.path.isfile(path):
+            os.close(self._fd)
+            raise DiskError(f"disk image {path} is not a regular file of whole 512-byte sectors")
+        self.read_only = disk.read_only
+        self.capacity_sectors = size // SECTOR_SIZE
+        self._serial = path.name.encode()[:VIRTIO_BLK_ID_BYTES]
+        self.device_features = VIRTIO_BLK_F_FLUSH | (VIRTIO_BLK_F_RO if disk.read_only else 0)
+        self._queue: Virtqueue | None = None
+
+    def read_config(self, offset: int, size: int) -> int:
+        config = struct.pack("<Q", self.capacity_sectors)  # 5.2.4: capacity comes first
+        return int.from_bytes(config[offset : offset + size].ljust(size, b"\0"), "little")
+
+    def write_config(self, offset: int, size: int, value: int) -> None:
+        pass
+
+    def activate(self, queues: list[Virtqueue], features: int) -> None:
+        self._queue = queues[0]
+
+    def reset(self) -> None:
+        self._queue = None
+
+    def process_queue(self, index: int) -> bool:
+        queue = self._queue
+        if queue is None or index != 0:
+            return False
+        used = False
+        while (chain := queue.pop()) is not None:
+            written = self._serve(queue, chain)
+            queue.add_used(chain.head, written)
+            used = True
+        return used
+
+    def _serve(self, queue: Virtqueue, chain: DescriptorChain) -> int:
+        """Serve one request; returns the bytes written into the guest's buffers (data + status)."""
+        if not chain.readable or chain.readable[0].length < REQUEST_HEADER.size or not chain.writable:
+            return 0  # no header or no status byte: nothing can be answered
+        status_buffer = chain.writable[-1]
+        kind, _, sector = REQUEST_HEADER.unpack(queue.memory.read(chain.readable[0].addr, REQUEST_HEADER.size))
+        data_in = chain.writable[:-1] + ([Buffer(status_buffer.addr, status_buffer.length - 1)]
+                                         if status_buffer.length > 1 else [])
+        data_out = chain.readable[1:]
+        written = 0
+        try:
+            if kind == VIRTIO_BLK_T_IN:
+                written = self._transfer(queue, sector, data_in, write=False)
+            elif kind == VIRTIO_BLK_T_OUT:
+                if self.read_only:
+                    raise _Rejected(VIRTIO_BLK_S_IOERR)
+                self._transfer(queue, sector, data_out, write=True)
+            elif kind == VIRTIO_BLK_T_FLUSH:
+                if not self.read_only:
+                    os.fsync(self._fd)
+            elif kind == VIRTIO_BLK_T_GET_ID:
+                serial = self._serial.ljust(VIRTIO_BLK_ID_BYTES, b"\0")
+                written = queue.scatter(DescriptorChain(chain.head, writable=data_in), serial)
+            else:
+                raise _Rejected(VIRTIO_BLK_S_UNSUPP)
+            status = VIRTIO_BLK_S_OK
+        except _Rejected as rejected:
+            status = rejected.status
+        except OSError:
+            status = VIRTIO_BLK_S_IOERR
+        queue.memory.write(status_buffer.addr + status_buffer.length - 1, bytes([status]))
+        return written + 1
+
+    def _transfer(self, queue: Virtqueue, sector: int, buffers: list[Buffer], *, write: bool) -> int:
+        length = sum(buffer.length for buffer in buffers)
+        if length % SECTOR_SIZE or sector + length // SECTOR_SIZE > self.capacity_sectors:
+            raise _Rejected(VIRTIO_BLK_S_IOERR)
+        views = [queue.memory.view(buffer.addr, buffer.length) for buffer in buffers if buffer.length]
+        try:
+            offset = sector * SECTOR_SIZE
+            done = os.pwritev(self._fd, views, offset) if write else os.preadv(self._fd, views, offset)
+        finally:
+            for view in views:
+                view.release()
+        if done != length:
+            raise _Rejected(VIRTIO_BLK_S_IOERR)
+        return length
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
