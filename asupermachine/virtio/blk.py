@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .._errors import AsupermachineError
 from .queue import Buffer, DescriptorChain, Virtqueue
+from .request_queue import RequestQueueDevice
 
 VIRTIO_ID_BLOCK = 2
 VIRTIO_BLK_F_RO = 1 << 5
@@ -50,13 +51,14 @@ class _Rejected(Exception):
         self.status = status
 
 
-class Block:
+class Block(RequestQueueDevice):
     """One request queue serving a raw image opened for the VM's lifetime."""
 
     device_id = VIRTIO_ID_BLOCK
     queue_max_sizes = (QUEUE_SIZE,)
 
     def __init__(self, disk: Disk) -> None:
+        super().__init__()
         path = Path(disk.path)
         try:
             self._fd = os.open(path, (os.O_RDONLY if disk.read_only else os.O_RDWR) | os.O_CLOEXEC)
@@ -70,33 +72,12 @@ class Block:
         self.capacity_sectors = size // SECTOR_SIZE
         self._serial = path.name.encode()[:VIRTIO_BLK_ID_BYTES]
         self.device_features = VIRTIO_BLK_F_FLUSH | (VIRTIO_BLK_F_RO if disk.read_only else 0)
-        self._queue: Virtqueue | None = None
 
     def read_config(self, offset: int, size: int) -> int:
         config = struct.pack("<Q", self.capacity_sectors)  # 5.2.4: capacity comes first
         return int.from_bytes(config[offset : offset + size].ljust(size, b"\0"), "little")
 
-    def write_config(self, offset: int, size: int, value: int) -> None:
-        pass
-
-    def activate(self, queues: list[Virtqueue], features: int) -> None:
-        self._queue = queues[0]
-
-    def reset(self) -> None:
-        self._queue = None
-
-    def process_queue(self, index: int) -> bool:
-        queue = self._queue
-        if queue is None or index != 0:
-            return False
-        used = False
-        while (chain := queue.pop()) is not None:
-            written = self._serve(queue, chain)
-            queue.add_used(chain.head, written)
-            used = True
-        return used
-
-    def _serve(self, queue: Virtqueue, chain: DescriptorChain) -> int:
+    def serve(self, queue: Virtqueue, chain: DescriptorChain) -> int:
         """Serve one request; returns the bytes written into the guest's buffers (data + status)."""
         if not chain.readable or chain.readable[0].length < REQUEST_HEADER.size or not chain.writable:
             return 0  # no header or no status byte: nothing can be answered

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from .queue import Virtqueue
+from .queue import DescriptorChain, Virtqueue
+from .request_queue import RequestQueueDevice
 
 VIRTIO_ID_RNG = 4
 QUEUE_SIZE = 64
@@ -13,42 +14,21 @@ QUEUE_SIZE = 64
 MAX_REQUEST_BYTES = 64 * 1024
 
 
-class Rng:
-    """One request queue; each writable buffer is filled with host entropy."""
+class Rng(RequestQueueDevice):
+    """One request queue; each writable buffer is filled with host entropy (5.4.4: no configuration)."""
 
     device_id = VIRTIO_ID_RNG
     device_features = 0
     queue_max_sizes = (QUEUE_SIZE,)
 
     def __init__(self, entropy: Callable[[int], bytes] = os.urandom) -> None:
+        super().__init__()
         self._entropy = entropy
-        self._queue: Virtqueue | None = None
 
-    def read_config(self, offset: int, size: int) -> int:
-        return 0  # 5.4.4: no configuration
-
-    def write_config(self, offset: int, size: int, value: int) -> None:
-        pass
-
-    def activate(self, queues: list[Virtqueue], features: int) -> None:
-        self._queue = queues[0]
-
-    def reset(self) -> None:
-        self._queue = None
-
-    def process_queue(self, index: int) -> bool:
-        queue = self._queue
-        if queue is None or index != 0:
-            return False
-        used = False
-        while (chain := queue.pop()) is not None:
-            budget = MAX_REQUEST_BYTES
-            written = 0
-            for buffer in chain.writable:
-                length = min(buffer.length, budget)
-                queue.memory.write(buffer.addr, self._entropy(length))
-                written += length
-                budget -= length
-            queue.add_used(chain.head, written)
-            used = True
-        return used
+    def serve(self, queue: Virtqueue, chain: DescriptorChain) -> int:
+        budget = MAX_REQUEST_BYTES
+        for buffer in chain.writable:
+            length = min(buffer.length, budget)
+            queue.memory.write(buffer.addr, self._entropy(length))
+            budget -= length
+        return MAX_REQUEST_BYTES - budget
