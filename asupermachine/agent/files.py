@@ -7,7 +7,7 @@ import os
 import anyio.abc
 
 from .._errors import AsupermachineError
-from .process import agent_error, greet, next_frame
+from .process import agent_error, expect_started, greet, next_frame
 from .protocol import U32, AgentProtocolError, Frame, FrameDecoder, Kind, encode_frame, encode_path
 
 CHUNK = 65536
@@ -46,12 +46,10 @@ async def read_file(connection: anyio.abc.ByteStream, path: str) -> bytes:
 
 
 async def _expect_started(connection: anyio.abc.ByteStream, decoder: FrameDecoder, path: str) -> None:
-    frame = await next_frame(connection, decoder)
-    if frame.kind is Kind.ERROR:
-        code, _ = agent_error(frame)
-        raise GuestFileError(f"guest file {path!r}: {os.strerror(code)}", code)
-    if frame.kind is not Kind.STARTED:
-        raise AgentProtocolError(f"agent answered a file request with {frame.kind.name}")
+    def refused(code: int, detail: str) -> GuestFileError:
+        return GuestFileError(f"guest file {path!r}: {os.strerror(code)}", code)
+
+    await expect_started(connection, decoder, refused)
 
 
 async def _expect_exited(connection: anyio.abc.ByteStream, decoder: FrameDecoder, path: str) -> None:

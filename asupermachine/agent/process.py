@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal as signals
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -97,13 +97,12 @@ class Process:
         """Greet the agent, ask it to spawn ``argv``; the caller then runs :meth:`pump`."""
         decoder = await greet(connection)
         await connection.send(encode_exec(argv, {"PATH": DEFAULT_PATH, "HOME": "/", **(env or {})}, cwd))
-        started = await next_frame(connection, decoder)
-        if started.kind is Kind.ERROR:
-            code, detail = agent_error(started)
-            raise ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
-        if started.kind is not Kind.STARTED:
-            raise AgentProtocolError(f"agent answered EXEC with {started.kind.name}")
-        return cls(connection, U32.unpack(started.payload)[0]), decoder
+
+        def refused(code: int, detail: str) -> ExecError:
+            return ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
+
+        started = await expect_started(connection, decoder, refused)
+        return cls(connection, U32.unpack(started)[0]), decoder
 
     async def pump(self, decoder: FrameDecoder) -> None:
         """Route the agent's frames to the output streams until the process ends (a task's job)."""
@@ -178,6 +177,20 @@ async def greet(connection: anyio.abc.ByteStream) -> FrameDecoder:
     if hello.kind is not Kind.HELLO or hello.payload != U32.pack(PROTOCOL_VERSION):
         raise AgentProtocolError(f"agent greeted with {hello}, expected protocol {PROTOCOL_VERSION}")
     return decoder
+
+
+async def expect_started(
+    connection: anyio.abc.ByteStream,
+    decoder: FrameDecoder,
+    refused: Callable[[int, str], Exception],
+) -> bytes:
+    """The STARTED payload that answers a request; ``refused(errno, detail)`` is raised for ERROR."""
+    frame = await next_frame(connection, decoder)
+    if frame.kind is Kind.ERROR:
+        raise refused(*agent_error(frame))
+    if frame.kind is not Kind.STARTED:
+        raise AgentProtocolError(f"agent answered a request with {frame.kind.name}")
+    return frame.payload
 
 
 def agent_error(frame: Frame) -> tuple[int, str]:

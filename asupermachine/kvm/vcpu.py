@@ -11,7 +11,8 @@ from ._check import check
 from ._flexible import new_flexible
 from ._kvm_cffi import ffi, lib
 
-_KICK_SIGNAL = check(lib.amv_install_kick_handler(), "sigaction(kick signal)")
+# Installed once per process, before any vCPU can be kicked.
+check(lib.amv_install_kick_handler(), "sigaction(kick signal)")
 
 
 class VcpuFd:

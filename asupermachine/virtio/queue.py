@@ -18,9 +18,8 @@ from ..memory import GuestMemory
 VIRTQ_DESC_F_NEXT = 1
 VIRTQ_DESC_F_WRITE = 2
 VIRTQ_DESC_F_INDIRECT = 4
-# 2.7.6 / 2.7.8: flags of the available and used rings
+# 2.7.6: flags of the available ring
 VIRTQ_AVAIL_F_NO_INTERRUPT = 1
-VIRTQ_USED_F_NO_NOTIFY = 1
 
 DESCRIPTOR = struct.Struct("<QIHH")  # addr, len, flags, next
 RING_HEADER = struct.Struct("<HH")  # flags, idx

@@ -9,9 +9,6 @@ GDT_CODE64 = 0xA09B
 GDT_DATA = 0xC093
 GDT_TSS = 0x808B
 BOOT_GDT = (0, GDT_CODE64, GDT_DATA, GDT_TSS)
-CODE_SELECTOR = 1 * 8
-DATA_SELECTOR = 2 * 8
-TSS_SELECTOR = 3 * 8
 
 
 def gdt_entry(flags: int, base: int, limit: int) -> int:
