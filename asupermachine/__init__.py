@@ -20,5 +20,6 @@ from .machine import Machine as Machine
 from .virtio.blk import Disk as Disk
 from .virtio.blk import DiskError as DiskError
 from .vsock.host import VsockConnectionReset as VsockConnectionReset
+from .vsock.host import VsockListener as VsockListener
 from .vsock.host import VsockStream as VsockStream
 from .vsock.packet import VsockError as VsockError

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 
 from ._errors import AsupermachineError, GuestError
-from .arch.x86_64.cmdline import kernel_cmdline
+from .arch.x86_64.cmdline import InitOptions, kernel_cmdline
 from .arch.x86_64.cpuid import detect_cpu_model
 from .console import DEFAULT_CAPACITY, Console
 from .devices.shutdown_ports import GuestExit, ShutdownReason
@@ -25,11 +25,13 @@ from .virtio.mmio import VirtioDevice
 from .virtio.rng import Rng
 from .virtio.service import MmioSlot
 from .vsock.device import RX_QUEUE, VsockDevice
-from .vsock.host import VsockConnectionReset, VsockHost, VsockStream
+from .vsock.host import VsockConnectionReset, VsockHost, VsockListener, VsockStream
 from .vsock.muxer import VsockMuxer
 
 # Every VM has its own vsock device, so all can use the first guest CID.
 GUEST_CID = 3
+# The root disk is the first virtio-blk device.
+ROOT_DEVICE = "/dev/vda"
 # How long exec waits for the agent to listen; a boot under software KVM takes ~30 s.
 AGENT_DEADLINE = 180.0
 AGENT_RETRY_INTERVAL = 0.05
@@ -65,16 +67,25 @@ class Machine:
         memory_mib: int = 256,
         kernel_log: bool = False,
         console_capacity: int = DEFAULT_CAPACITY,
+        root: Disk | None = None,
         disks: Sequence[Disk] = (),
+        env: Mapping[str, str] | None = None,
+        workdir: str = "",
+        user: str = "",
     ) -> AsyncIterator[Machine]:
         """Boot the project's kernel and init (or ``kernel``/``initramfs``) and run ``command`` in it.
 
-        The guest's init prints a ready line, runs ``command`` and ends the VM with
-        its exit status, which :meth:`wait` returns. Console output not yet read is
-        kept up to ``console_capacity`` bytes, then the oldest is dropped. ``disks``
-        become ``/dev/vda``, ``/dev/vdb``, ... in order (virtio-blk). Leaving
-        the block (normally, by an error or by cancellation) stops the VM and frees
-        every thread, fd and mapping it held.
+        The guest's root filesystem is ``root`` (read-only erofs or ext4, under a
+        writable in-memory overlay), by default the project's busybox root. The
+        guest's init prints a ready line, starts the agent (for :meth:`exec` and
+        friends), runs ``command`` with ``env``, ``workdir`` and ``user`` (name, uid,
+        ``user:group`` or ``uid:gid``) and ends the VM with its exit status, which
+        :meth:`wait` returns; without a command the VM runs until the block is left.
+        Console output not yet read is kept up to ``console_capacity`` bytes, then
+        the oldest is dropped. The root is ``/dev/vda``; ``disks`` become ``/dev/vdb``,
+        ``/dev/vdc``, ... in order (virtio-blk). Leaving the block (normally, by an
+        error or by cancellation) stops the VM and frees every thread, fd and
+        mapping it held.
 
         Raises :class:`KVMUnavailable` without usable KVM, :class:`KernelImageError`
         for a bad kernel, :class:`AssetError` when the default assets cannot be
@@ -90,7 +101,7 @@ class Machine:
         blocks: list[Block] = []
         built: list[MicroVm] = []
         try:
-            for disk in disks:
+            for disk in (root or Disk(assets.default_root), *disks):
                 blocks.append(Block(disk))
             vsock_device = VsockDevice(vsock.muxer, on_events=vsock.post)
             devices: tuple[VirtioDevice, ...] = (Rng(), vsock_device, *blocks)
@@ -102,6 +113,7 @@ class Machine:
                     kernel_log=kernel_log,
                     extra=cmdline_extra,
                     devices=[MmioSlot.numbered(index).kernel_argument for index in range(len(devices))],
+                    init=InitOptions(root=ROOT_DEVICE, env=env or {}, workdir=workdir, user=user),
                     command=command,
                 ),
                 vcpus=vcpus,
@@ -156,22 +168,33 @@ class Machine:
         """
         return await self._vsock.connect(port)
 
+    def listen(self, port: int) -> contextlib.AbstractAsyncContextManager[VsockListener]:
+        """Accept guest connections to the host (CID 2) ``port``: ``async with vm.listen(port) as listener``.
+
+        ``await listener.accept()`` gives each connection as a byte stream. Raises
+        ``OSError`` (EADDRINUSE) if the port is already listened on.
+        """
+        return self._vsock.listen(port)
+
     async def spawn(
         self,
         argv: Sequence[str],
         *,
         env: Mapping[str, str] | None = None,
         cwd: str = "",
+        user: str | int = "",
     ) -> Process:
         """Start ``argv`` in the guest; returns a :class:`Process` with streamed stdio.
 
-        ``env`` adds to a default ``PATH`` and ``HOME``; ``cwd`` empty means ``/``. Waits
-        for the agent if the guest is still booting. Raises :class:`ExecError` if the
-        command cannot start. Use the process with ``async with``: leaving kills it.
+        ``env`` adds to a default ``PATH`` (and ``HOME``, from the user's passwd entry);
+        ``cwd`` empty means ``/``; ``user`` is a name, uid, ``user:group`` or ``uid:gid``
+        resolved against the guest's ``/etc/passwd`` and ``/etc/group`` (empty: root).
+        Waits for the agent if the guest is still booting. Raises :class:`ExecError` if
+        the command cannot start. Use the process with ``async with``: leaving kills it.
         """
         connection = await self._connect_agent()
         try:
-            process, decoder = await Process.start(connection, argv, env=env, cwd=cwd)
+            process, decoder = await Process.start(connection, argv, env=env, cwd=cwd, user=str(user))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await connection.aclose()
@@ -185,6 +208,7 @@ class Machine:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str = "",
+        user: str | int = "",
         stdin: bytes | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
@@ -193,7 +217,7 @@ class Machine:
         Raises :class:`ExecTimeout`, after killing the command, if it outlives
         ``timeout`` seconds.
         """
-        process = await self.spawn(argv, env=env, cwd=cwd)
+        process = await self.spawn(argv, env=env, cwd=cwd, user=user)
         try:
             async with process:
                 with anyio.fail_after(timeout):
@@ -215,12 +239,16 @@ class Machine:
             return await files.read_file(connection, path)
 
     async def _connect_agent(self) -> VsockStream:
-        with anyio.fail_after(AGENT_DEADLINE):
-            while True:
-                try:
-                    return await self.connect(AGENT_PORT)
-                except VsockConnectionReset:
-                    await anyio.sleep(AGENT_RETRY_INTERVAL)  # the agent is not listening yet
+        try:
+            with anyio.fail_after(AGENT_DEADLINE):
+                while not self._stopped.is_set():
+                    try:
+                        return await self.connect(AGENT_PORT)
+                    except VsockConnectionReset:
+                        await anyio.sleep(AGENT_RETRY_INTERVAL)  # the agent is not listening yet
+        except TimeoutError:
+            raise GuestError(f"the guest agent did not listen within {AGENT_DEADLINE:.0f} s") from None
+        raise GuestError(f"the guest stopped ({self._result()}) before its agent answered")
 
     async def wait(self) -> GuestExit:
         """Wait for the guest to stop; returns why, with the exit status when init reported one.

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils patch
-  musl-tools busybox-static qemu-system-x86 python3 python3-venv python3-dev
+  musl-tools busybox-static erofs-utils qemu-system-x86 python3 python3-venv python3-dev
 )
 missing=()
 for package in "${packages[@]}"; do

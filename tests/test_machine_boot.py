@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from asupermachine import GuestExit, Machine, ShutdownReason, VsockConnectionReset
+from asupermachine import Disk, GuestExit, Machine, ShutdownReason, VsockConnectionReset
 from asupermachine.guest import READY_MARKER
 
 BOOT_DEADLINE = 300  # seconds; a hang fails the test instead of stalling CI
@@ -58,13 +58,18 @@ SMP_SCRIPT = (
 )
 FLOOD_SCRIPT = "i=0; while [ $i -lt 60 ]; do echo flood-$i-................................................; i=$((i+1)); done"
 FLOOD_CAPACITY = 512
+CONFIGURED_SCRIPT = 'echo "user=$(id -u):$(id -g) pwd=$(pwd) greeting=$GREETING"; touch /etc/written; ls /etc/written'
 
 
 @pytest.fixture(scope="module")
-def console_runs() -> dict[str, Transcript]:
-    """Two guests at once: a 2-vCPU one whose console is typed into and read line by
-    line, and one whose console nobody reads while it prints more than the buffer holds."""
+def console_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Transcript]:
+    """Guests at once: a 2-vCPU one whose console is typed into and read line by
+    line, one whose console nobody reads while it prints more than the buffer holds,
+    one whose command runs with the host's env, workdir and user, and one whose root
+    disk holds no filesystem."""
     runs: dict[str, Transcript] = {}
+    blank = tmp_path_factory.mktemp("disks") / "blank.img"
+    blank.write_bytes(bytes(1 << 20))
 
     async def smp() -> None:
         async with Machine.boot(vcpus=2, command=["sh", "-c", SMP_SCRIPT]) as vm:
@@ -85,7 +90,19 @@ def console_runs() -> dict[str, Transcript]:
             rest = b"".join([chunk async for chunk in vm.console])
             runs["flood"] = Transcript(rest.decode().splitlines(), exit, vm.console.dropped)
 
-    anyio.run(_run_all, smp, flood, backend="trio")
+    async def transcript(name: str, **options: object) -> None:
+        async with Machine.boot(**options) as vm:  # type: ignore[arg-type]
+            runs[name] = Transcript([line async for line in vm.console.lines()], await vm.wait())
+
+    configured = transcript(
+        "configured",
+        command=["sh", "-c", CONFIGURED_SCRIPT],
+        env={"GREETING": "hello world"},
+        workdir="/tmp",
+        user="nobody",
+    )
+    bad_root = transcript("bad root", root=Disk(blank), command=["true"])
+    anyio.run(_run_all, smp, flood, lambda: configured, lambda: bad_root, backend="trio")
     return runs
 
 
@@ -123,6 +140,21 @@ def test_unread_console_drops_oldest_output_without_stalling_the_guest(console_r
     kept = [line for line in flood.lines if line.startswith("flood-")]
     assert kept[-1].startswith("flood-59-")  # the newest output survives
     assert sum(len(line) + 2 for line in flood.lines) <= FLOOD_CAPACITY + 2
+
+
+def test_init_runs_the_command_with_the_given_env_workdir_and_user(console_runs: dict[str, Transcript]) -> None:
+    configured = console_runs["configured"]
+    assert "user=65534:65534 pwd=/tmp greeting=hello world" in configured.lines
+    # The busybox root is read-only, the overlay above it is not (but only root may write /etc).
+    assert any("Permission denied" in line for line in configured.lines)
+
+
+def test_a_root_disk_without_a_filesystem_ends_the_vm_with_a_clear_message(
+    console_runs: dict[str, Transcript],
+) -> None:
+    bad_root = console_runs["bad root"]
+    assert bad_root.exit == GuestExit(ShutdownReason.EXIT, 125)
+    assert any(line.startswith("asupermachine-init: mount root /dev/vda:") for line in bad_root.lines)
 
 
 @pytest.mark.anyio

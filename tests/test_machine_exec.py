@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from pathlib import Path
@@ -14,6 +15,8 @@ from asupermachine import Disk, ExecError, ExecResult, ExecTimeout, GuestFileErr
 from .resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
+CONCURRENT_EXECS = 20
+STREAM_MIB = 10
 
 
 async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> None:
@@ -33,6 +36,15 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
             assert (killed.exit_code, killed.signal) == (None, signal.SIGKILL)
             applied = await vm.exec(["sh", "-c", "pwd; echo $GREETING"], cwd="/proc", env={"GREETING": "hi"})
             assert applied.stdout == b"/proc\nhi\n"
+            as_nobody = await vm.exec(["sh", "-c", "id; echo $HOME"], user="nobody")
+            assert as_nobody.stdout == b"uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n/nonexistent\n"
+            as_ids = await vm.exec(["sh", "-c", "id -u; id -g; id -G"], user="1234:daemon")
+            assert as_ids.stdout == b"1234\n1\n1\n"
+            assert (await vm.exec(["id", "-u"], user=0)).stdout == b"0\n"
+            with pytest.raises(ExecError, match="user ghost"):
+                await vm.exec(["id"], user="ghost")
+            with pytest.raises(ExecError, match="chdir"):
+                await vm.exec(["true"], cwd="/no/such/dir")
             assert (await vm.exec(["cat"], stdin=b"round\x00trip\n" * 100)).stdout == b"round\x00trip\n" * 100
 
             with pytest.raises(ExecError, match="No such file") as missing:
@@ -64,11 +76,11 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
             with pytest.raises(GuestFileError):
                 await vm.write_file("/no/such/dir/file", b"x")
 
-            # virtio-blk: /dev/vda is the read-only disk, /dev/vdb the writable one.
-            assert (await vm.exec(["head", "-c", "23", "/dev/vda"])).stdout == b"read-only disk contents"
-            refused = await vm.exec(["sh", "-c", "echo x | dd of=/dev/vda bs=512 count=1 conv=sync 2>&1"])
+            # virtio-blk: /dev/vda is the root, /dev/vdb the read-only disk, /dev/vdc the writable one.
+            assert (await vm.exec(["head", "-c", "23", "/dev/vdb"])).stdout == b"read-only disk contents"
+            refused = await vm.exec(["sh", "-c", "echo x | dd of=/dev/vdb bs=512 count=1 conv=sync 2>&1"])
             assert b"Operation not permitted" in refused.stdout
-            await vm.write_file("/dev/vdb", b"from the guest".ljust(4096, b"\0"))
+            await vm.write_file("/dev/vdc", b"from the guest".ljust(4096, b"\0"))
 
             results: list[bytes] = []
 
@@ -76,9 +88,18 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
                 results.append((await vm.exec(["echo", str(i)])).stdout)
 
             async with anyio.create_task_group() as tasks:
-                for i in range(5):
+                for i in range(CONCURRENT_EXECS):
                     tasks.start_soon(one, i)
-            assert sorted(results) == sorted(f"{i}\n".encode() for i in range(5))
+            assert sorted(results) == sorted(f"{i}\n".encode() for i in range(CONCURRENT_EXECS))
+
+            # 10 MiB on each output stream, intact.
+            await vm.write_file("/tmp/block", blob)
+            files = " ".join(["/tmp/block"] * STREAM_MIB)
+            expected = hashlib.sha256(blob * STREAM_MIB).digest()
+            out = await vm.exec(["sh", "-c", f"cat {files}"])
+            assert hashlib.sha256(out.stdout).digest() == expected and out.stderr == b""
+            err = await vm.exec(["sh", "-c", f"cat {files} >&2"])
+            assert hashlib.sha256(err.stderr).digest() == expected and err.stdout == b""
     assert writable.read_bytes().startswith(b"from the guest")
     assert read_only.read_bytes().startswith(b"read-only disk contents")
     assert_nothing_left(before)

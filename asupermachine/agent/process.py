@@ -93,10 +93,11 @@ class Process:
         *,
         env: Mapping[str, str] | None,
         cwd: str,
+        user: str,
     ) -> tuple[Process, FrameDecoder]:
         """Greet the agent, ask it to spawn ``argv``; the caller then runs :meth:`pump`."""
         decoder = await greet(connection)
-        await connection.send(encode_exec(argv, {"PATH": DEFAULT_PATH, "HOME": "/", **(env or {})}, cwd))
+        await connection.send(encode_exec(argv, {"PATH": DEFAULT_PATH, **(env or {})}, cwd, user))
 
         def refused(code: int, detail: str) -> ExecError:
             return ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .._errors import AsupermachineError
 
 AGENT_PORT = 1024
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 I32_PAIR = struct.Struct("<ii")
@@ -52,11 +52,11 @@ def encode_frame(kind: Kind, payload: bytes = b"") -> bytes:
     return FRAME_HEADER.pack(len(payload), kind, 0) + payload
 
 
-def encode_exec(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> bytes:
-    """The EXEC frame: counts, then NUL-terminated cwd, argv and ``KEY=value`` strings."""
+def encode_exec(argv: Sequence[str], env: Mapping[str, str], cwd: str, user: str = "") -> bytes:
+    """The EXEC frame: counts, then NUL-terminated cwd, user, argv and ``KEY=value`` strings."""
     if not argv:
         raise ValueError("exec needs at least a program name")
-    strings = [cwd, *argv, *(f"{key}={value}" for key, value in env.items())]
+    strings = [cwd, user, *argv, *(f"{key}={value}" for key, value in env.items())]
     for text in strings:
         if "\0" in text:
             raise ValueError(f"{text!r} contains a NUL byte")

@@ -1,4 +1,4 @@
-"""Guest-side assets built by the project: the kernel, the static init, the initramfs."""
+"""Guest-side assets built by the project: the kernel, the static init and agent, the default root."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from pathlib import Path
 from .initramfs import READY_MARKER as READY_MARKER
 from .initramfs import ensure_initramfs
 from .kernel import ensure_kernel
+from .rootfs import ensure_default_root
 
 
 @dataclass(frozen=True)
 class GuestAssets:
     kernel: Path
     initramfs: Path
+    default_root: Path
 
 
 def resolve_assets(kernel: Path | None = None, initramfs: Path | None = None) -> GuestAssets:
@@ -21,4 +23,5 @@ def resolve_assets(kernel: Path | None = None, initramfs: Path | None = None) ->
     return GuestAssets(
         kernel=kernel if kernel is not None else ensure_kernel(),
         initramfs=initramfs if initramfs is not None else ensure_initramfs(),
+        default_root=ensure_default_root(),
     )

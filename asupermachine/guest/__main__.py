@@ -5,3 +5,4 @@ from . import resolve_assets
 assets = resolve_assets()
 print(f"kernel:    {assets.kernel}")
 print(f"initramfs: {assets.initramfs}")
+print(f"root:      {assets.default_root}")

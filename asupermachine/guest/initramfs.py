@@ -1,4 +1,7 @@
-"""Build the boot initramfs: the project's static ``init`` plus busybox, cached by content hash."""
+"""Build the boot initramfs: the project's static ``init`` and ``agent``, cached by content hash.
+
+The user's files come from a root disk (see :mod:`.rootfs`), never from here.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +11,20 @@ import subprocess
 from pathlib import Path
 
 from .._errors import AssetError
-from ._cache import build_once, cache_root, content_key, file_digest
+from ._cache import build_once, cache_root, content_key
 from .cpio import CpioEntry, cpio_archive
 
 INIT_SOURCE = Path(__file__).parent / "init" / "init.c"
 AGENT_SOURCE = Path(__file__).parent / "agent" / "agent.c"
-BUSYBOX = Path("/bin/busybox")
+INCLUDE_DIR = Path(__file__).parent / "include"
 # Prefer musl: a static glibc init is ~40x larger, and every initramfs byte is
 # copied by the (emulated, under software KVM) guest kernel at boot.
 C_COMPILERS = ("musl-gcc", "gcc")
-CFLAGS = ("-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror")
-_RECIPE_VERSION = b"2"
+CFLAGS = ("-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE_DIR}")
+_RECIPE_VERSION = b"3"
 READY_MARKER = "asupermachine-init: ready"
 # Linux's character device numbers for /dev/console (Documentation/admin-guide/devices.txt).
 CONSOLE_MAJOR, CONSOLE_MINOR = 5, 1
-BUSYBOX_APPLETS = (
-    "sh", "cat", "dd", "echo", "grep", "head", "ls", "sleep", "stat", "true", "false", "uname", "wc", "reboot", "poweroff",
-)
 
 
 def compiler() -> str:
@@ -42,15 +42,13 @@ def build_static_binary(source: Path, output: Path) -> None:
         raise AssetError(f"building {source.name} failed ({' '.join(cmd)}):\n{result.stderr[-3000:]}")
 
 
-def initramfs_key(busybox: Path | None) -> str:
-    parts = [_RECIPE_VERSION, INIT_SOURCE.read_bytes(), AGENT_SOURCE.read_bytes(), compiler().encode()]
-    if busybox is not None:
-        parts.append(file_digest(busybox))
-    return content_key(*parts)
+def initramfs_key() -> str:
+    sources = [INIT_SOURCE, AGENT_SOURCE, *sorted(INCLUDE_DIR.glob("*.h"))]
+    return content_key(_RECIPE_VERSION, compiler().encode(), *(p.name.encode() + p.read_bytes() for p in sources))
 
 
-def initramfs_entries(init: bytes, agent: bytes, busybox: bytes | None) -> list[CpioEntry]:
-    """Members of the initramfs: ``/init``, ``/agent``, ``/dev/console`` and optionally busybox."""
+def initramfs_entries(init: bytes, agent: bytes) -> list[CpioEntry]:
+    """Members of the initramfs: ``/init``, ``/agent`` and ``/dev/console``."""
     directory = stat.S_IFDIR | 0o755
     entries = [
         CpioEntry("dev", directory),
@@ -61,25 +59,18 @@ def initramfs_entries(init: bytes, agent: bytes, busybox: bytes | None) -> list[
         CpioEntry("init", stat.S_IFREG | 0o755, init),
         CpioEntry("agent", stat.S_IFREG | 0o755, agent),
     ]
-    if busybox is not None:
-        entries.append(CpioEntry("bin", directory))
-        entries.append(CpioEntry("bin/busybox", stat.S_IFREG | 0o755, busybox))
-        entries += [CpioEntry(f"bin/{applet}", stat.S_IFLNK | 0o777, b"busybox") for applet in BUSYBOX_APPLETS]
     return entries
 
 
-def ensure_initramfs(busybox: Path | None = BUSYBOX) -> Path:
+def ensure_initramfs() -> Path:
     """Return the cached initramfs, building it first if needed."""
-    if busybox is not None and not busybox.is_file():
-        busybox = None
-    target = cache_root() / "initramfs" / initramfs_key(busybox) / "initramfs.cpio"
+    target = cache_root() / "initramfs" / initramfs_key() / "initramfs.cpio"
 
     def build(staging: Path) -> None:
         init, agent = staging.parent / "init", staging.parent / "agent"
         build_static_binary(INIT_SOURCE, init)
         build_static_binary(AGENT_SOURCE, agent)
-        busybox_bytes = busybox.read_bytes() if busybox else None
-        entries = initramfs_entries(init.read_bytes(), agent.read_bytes(), busybox_bytes)
+        entries = initramfs_entries(init.read_bytes(), agent.read_bytes())
         (staging / target.name).write_bytes(cpio_archive(entries))
 
     return build_once(target, build)

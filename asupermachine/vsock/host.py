@@ -7,20 +7,27 @@ eventfd-backed inbox that one task in the VM's task group drains.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import anyio.abc
 
 from .connection import Connected, Data, PeerShutdown, Reset
-from .muxer import MuxEvent, PortPair, VsockMuxer
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .muxer import Accepted, MuxEvent, PortPair, VsockMuxer
 from .packet import VsockError
 
 RX_QUEUE = 0
 MAX_RECEIVE = 65536
+# Guest connections a listener holds before it is asked to accept; more are reset.
+LISTEN_BACKLOG = 64
 
 
 class VsockConnectionReset(VsockError):
@@ -50,6 +57,7 @@ class VsockHost:
         self._lock = threading.Lock()
         self._kick_rx: Callable[[], None] = lambda: None
         self._channels: dict[PortPair, _Channel] = {}
+        self._backlogs: dict[int, MemoryObjectSendStream[VsockStream]] = {}
         self._inbox: deque[tuple[PortPair, MuxEvent]] = deque()
         self._inbox_lock = threading.Lock()
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -82,6 +90,9 @@ class VsockHost:
                 self._dispatch(pair, event)
 
     def _dispatch(self, pair: PortPair, event: MuxEvent) -> None:
+        if isinstance(event, Accepted):
+            self._accepted(pair)
+            return
         channel = self._channels.get(pair)
         if channel is None:
             return
@@ -110,6 +121,39 @@ class VsockHost:
             self._forget(pair)
             raise
         return VsockStream(self, pair, channel)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, port: int) -> AsyncIterator[VsockListener]:
+        """Accept guest connections to the host's ``port`` while the block runs."""
+        with self._lock:
+            if port in self.muxer.listening:
+                raise OSError(errno.EADDRINUSE, f"vsock port {port} is already listened on")
+            self.muxer.listening.add(port)
+        backlog, accepted = anyio.create_memory_object_stream[VsockStream](LISTEN_BACKLOG)
+        self._backlogs[port] = backlog
+        try:
+            yield VsockListener(port, accepted)
+        finally:
+            del self._backlogs[port]
+            with self._lock:
+                self.muxer.listening.discard(port)
+            backlog.close()
+            with accepted:
+                while True:
+                    try:
+                        unclaimed = accepted.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                        break
+                    await unclaimed.aclose()
+
+    def _accepted(self, pair: PortPair) -> None:
+        channel = self._channels[pair] = _Channel()
+        channel.connected = True
+        stream = VsockStream(self, pair, channel)
+        try:
+            self._backlogs[pair[0]].send_nowait(stream)
+        except (KeyError, anyio.WouldBlock, anyio.BrokenResourceError):
+            self._forget(pair)  # nobody listens any more, or too many wait: reset
 
     def _send(self, pair: PortPair, data: bytes) -> int:
         with self._lock:
@@ -189,3 +233,28 @@ class VsockStream(anyio.abc.ByteStream):
         if not self._closed:
             self._closed = True
             self._host._forget(self._pair)
+
+
+class VsockListener(anyio.abc.Listener[VsockStream]):
+    """Guest connections to one host port, as :class:`VsockStream` s: :meth:`accept` or :meth:`serve`."""
+
+    def __init__(self, port: int, accepted: MemoryObjectReceiveStream[VsockStream]) -> None:
+        self.port = port
+        self._accepted = accepted
+
+    async def accept(self) -> VsockStream:
+        """The next guest connection (waits for one)."""
+        return await self._accepted.receive()
+
+    async def serve(
+        self, handler: Callable[[VsockStream], Any], task_group: anyio.abc.TaskGroup | None = None
+    ) -> None:
+        """Run ``handler(stream)`` as a task for each connection, until cancelled."""
+        async with contextlib.AsyncExitStack() as stack:
+            if task_group is None:
+                task_group = await stack.enter_async_context(anyio.create_task_group())
+            while True:
+                task_group.start_soon(handler, await self.accept())
+
+    async def aclose(self) -> None:
+        await self._accepted.aclose()

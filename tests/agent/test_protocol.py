@@ -15,12 +15,12 @@ from asupermachine.agent.protocol import (
 
 
 def test_exec_frame_layout_matches_the_agent() -> None:
-    frame = encode_exec(["sh", "-c", "echo hi"], {"A": "1"}, "/tmp")
+    frame = encode_exec(["sh", "-c", "echo hi"], {"A": "1"}, "/tmp", "nobody")
     length, kind, zero = FRAME_HEADER.unpack_from(frame)
     body = frame[FRAME_HEADER.size :]
     assert (kind, zero, length) == (Kind.EXEC, 0, len(body))
     assert struct.unpack_from("<II", body) == (3, 1)
-    assert body[8:].split(b"\0")[:-1] == [b"/tmp", b"sh", b"-c", b"echo hi", b"A=1"]
+    assert body[8:].split(b"\0")[:-1] == [b"/tmp", b"nobody", b"sh", b"-c", b"echo hi", b"A=1"]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 import pytest
 
-from asupermachine.arch.x86_64.cmdline import INIT_COMMAND_MARKER, kernel_cmdline, quote_init_argument
+from asupermachine.arch.x86_64.cmdline import INIT_COMMAND_MARKER, InitOptions, kernel_cmdline, quote_init_argument
 from asupermachine.arch.x86_64.cpuid import CpuModel
 
 
@@ -24,3 +24,23 @@ def test_arguments_the_kernel_cannot_carry_are_refused(argument: str) -> None:
 def test_arguments_with_spaces_are_quoted() -> None:
     assert quote_init_argument("a b") == '"a b"'
     assert quote_init_argument("plain") == "plain"
+
+
+def test_init_options_come_between_the_separator_and_the_marker() -> None:
+    options = InitOptions(root="/dev/vda", env={"GREETING": "hello world"}, workdir="/tmp", user="nobody")
+    line = kernel_cmdline(cpu_model=CpuModel.HOST, kernel_log=False, init=options, command=["env"])
+    assert line.endswith(
+        " -- asupermachine.root=/dev/vda asupermachine.workdir=/tmp asupermachine.user=nobody"
+        f' "asupermachine.env=GREETING=hello world" {INIT_COMMAND_MARKER} env'
+    )
+
+
+def test_init_options_alone_still_end_in_the_marker() -> None:
+    line = kernel_cmdline(cpu_model=CpuModel.HOST, kernel_log=False, init=InitOptions(root="/dev/vda"))
+    assert line.endswith(f" -- asupermachine.root=/dev/vda {INIT_COMMAND_MARKER}")
+
+
+@pytest.mark.parametrize("name", ["", "A=B"])
+def test_environment_names_init_cannot_split_are_refused(name: str) -> None:
+    with pytest.raises(ValueError):
+        InitOptions(env={name: "x"}).words()

@@ -23,7 +23,7 @@ def test_archive_unpacks_with_the_system_cpio(tmp_path) -> None:  # type: ignore
 
 
 def test_listing_includes_the_console_device_node() -> None:
-    archive = cpio_archive(initramfs_entries(b"\x7fELF", b"\x7fELF", None))
+    archive = cpio_archive(initramfs_entries(b"\x7fELF", b"\x7fELF"))
     listing = subprocess.run(["cpio", "-itv", "--quiet"], input=archive, capture_output=True, check=True).stdout
     console = next(line for line in listing.decode().splitlines() if line.endswith("dev/console"))
     assert console.startswith("c") and "5," in console and "1" in console

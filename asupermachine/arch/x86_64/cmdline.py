@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from .cpuid import CpuModel, kernel_arguments
 
@@ -33,6 +34,26 @@ def quote_init_argument(argument: str) -> str:
 # before it; init runs only what follows this marker. (It cannot be "--": the
 # kernel's parser stops at every "--", quoted or not.)
 INIT_COMMAND_MARKER = "asupermachine-init-command"
+# init reads words with this prefix (between "--" and the marker) as its options.
+INIT_OPTION_PREFIX = "asupermachine."
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    """What init sets up: the root device, and the environment, directory and user of its command."""
+
+    root: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    user: str = ""
+
+    def words(self) -> list[str]:
+        pairs = [("root", self.root), ("workdir", self.workdir), ("user", self.user)]
+        for name, value in self.env.items():
+            if not name or "=" in name:
+                raise ValueError(f"environment name {name!r} is empty or contains '='")
+            pairs.append(("env", f"{name}={value}"))
+        return [quote_init_argument(f"{INIT_OPTION_PREFIX}{key}={value}") for key, value in pairs if value]
 
 
 def kernel_cmdline(
@@ -41,9 +62,10 @@ def kernel_cmdline(
     kernel_log: bool,
     extra: str = "",
     devices: Sequence[str] = (),
+    init: InitOptions = InitOptions(),
     command: Sequence[str] = (),
 ) -> str:
-    """The full command line, ending in ``-- MARKER COMMAND`` when there is a command for init.
+    """The full command line, ending in ``-- OPTIONS MARKER COMMAND`` for init's options and command.
 
     ``devices`` are the words that declare devices to the guest (virtio-mmio slots).
     """
@@ -53,7 +75,8 @@ def kernel_cmdline(
     words += kernel_arguments(cpu_model)
     if extra:
         words.append(extra)
-    if command:
-        words += ["--", INIT_COMMAND_MARKER]
+    init_words = init.words()
+    if init_words or command:
+        words += ["--", *init_words, INIT_COMMAND_MARKER]
         words += [quote_init_argument(argument) for argument in command]
     return " ".join(words)

@@ -3,7 +3,9 @@
  * connection runs one process:
  *
  *   agent -> host  HELLO   u32 protocol version
- *   host  -> agent EXEC    u32 argc, u32 envc, cwd\0, argv[i]\0..., env[i]\0...
+ *   host  -> agent EXEC    u32 argc, u32 envc, cwd\0, user\0, argv[i]\0..., env[i]\0...
+ *                          (empty cwd or user: the agent's; user as in spawn_process.h;
+ *                          HOME, if env lacks it, comes from the user's passwd entry)
  *   agent -> host  STARTED u32 pid          | ERROR i32 errno, message
  *   host  -> agent STDIN data (empty: close stdin) | SIGNAL u32 signo
  *   agent -> host  STDOUT data | STDERR data ... then EXITED i32 status, i32 signal
@@ -22,7 +24,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,8 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "spawn_process.h"
 
 /* include/uapi/linux/vm_sockets.h (musl ships no kernel UAPI headers) */
 #ifndef AF_VSOCK
@@ -47,7 +50,7 @@ struct sockaddr_vm {
 };
 
 #define AGENT_PORT 1024
-#define PROTOCOL_VERSION 1
+#define PROTOCOL_VERSION 2
 #define MAX_FRAME (1u << 20)
 #define MAX_SESSIONS 64
 enum {
@@ -114,51 +117,56 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
     memcpy(&argc, p, 4);
     memcpy(&envc, p + 4, 4);
     if (argc == 0 || argc > 4096 || envc > 4096) { send_error(s, EINVAL, "bad EXEC counts"); return; }
-    char **strings = calloc(argc + envc + 3, sizeof *strings);
+    /* cwd, user, argv, NULL, env, HOME if missing, NULL */
+    char **strings = calloc(argc + envc + 5, sizeof *strings);
+    if (!strings) { send_error(s, ENOMEM, "EXEC"); return; }
     const char *cursor = (const char *)p + 8, *end = (const char *)p + len;
-    for (uint32_t i = 0; i < argc + envc + 1; i++) {
+    for (uint32_t i = 0; i < 2 + argc + envc; i++) {
         const char *nul = memchr(cursor, 0, (size_t)(end - cursor));
         if (!nul) { free(strings); send_error(s, EINVAL, "EXEC strings not terminated"); return; }
         strings[i] = (char *)cursor;
         cursor = nul + 1;
     }
-    const char *cwd = strings[0];
-    char **argv = strings + 1, **envp = strings + 1 + argc + 1;
-    memmove(envp, strings + 1 + argc, envc * sizeof *strings);
+    const char *cwd = strings[0], *user_spec = strings[1];
+    char **argv = strings + 2, **envp = strings + 2 + argc + 1;
+    memmove(envp, strings + 2 + argc, envc * sizeof *strings);
     argv[argc] = NULL;
+
+    struct spawn_user user;
+    int err = user_spec[0] ? spawn_resolve_user(user_spec, &user) : 0;
+    if (err) {
+        char detail[300];
+        snprintf(detail, sizeof detail, "user %s", user_spec);
+        free(strings);
+        send_error(s, err, detail);
+        return;
+    }
+    char home[sizeof user.home + 5] = "HOME=/";
+    int has_home = 0;
+    for (uint32_t i = 0; i < envc; i++) has_home |= strncmp(envp[i], "HOME=", 5) == 0;
+    if (!has_home) {
+        if (user_spec[0]) snprintf(home, sizeof home, "HOME=%s", user.home);
+        envp[envc++] = home;
+    }
     envp[envc] = NULL;
 
-    int out[2], err[2], in[2];
-    if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) {
+    int out[2], err_pipe[2], in[2];
+    if (pipe2(out, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) {
         free(strings); send_error(s, errno, "pipe"); return;
     }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, in[0], 0);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-    if (cwd[0]) posix_spawn_file_actions_addchdir_np(&actions, cwd);
-    posix_spawnattr_t attributes;
-    posix_spawnattr_init(&attributes);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attributes, &none);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
-    /* execvpe semantics: PATH from the command's own environment. */
-    char *saved_environ_path = getenv("PATH");
-    for (uint32_t i = 0; i < envc; i++)
-        if (strncmp(envp[i], "PATH=", 5) == 0) setenv("PATH", envp[i] + 5, 1);
-    int rc = posix_spawnp(&s->pid, argv[0], &actions, &attributes, argv, envp);
-    if (saved_environ_path) setenv("PATH", saved_environ_path, 1);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attributes);
-    close(out[1]); close(err[1]); close(in[0]);
+    struct spawn_request request = { .argv = argv, .envp = envp, .cwd = cwd, .user = user_spec[0] ? &user : NULL,
+                                     .stdio = { in[0], out[1], err_pipe[1] }, .exec_fd = -1 };
+    const char *step;
+    int rc = spawn_process(&request, &s->pid, &step);
+    close(out[1]); close(err_pipe[1]); close(in[0]);
     if (rc != 0) {
-        close(out[0]); close(err[0]); close(in[1]);
+        close(out[0]); close(err_pipe[0]); close(in[1]);
         s->pid = 0;
-        send_error(s, rc, argv[0]);
+        char detail[256];
+        snprintf(detail, sizeof detail, "%s: %s", step, strcmp(step, "chdir") == 0 ? cwd : argv[0]);
+        send_error(s, rc, detail);
     } else {
-        s->out = out[0]; s->err = err[0]; s->in = in[1];
+        s->out = out[0]; s->err = err_pipe[0]; s->in = in[1];
         uint32_t pid = (uint32_t)s->pid;
         send_frame(s->sock, STARTED, &pid, 4);
     }

@@ -1,19 +1,26 @@
 /*
  * asupermachine guest init (PID 1), built static.
  *
- * Mounts /proc, /sys and /dev, prints the ready line with the guest's uptime,
- * starts the agent, runs the command that follows COMMAND_MARKER in its argv (the kernel command
- * line ends "-- COMMAND_MARKER COMMAND..."), reaps every
- * child, and ends the VM reporting the command's exit status through
- * reboot(2) RESTART2 "exit=N" (the project's kernel turns that into a write to
- * the VMM's exit-status port). Without a command it stays up, a sandbox for
- * the agent.
+ * Mounts /proc, /sys and /dev; with a root device, mounts it read-only
+ * (erofs or ext4) under a writable tmpfs overlay and moves into it; prints
+ * the ready line with the guest's uptime; starts the agent (which stays in
+ * the initramfs, never in the user's root); runs the command that follows
+ * COMMAND_MARKER in its argv; reaps every child; and ends the VM reporting
+ * the command's exit status through reboot(2) RESTART2 "exit=N" (the
+ * project's kernel turns that into a write to the VMM's exit-status port).
+ * Without a command it stays up, a sandbox for the agent.
+ *
+ * The kernel command line ends "-- [OPTION...] COMMAND_MARKER [COMMAND...]";
+ * options (arch/x86_64/cmdline.py writes them) are
+ *   asupermachine.root=DEVICE    the root filesystem
+ *   asupermachine.env=NAME=VALUE the command's environment (repeatable)
+ *   asupermachine.workdir=DIR    the command's working directory
+ *   asupermachine.user=USER      the command's user: name, uid, user:group, uid:gid
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +29,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "spawn_process.h"
 
 /* include/uapi/linux/reboot.h (musl ships no kernel UAPI headers) */
 #define LINUX_REBOOT_MAGIC1 0xfee1deadU
@@ -33,6 +42,8 @@
 /* arch/x86_64/cmdline.py INIT_COMMAND_MARKER */
 #define COMMAND_MARKER "asupermachine-init-command"
 #define AGENT_PATH "/agent"
+#define OPTION_PREFIX "asupermachine."
+#define MAX_ENV 512
 #define STATUS_COMMAND_NOT_FOUND 127
 #define STATUS_INIT_FAILURE 125
 
@@ -72,15 +83,42 @@ static void print_ready_line(void) {
     say(line);
 }
 
-/* Run argv and reap every child until it ends; returns a shell-style status. */
-static int run_command(char **argv) {
+struct options {
+    const char *root, *workdir, *user;
+    char *env[MAX_ENV + 1];
+    int env_count;
+};
+
+static void report(const char *what, const char *detail, int err) {
+    char message[256];
+    snprintf(message, sizeof message, "asupermachine-init: %s %s: %s\n", what, detail, strerror(err));
+    say(message);
+}
+
+/* Set NAME=VALUE in the command's environment, replacing an earlier NAME. */
+static void put_env(struct options *options, char *entry) {
+    size_t name_len = strcspn(entry, "=");
+    for (int i = 0; i < options->env_count; i++)
+        if (strncmp(options->env[i], entry, name_len + 1) == 0) {
+            options->env[i] = entry;
+            return;
+        }
+    if (options->env_count < MAX_ENV) options->env[options->env_count++] = entry;
+}
+
+/* Run the command and reap every child until it ends; returns a shell-style status. */
+static int run_command(char **argv, struct options *options) {
+    struct spawn_user user;
+    struct spawn_request request = { .argv = argv, .envp = options->env, .cwd = options->workdir,
+                                     .stdio = { -1, -1, -1 }, .exec_fd = -1 };
+    const char *step = "user";
     pid_t child;
-    int err = posix_spawnp(&child, argv[0], NULL, NULL, argv, environ);
+    int err = options->user ? spawn_resolve_user(options->user, &user) : 0;
+    request.user = options->user ? &user : NULL;
+    if (err == 0) err = spawn_process(&request, &child, &step);
     if (err != 0) {
-        char message[256];
-        snprintf(message, sizeof message, "asupermachine-init: cannot run %s: %s\n", argv[0], strerror(err));
-        say(message);
-        return err == ENOENT ? STATUS_COMMAND_NOT_FOUND : STATUS_INIT_FAILURE;
+        report(step, argv[0], err);
+        return err == ENOENT && strcmp(step, "exec") == 0 ? STATUS_COMMAND_NOT_FOUND : STATUS_INIT_FAILURE;
     }
     for (;;) {
         int status;
@@ -96,10 +134,39 @@ static int run_command(char **argv) {
 }
 
 /* The agent serves exec and files over vsock; the VM works without it, only less. */
-static void start_agent(void) {
-    pid_t pid;
+static void start_agent(int agent) {
     char *argv[] = { AGENT_PATH, NULL };
-    if (access(AGENT_PATH, X_OK) == 0) posix_spawn(&pid, AGENT_PATH, NULL, NULL, argv, environ);
+    struct spawn_request request = { .argv = argv, .envp = environ, .stdio = { -1, -1, -1 }, .exec_fd = agent };
+    const char *step;
+    pid_t pid;
+    int err = agent < 0 ? errno : spawn_process(&request, &pid, &step);
+    if (err != 0 && err != ENOENT) report("start", AGENT_PATH, err);
+}
+
+/* Mount the root read-only under a tmpfs overlay and make it "/"; returns 0 or an errno value. */
+static int enter_root(const char *device) {
+    static const char *const moved[] = { "/dev", "/proc", "/sys" };
+    char target[32];
+    mkdir("/overlay", 0755);
+    mkdir("/root", 0755);
+    if (mount("tmpfs", "/overlay", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0) return errno;
+    mkdir("/overlay/lower", 0755);
+    mkdir("/overlay/upper", 0755);
+    mkdir("/overlay/work", 0755);
+    if (mount(device, "/overlay/lower", "erofs", MS_RDONLY, NULL) < 0 &&
+        mount(device, "/overlay/lower", "ext4", MS_RDONLY, NULL) < 0)
+        return errno;
+    if (mount("overlay", "/root", "overlay", 0,
+              "lowerdir=/overlay/lower,upperdir=/overlay/upper,workdir=/overlay/work") < 0)
+        return errno;
+    for (size_t i = 0; i < sizeof moved / sizeof *moved; i++) {
+        snprintf(target, sizeof target, "/root%s", moved[i]);
+        mkdir(target, 0755);
+        if (mount(moved[i], target, NULL, MS_MOVE, NULL) < 0) return errno;
+    }
+    if (chdir("/root") < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0)
+        return errno;
+    return 0;
 }
 
 /* No command: stay up as a sandbox for the agent, reaping orphans as PID 1 must. */
@@ -119,25 +186,38 @@ static void end_vm(int status) {
 }
 
 int main(int argc, char **argv) {
-    int status = 0;
+    struct options options = { 0 };
+    char **command = NULL;
     (void)argc;
-    setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 0);
+    setenv("PATH", SPAWN_DEFAULT_PATH, 0);
     setenv("HOME", "/", 0);
+    for (char **entry = environ; *entry; entry++) put_env(&options, *entry);
+    /* The kernel also hands init unknown command-line words: only options and
+       what follows the VMM's marker count. */
+    for (char **word = argv + 1; *word != NULL && command == NULL; word++) {
+        char *value = strchr(*word, '=');
+        if (strcmp(*word, COMMAND_MARKER) == 0) command = word + 1;
+        else if (strncmp(*word, OPTION_PREFIX, strlen(OPTION_PREFIX)) != 0 || value == NULL) continue;
+        else if (strncmp(*word, OPTION_PREFIX "root=", value - *word + 1) == 0) options.root = value + 1;
+        else if (strncmp(*word, OPTION_PREFIX "workdir=", value - *word + 1) == 0) options.workdir = value + 1;
+        else if (strncmp(*word, OPTION_PREFIX "user=", value - *word + 1) == 0) options.user = value + 1;
+        else if (strncmp(*word, OPTION_PREFIX "env=", value - *word + 1) == 0 && strchr(value + 1, '=')) put_env(&options, value + 1);
+    }
     mount_or_warn("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
     mount_or_warn("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC);
     mount_or_warn("devtmpfs", "/dev", "devtmpfs", MS_NOSUID);
-    print_ready_line();
-    start_agent();
-    /* The kernel also hands init unknown command-line words: the command is
-       only what follows the VMM's marker. */
-    char **command = NULL;
-    for (char **word = argv + 1; *word != NULL; word++)
-        if (strcmp(*word, COMMAND_MARKER) == 0) {
-            command = word + 1;
-            break;
+    /* Opened before the root changes: the agent runs from the initramfs. */
+    int agent = open(AGENT_PATH, O_RDONLY | O_CLOEXEC);
+    if (options.root) {
+        int err = enter_root(options.root);
+        if (err != 0) {
+            report("mount root", options.root, err);
+            end_vm(STATUS_INIT_FAILURE);
         }
+    }
+    print_ready_line();
+    start_agent(agent);
     if (command == NULL || *command == NULL) serve_forever();
-    status = run_command(command);
-    end_vm(status);
+    end_vm(run_command(command, &options));
     return 0;
 }
