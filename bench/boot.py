@@ -1,4 +1,4 @@
-"""Cold boot: asupermachine vs QEMU ``-M microvm`` on the same kernel, initramfs, command line and CPU model.
+"""Cold boot: asupermachine vs QEMU ``-M microvm`` on the same kernel, initramfs, root disk, command line and CPU model.
 
 Measures, per run, the time from starting the boot to the init's ready line on the
 serial console and to the guest's exit, then prints min/median/max for each peer.
@@ -19,16 +19,13 @@ from dataclasses import dataclass
 import anyio
 
 from asupermachine import Machine, ShutdownReason
-from asupermachine.arch.x86_64.cmdline import kernel_cmdline
-from asupermachine.arch.x86_64.cpuid import EMULATOR_REFUSED_FEATURES, CpuModel, detect_cpu_model
+from asupermachine.arch.x86_64.cpuid import detect_cpu_model
 from asupermachine.guest import READY_MARKER, GuestAssets, resolve_assets
+
+from _qemu import exit_status, qemu_command
 
 COMMAND = ["true"]
 MEMORY_MIB = 256
-# QEMU's names for the KVM PV features our conservative model masks (cpuid.KVM_HYPERCALL_FEATURES).
-QEMU_KVM_HYPERCALL_FLAGS = ("kvm-pv-unhalt", "kvm-pv-ipi", "kvm-pv-sched-yield")
-# kvm_pvm refuses QEMU's write of MSR_IA32_ARCH_CAPABILITIES (0x10a) that `-cpu host` implies.
-QEMU_REFUSED_MSR_FEATURES = ("arch-capabilities",)
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ def boot_asupermachine(assets: GuestAssets, vcpus: int) -> Sample:
     async def once() -> Sample:
         start = time.perf_counter()
         ready = float("nan")
-        async with Machine.boot(assets.kernel, initramfs=assets.initramfs, command=COMMAND, vcpus=vcpus) as vm:
+        async with Machine.boot(command=COMMAND, vcpus=vcpus) as vm:
             async for line in vm.console.lines():
                 if line.startswith(READY_MARKER):
                     ready = time.perf_counter() - start
@@ -53,38 +50,20 @@ def boot_asupermachine(assets: GuestAssets, vcpus: int) -> Sample:
     return anyio.run(once)
 
 
-def qemu_command(assets: GuestAssets, vcpus: int, model: CpuModel) -> list[str]:
-    cpu = "host"
-    if model is CpuModel.CONSERVATIVE:
-        cpu += "".join(f",-{name}" for name in QEMU_REFUSED_MSR_FEATURES)
-        cpu += "".join(f",-{feature.name}" for feature in EMULATOR_REFUSED_FEATURES)
-        cpu += "".join(f",{flag}=off" for flag in QEMU_KVM_HYPERCALL_FLAGS)
-    return [
-        "qemu-system-x86_64", "-M", "microvm,isa-serial=on,acpi=off,rtc=off", "-enable-kvm",
-        "-cpu", cpu, "-smp", str(vcpus), "-m", str(MEMORY_MIB),
-        "-kernel", str(assets.kernel), "-initrd", str(assets.initramfs),
-        "-append", kernel_cmdline(cpu_model=model, kernel_log=False, command=COMMAND),
-        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
-        # Our kernel reports init's exit status on port 0xf4: QEMU exits with (status << 1) | 1.
-        "-device", "isa-debug-exit,iobase=0xf4,iosize=2",
-        # The guest's entropy source, as ours has. (Our virtio-vsock has no peer here: QEMU
-        # needs /dev/vhost-vsock, which these machines lack.)
-        "-device", "virtio-rng-device",
-    ]
-
-
 def boot_qemu(assets: GuestAssets, vcpus: int) -> Sample:
     start = time.perf_counter()
     ready = float("nan")
     with subprocess.Popen(
-        qemu_command(assets, vcpus, detect_cpu_model()), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        qemu_command(assets, vcpus=vcpus, memory_mib=MEMORY_MIB, model=detect_cpu_model(), command=COMMAND),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     ) as qemu:
         assert qemu.stdout is not None
         for raw in qemu.stdout:
             if raw.decode(errors="replace").startswith(READY_MARKER):
                 ready = time.perf_counter() - start
         status = qemu.wait()
-        if status != 1:  # (0 << 1) | 1
+        if exit_status(status) != 0:
             stderr = qemu.stderr.read().decode() if qemu.stderr else ""
             raise RuntimeError(f"QEMU exited with {status}: {stderr[-500:]}")
     return Sample(ready, time.perf_counter() - start)

@@ -92,6 +92,11 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
                     tasks.start_soon(one, i)
             assert sorted(results) == sorted(f"{i}\n".encode() for i in range(CONCURRENT_EXECS))
 
+            # A process whose output nobody reads stalls itself only, not the agent's other sessions.
+            async with await vm.spawn(["cat", "/dev/zero"]):
+                await anyio.sleep(1)
+                assert (await vm.exec(["echo", "still served"])).stdout == b"still served\n"
+
             # 10 MiB on each output stream, intact.
             await vm.write_file("/tmp/block", blob)
             files = " ".join(["/tmp/block"] * STREAM_MIB)

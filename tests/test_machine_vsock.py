@@ -16,7 +16,7 @@ from .guest_tools import build_vsock_tool
 from .resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
-TOOL = "/usr/local/bin/vsock_tool"
+TOOL = "/tmp/vsock_tool"
 BLOCK = 1 << 20
 GUEST_TO_HOST_MIB = 64
 HOST_TO_GUEST_MIB = 16

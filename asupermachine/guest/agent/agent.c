@@ -53,39 +53,64 @@ struct sockaddr_vm {
 #define PROTOCOL_VERSION 2
 #define MAX_FRAME (1u << 20)
 #define MAX_SESSIONS 64
+/* Bytes queued toward the host or a process beyond which the side feeding them is not read. */
+#define HIGH_WATER (256u << 10)
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
     WRITE_FILE = 10, READ_FILE = 11,
+};
+
+/* Bytes waiting for a non-blocking fd that was not ready. */
+struct buffer {
+    uint8_t *data;
+    size_t len;
 };
 
 struct session {
     int sock, out, err, in;
     pid_t pid;
     int exited, status;
-    int file;  /* a file transfer, not a process: in or out is the file */
-    uint8_t *rx;
-    uint32_t rx_len;
+    int file;      /* a file transfer, not a process: in or out is the file */
+    int in_eof;    /* close `in` once `to_in` is written */
+    int finished;  /* EXITED is queued: end once `to_host` is written */
+    struct buffer from_host, to_host, to_in;
 };
 static struct session sessions[MAX_SESSIONS];
 
-static int write_all(int fd, const void *data, size_t len) {
-    const uint8_t *p = data;
-    while (len) {
-        ssize_t n = write(fd, p, len);
+static int append(struct buffer *b, const void *data, size_t len) {
+    uint8_t *grown = realloc(b->data, b->len + len);
+    if (!grown && b->len + len) return -1;
+    b->data = grown;
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+static void consume(struct buffer *b, size_t len) {
+    memmove(b->data, b->data + len, b->len - len);
+    b->len -= len;
+}
+
+/* Write what the fd takes now; returns -1 on a real error (not on EAGAIN). */
+static int flush(int fd, struct buffer *b) {
+    while (b->len) {
+        ssize_t n = write(fd, b->data, b->len);
         if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return 0;
         if (n <= 0) return -1;
-        p += n;
-        len -= (size_t)n;
+        consume(b, (size_t)n);
     }
     return 0;
 }
 
-static int send_frame(int sock, uint16_t kind, const void *payload, uint32_t len) {
+/* Queue a frame for the host; it goes out as the socket takes it. */
+static void send_frame(struct session *s, uint16_t kind, const void *payload, uint32_t len) {
     uint8_t header[8];
     memcpy(header, &len, 4);
     memcpy(header + 4, &kind, 2);
     memset(header + 6, 0, 2);
-    return write_all(sock, header, 8) || write_all(sock, payload, len) ? -1 : 0;
+    append(&s->to_host, header, 8);
+    append(&s->to_host, payload, len);
 }
 
 static void end_session(struct session *s) {
@@ -94,7 +119,9 @@ static void end_session(struct session *s) {
     if (s->err >= 0) close(s->err);
     if (s->in >= 0) close(s->in);
     close(s->sock);
-    free(s->rx);
+    free(s->from_host.data);
+    free(s->to_host.data);
+    free(s->to_in.data);
     memset(s, 0, sizeof *s);
     s->sock = s->out = s->err = s->in = -1;
     /* A still-running child keeps s->pid in no session: the reaper collects it. */
@@ -107,7 +134,11 @@ static void send_error(struct session *s, int err, const char *what) {
     if (len > sizeof payload - 4) len = sizeof payload - 4;
     memcpy(payload, &code, 4);
     memcpy(payload + 4, what, len);
-    send_frame(s->sock, ERROR, payload, (uint32_t)(4 + len));
+    send_frame(s, ERROR, payload, (uint32_t)(4 + len));
+}
+
+static void set_nonblocking(int fd) {
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
 /* Parse EXEC and spawn; on failure report ERROR. */
@@ -167,8 +198,11 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
         send_error(s, rc, detail);
     } else {
         s->out = out[0]; s->err = err_pipe[0]; s->in = in[1];
+        set_nonblocking(s->out);
+        set_nonblocking(s->err);
+        set_nonblocking(s->in);
         uint32_t pid = (uint32_t)s->pid;
-        send_frame(s->sock, STARTED, &pid, 4);
+        send_frame(s, STARTED, &pid, 4);
     }
     free(strings);
 }
@@ -196,7 +230,7 @@ static void open_file(struct session *s, uint16_t kind, const uint8_t *p, uint32
     if (kind == WRITE_FILE) s->in = fd;
     else s->out = fd;
     uint32_t zero = 0;
-    send_frame(s->sock, STARTED, &zero, 4);
+    send_frame(s, STARTED, &zero, 4);
     if (kind == READ_FILE) s->exited = 1;  /* done once the content is drained */
 }
 
@@ -206,21 +240,9 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
         start(s, p, len);
     } else if ((kind == WRITE_FILE || kind == READ_FILE) && idle) {
         open_file(s, kind, p, len);
-    } else if (kind == STDIN && s->in >= 0) {
-        int failed = len > 0 && write_all(s->in, p, len);
-        if (s->file && failed) {
-            send_error(s, errno, "write");
-            close(s->in);
-            s->in = -1;
-            s->file = 0;  /* nothing more to report: end_session on the host's close */
-        } else if (len == 0 || failed) {
-            int closed = close(s->in);
-            s->in = -1;
-            if (s->file) {
-                if (closed < 0) send_error(s, errno, "close");
-                else s->exited = 1;
-            }
-        }
+    } else if (kind == STDIN && s->in >= 0 && !s->in_eof) {
+        if (len == 0) s->in_eof = 1;
+        else append(&s->to_in, p, len);
     } else if (kind == SIGNAL && len == 4 && s->pid > 0 && !s->exited) {
         uint32_t signo;
         memcpy(&signo, p, 4);
@@ -228,27 +250,46 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
     }
 }
 
+/* Write queued input to the process (or file); close it after the host's end of input. */
+static void pump_in(struct session *s) {
+    if (flush(s->in, &s->to_in) < 0) {
+        if (s->file) {
+            send_error(s, errno, "write");
+            close(s->in);
+            s->in = -1;
+            s->file = 0;  /* nothing more to report: end_session on the host's close */
+            return;
+        }
+        s->to_in.len = 0;  /* the process closed its stdin: drop what it will never read */
+        s->in_eof = 1;
+    }
+    if (s->in_eof && s->to_in.len == 0) {
+        int closed = close(s->in);
+        s->in = -1;
+        if (s->file) {
+            if (closed < 0) send_error(s, errno, "close");
+            else s->exited = 1;
+        }
+    }
+}
+
 /* Read from the host; returns -1 when the session must end. */
 static int read_host(struct session *s) {
     uint8_t chunk[65536];
     ssize_t n = read(s->sock, chunk, sizeof chunk);
-    if (n <= 0) return n < 0 && errno == EINTR ? 0 : -1;
-    uint8_t *grown = realloc(s->rx, s->rx_len + (size_t)n);
-    if (!grown) return -1;
-    s->rx = grown;
-    memcpy(s->rx + s->rx_len, chunk, (size_t)n);
-    s->rx_len += (uint32_t)n;
-    while (s->rx_len >= 8) {
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 0;
+    if (n <= 0 || append(&s->from_host, chunk, (size_t)n)) return -1;
+    while (s->from_host.len >= 8) {
         uint32_t len;
         uint16_t kind;
-        memcpy(&len, s->rx, 4);
-        memcpy(&kind, s->rx + 4, 2);
+        memcpy(&len, s->from_host.data, 4);
+        memcpy(&kind, s->from_host.data + 4, 2);
         if (len > MAX_FRAME) return -1;
-        if (s->rx_len < 8 + len) break;
-        handle_frame(s, kind, s->rx + 8, len);
-        memmove(s->rx, s->rx + 8 + len, s->rx_len - 8 - len);
-        s->rx_len -= 8 + len;
+        if (s->from_host.len < 8 + (size_t)len) break;
+        handle_frame(s, kind, s->from_host.data + 8, len);
+        consume(&s->from_host, 8 + (size_t)len);
     }
+    if (s->in >= 0) pump_in(s);
     return 0;
 }
 
@@ -257,8 +298,8 @@ static void pump(struct session *s, int *fd, uint16_t kind) {
     uint8_t buffer[65536];
     ssize_t n = read(*fd, buffer, sizeof buffer);
     if (n > 0) {
-        send_frame(s->sock, kind, buffer, (uint32_t)n);
-    } else if (n == 0 || errno != EINTR) {
+        send_frame(s, kind, buffer, (uint32_t)n);
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
         close(*fd);
         *fd = -1;
     }
@@ -275,7 +316,32 @@ static void reap(void) {
             }
 }
 
+static void accept_session(int listener) {
+    int sock = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    for (int i = 0; sock >= 0 && i < MAX_SESSIONS; i++)
+        if (sessions[i].sock < 0) {
+            sessions[i].sock = sock;
+            uint32_t version = PROTOCOL_VERSION;
+            send_frame(&sessions[i], HELLO, &version, 4);
+            return;
+        }
+    if (sock >= 0) close(sock);  /* every session slot is busy */
+}
+
+/* Queue EXITED once the process has exited and its output is drained; end after it is sent. */
+static void finish_if_done(struct session *s) {
+    if (s->exited && !s->finished && s->out < 0 && s->err < 0) {
+        int32_t result[2] = { WIFEXITED(s->status) ? WEXITSTATUS(s->status) : -1,
+                              WIFSIGNALED(s->status) ? WTERMSIG(s->status) : 0 };
+        send_frame(s, EXITED, result, sizeof result);
+        s->pid = 0;
+        s->finished = 1;
+    }
+    if (flush(s->sock, &s->to_host) < 0 || (s->finished && s->to_host.len == 0)) end_session(s);
+}
+
 int main(void) {
+    enum { SOCK, OUT, ERR, IN };
     for (int i = 0; i < MAX_SESSIONS; i++) sessions[i].sock = sessions[i].out = sessions[i].err = sessions[i].in = -1;
     signal(SIGPIPE, SIG_IGN);
     sigset_t child;
@@ -298,10 +364,18 @@ int main(void) {
         for (int i = 0; i < MAX_SESSIONS; i++) {
             struct session *s = &sessions[i];
             if (s->sock < 0) continue;
-            int *streams[3] = { &s->sock, &s->out, &s->err };
-            for (int which = 0; which < 3; which++)
-                if (*streams[which] >= 0) {
-                    fds[count] = (struct pollfd){ .fd = *streams[which], .events = POLLIN };
+            /* Backpressure: stop reading a side whose destination has a backlog, so
+               one slow reader stalls only its own session (and, by vsock credit, its host writer). */
+            short wants[4] = {
+                (short)((s->to_in.len < HIGH_WATER ? POLLIN : 0) | (s->to_host.len ? POLLOUT : 0)),
+                s->to_host.len < HIGH_WATER ? POLLIN : 0,
+                s->to_host.len < HIGH_WATER ? POLLIN : 0,
+                s->to_in.len ? POLLOUT : 0,
+            };
+            int streams[4] = { s->sock, s->out, s->err, s->in };
+            for (int which = SOCK; which <= IN; which++)
+                if (streams[which] >= 0 && wants[which]) {
+                    fds[count] = (struct pollfd){ .fd = streams[which], .events = wants[which] };
                     owners[count].s = s; owners[count++].which = which;
                 }
         }
@@ -311,35 +385,17 @@ int main(void) {
             while (read(children, &info, sizeof info) > 0) {}
             reap();
         }
-        if (fds[0].revents & POLLIN) {
-            int sock = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
-            for (int i = 0; sock >= 0 && i < MAX_SESSIONS; i++)
-                if (sessions[i].sock < 0) {
-                    sessions[i].sock = sock;
-                    uint32_t version = PROTOCOL_VERSION;
-                    send_frame(sock, HELLO, &version, 4);
-                    sock = -1;
-                }
-            if (sock >= 0) close(sock);  /* every session slot is busy */
-        }
+        if (fds[0].revents & POLLIN) accept_session(listener);
         for (int i = 2; i < count; i++) {
-            if (!fds[i].revents) continue;
             struct session *s = owners[i].s;
-            if (s->sock < 0) continue;
-            if (owners[i].which == 0 && read_host(s)) end_session(s);
-            else if (owners[i].which == 1 && s->out >= 0) pump(s, &s->out, STDOUT);
-            else if (owners[i].which == 2 && s->err >= 0) pump(s, &s->err, STDERR);
+            if (!fds[i].revents || s->sock < 0) continue;
+            int which = owners[i].which;
+            if (which == SOCK && (fds[i].revents & ~POLLOUT) && read_host(s)) end_session(s);
+            else if (which == OUT && s->out >= 0) pump(s, &s->out, STDOUT);
+            else if (which == ERR && s->err >= 0) pump(s, &s->err, STDERR);
+            else if (which == IN && s->in >= 0) pump_in(s);
         }
-        /* A process is done when it has exited and its output is drained. */
-        for (int i = 0; i < MAX_SESSIONS; i++) {
-            struct session *s = &sessions[i];
-            if (s->sock >= 0 && s->exited && s->out < 0 && s->err < 0) {
-                int32_t result[2] = { WIFEXITED(s->status) ? WEXITSTATUS(s->status) : -1,
-                                      WIFSIGNALED(s->status) ? WTERMSIG(s->status) : 0 };
-                send_frame(s->sock, EXITED, result, sizeof result);
-                s->pid = 0;
-                end_session(s);
-            }
-        }
+        for (int i = 0; i < MAX_SESSIONS; i++)
+            if (sessions[i].sock >= 0) finish_if_done(&sessions[i]);
     }
 }

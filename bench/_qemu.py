@@ -1,0 +1,75 @@
+"""QEMU ``-M microvm`` as the peer: the same kernel, initramfs, root disk, init options and CPU model as ours."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from asupermachine.arch.x86_64.cmdline import InitOptions, kernel_cmdline
+from asupermachine.arch.x86_64.cpuid import EMULATOR_REFUSED_FEATURES, CpuModel
+from asupermachine.guest import GuestAssets
+from asupermachine.machine import ROOT_DEVICE
+
+# QEMU's names for the KVM PV features our conservative model masks (cpuid.KVM_HYPERCALL_FEATURES).
+QEMU_KVM_HYPERCALL_FLAGS = ("kvm-pv-unhalt", "kvm-pv-ipi", "kvm-pv-sched-yield")
+# kvm_pvm refuses QEMU's write of MSR_IA32_ARCH_CAPABILITIES (0x10a) that `-cpu host` implies.
+QEMU_REFUSED_MSR_FEATURES = ("arch-capabilities",)
+# QEMU's microvm (hw/i386/microvm.c): 8 virtio-mmio transports of 512 bytes from
+# 0xfeb00000, transport i on IRQ 5 + i, handed to devices from the top down.
+QEMU_VIRTIO_MMIO_BASE, QEMU_VIRTIO_MMIO_SIZE, QEMU_VIRTIO_TRANSPORTS, QEMU_VIRTIO_IRQ_BASE = 0xFEB00000, 512, 8, 5
+
+
+def _transport(index: int) -> str:
+    """The kernel's word declaring the transport of the ``index``-th device on QEMU's command line."""
+    slot = QEMU_VIRTIO_TRANSPORTS - 1 - index
+    base = QEMU_VIRTIO_MMIO_BASE + slot * QEMU_VIRTIO_MMIO_SIZE
+    return f"virtio_mmio.device={QEMU_VIRTIO_MMIO_SIZE}@{base:#x}:{QEMU_VIRTIO_IRQ_BASE + slot}"
+
+
+def exit_status(qemu_returncode: int) -> int:
+    """Our kernel reports init's exit status on port 0xf4: QEMU exits with (status << 1) | 1."""
+    return qemu_returncode >> 1
+
+
+def qemu_command(
+    assets: GuestAssets,
+    *,
+    vcpus: int,
+    memory_mib: int,
+    model: CpuModel,
+    command: Sequence[str],
+    disks: Sequence[Path] = (),
+) -> list[str]:
+    """QEMU booting our guest with its root disk, then ``disks`` read-only, running ``command``.
+
+    The virtio-mmio transports are declared by us, before init's ``--`` (QEMU would
+    append its own declarations after it, where the kernel no longer reads them),
+    in device order, so the guest names the disks as ours does (root ``/dev/vda``, ...).
+    """
+    cpu = "host"
+    if model is CpuModel.CONSERVATIVE:
+        cpu += "".join(f",-{name}" for name in QEMU_REFUSED_MSR_FEATURES)
+        cpu += "".join(f",-{feature.name}" for feature in EMULATOR_REFUSED_FEATURES)
+        cpu += "".join(f",{flag}=off" for flag in QEMU_KVM_HYPERCALL_FLAGS)
+    drives: list[str] = []
+    for index, disk in enumerate([assets.default_root, *disks]):
+        drives += ["-drive", f"id=disk{index},file={disk},format=raw,if=none,readonly=on"]
+        drives += ["-device", f"virtio-blk-device,drive=disk{index}"]
+    cmdline = kernel_cmdline(
+        cpu_model=model,
+        kernel_log=False,
+        devices=[_transport(index) for index in range(1 + 1 + len(disks))],  # rng, root, disks
+        init=InitOptions(root=ROOT_DEVICE),
+        command=command,
+    )
+    return [
+        "qemu-system-x86_64", "-M", "microvm,isa-serial=on,acpi=off,rtc=off,auto-kernel-cmdline=off", "-enable-kvm",
+        "-cpu", cpu, "-smp", str(vcpus), "-m", str(memory_mib),
+        "-kernel", str(assets.kernel), "-initrd", str(assets.initramfs), "-append", cmdline,
+        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
+        "-device", "isa-debug-exit,iobase=0xf4,iosize=2",
+        # The guest's entropy source, as ours has. (Our virtio-vsock has no peer here: QEMU
+        # needs /dev/vhost-vsock, which these machines lack.)
+        "-device", "virtio-rng-device",
+        *drives,
+    ]
