@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", type=int, default=256, metavar="MIB")
     run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("-w", "--workdir", default="", help="working directory in the guest")
+    run.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
     run.add_argument("--timeout", type=float, help="seconds before the command is killed")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     return parser
@@ -73,7 +74,7 @@ async def _exec(args: argparse.Namespace) -> int:
         raise SystemExit("asupermachine exec: give a command after --")
     env = dict(item.split("=", 1) for item in args.env if "=" in item)
     async with Machine.boot(vcpus=args.vcpus, memory_mib=args.memory) as vm:
-        result = await vm.exec(command, env=env, cwd=args.workdir, timeout=args.timeout)
+        result = await vm.exec(command, env=env, cwd=args.workdir, user=args.user, timeout=args.timeout)
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.buffer.write(result.stderr)

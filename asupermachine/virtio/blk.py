@@ -17,6 +17,7 @@ from .queue import Buffer, DescriptorChain, Virtqueue
 from .request_queue import RequestQueueDevice
 
 VIRTIO_ID_BLOCK = 2
+VIRTIO_BLK_F_SEG_MAX = 1 << 2
 VIRTIO_BLK_F_RO = 1 << 5
 VIRTIO_BLK_F_FLUSH = 1 << 9
 VIRTIO_BLK_T_IN = 0
@@ -30,6 +31,10 @@ SECTOR_SIZE = 512
 REQUEST_HEADER = struct.Struct("<IIQ")  # type, reserved, sector
 VIRTIO_BLK_ID_BYTES = 20
 QUEUE_SIZE = 128
+# Data buffers per request: all the ring holds beside the header and status (with
+# indirect descriptors a request takes one ring slot). Without VIRTIO_BLK_F_SEG_MAX
+# Linux sends one segment per request: a page at a time.
+SEGMENTS_PER_REQUEST = QUEUE_SIZE - 2
 
 
 class DiskError(AsupermachineError):
@@ -56,6 +61,7 @@ class Block(RequestQueueDevice):
 
     device_id = VIRTIO_ID_BLOCK
     queue_max_sizes = (QUEUE_SIZE,)
+    blocking_io = True  # a read the page cache cannot serve waits for the disk
 
     def __init__(self, disk: Disk) -> None:
         super().__init__()
@@ -71,10 +77,13 @@ class Block(RequestQueueDevice):
         self.read_only = disk.read_only
         self.capacity_sectors = size // SECTOR_SIZE
         self._serial = path.name.encode()[:VIRTIO_BLK_ID_BYTES]
-        self.device_features = VIRTIO_BLK_F_FLUSH | (VIRTIO_BLK_F_RO if disk.read_only else 0)
+        self.device_features = (
+            VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH | (VIRTIO_BLK_F_RO if disk.read_only else 0)
+        )
 
     def read_config(self, offset: int, size: int) -> int:
-        config = struct.pack("<Q", self.capacity_sectors)  # 5.2.4: capacity comes first
+        # 5.2.4: capacity, size_max (not offered), seg_max.
+        config = struct.pack("<QII", self.capacity_sectors, 0, SEGMENTS_PER_REQUEST)
         return int.from_bytes(config[offset : offset + size].ljust(size, b"\0"), "little")
 
     def serve(self, queue: Virtqueue, chain: DescriptorChain) -> int:

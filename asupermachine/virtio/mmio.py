@@ -56,6 +56,8 @@ INTERRUPT_USED_BUFFER = 1
 INTERRUPT_CONFIG_CHANGE = 2
 # 6 Reserved Feature Bits
 VIRTIO_F_VERSION_1 = 1 << 32
+# Every Virtqueue follows indirect descriptor tables (2.7.5.3), so every device offers them.
+VIRTIO_RING_F_INDIRECT_DESC = 1 << 28
 
 
 class VirtioDevice(Protocol):
@@ -69,6 +71,11 @@ class VirtioDevice(Protocol):
 
     @property
     def queue_max_sizes(self) -> tuple[int, ...]: ...
+
+    @property
+    def blocking_io(self) -> bool:
+        """True if serving a queue may wait on IO (a disk file): it then runs in a worker thread."""
+        ...
 
     def read_config(self, offset: int, size: int) -> int: ...
 
@@ -112,7 +119,7 @@ class MmioTransport:
 
     @property
     def device_features(self) -> int:
-        return self.device.device_features | VIRTIO_F_VERSION_1
+        return self.device.device_features | VIRTIO_F_VERSION_1 | VIRTIO_RING_F_INDIRECT_DESC
 
     @property
     def active(self) -> bool:

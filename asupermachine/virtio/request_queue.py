@@ -8,6 +8,8 @@ from .queue import DescriptorChain, Virtqueue
 class RequestQueueDevice:
     """Subclasses set ``device_id``, ``device_features``, ``queue_max_sizes`` and implement :meth:`serve`."""
 
+    blocking_io = False
+
     def __init__(self) -> None:
         self._queue: Virtqueue | None = None
 

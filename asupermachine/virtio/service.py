@@ -1,9 +1,10 @@
 """Serve one virtio-mmio device: KVM ioeventfds wake an async task per queue, an irqfd interrupts.
 
 Queue notifications never exit to a vCPU thread: KVM signals the queue's
-eventfd, the task awaiting it drains the queue under the device's bus lock, and
-a write to the irqfd injects the interrupt. Only register and config-space
-accesses reach the transport through the vCPU's MMIO exits.
+eventfd, the task awaiting it drains the queue under the device's bus lock (in a
+worker thread for devices whose IO may block, such as disks), and a write to the
+irqfd injects the interrupt. Only register and config-space accesses reach the
+transport through the vCPU's MMIO exits.
 """
 
 from __future__ import annotations
@@ -88,23 +89,31 @@ class VirtioService:
                 tasks.start_soon(self._serve_queue, index, fd)
 
     async def _serve_queue(self, index: int, fd: int) -> None:
-        transport = self.transport
+        in_thread = self.transport.device.blocking_io
         while True:
             await anyio.wait_readable(fd)
             try:
                 os.eventfd_read(fd)
             except BlockingIOError:
                 continue
-            with self.lock:
-                if not transport.active:
-                    continue
-                try:
-                    used = transport.device.process_queue(index)
-                except VirtqueueError as error:
-                    transport.fail(str(error))
-                    continue
-                if used and not transport.queues[index].interrupt_suppressed():
-                    transport.signal_used()
+            if in_thread:
+                # Not abandoned on cancellation: the VM's memory must outlive the IO into it.
+                await anyio.to_thread.run_sync(self._process, index)
+            else:
+                self._process(index)
+
+    def _process(self, index: int) -> None:
+        transport = self.transport
+        with self.lock:
+            if not transport.active:
+                return
+            try:
+                used = transport.device.process_queue(index)
+            except VirtqueueError as error:
+                transport.fail(str(error))
+                return
+            if used and not transport.queues[index].interrupt_suppressed():
+                transport.signal_used()
 
     def close(self) -> None:
         """Close the eventfds; call after :meth:`run` has ended and the VM fd is closed."""

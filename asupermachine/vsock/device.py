@@ -25,6 +25,7 @@ class VsockDevice:
     device_id = VIRTIO_ID_VSOCK
     device_features = 0
     queue_max_sizes = (QUEUE_SIZE, QUEUE_SIZE, EVENT_QUEUE_SIZE)
+    blocking_io = False
 
     def __init__(self, muxer: VsockMuxer, on_events: VsockEvents) -> None:
         self.muxer = muxer

@@ -14,6 +14,7 @@ FEATURE_X = 1 << 3
 
 class FakeDevice:
     device_id = 4
+    blocking_io = False
     device_features = FEATURE_X
     queue_max_sizes = (16, 8)
 
@@ -90,7 +91,7 @@ def test_identity_registers(harness: Harness) -> None:
     harness.w(m.VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1)
     assert harness.r(m.VIRTIO_MMIO_DEVICE_FEATURES) == 1  # VIRTIO_F_VERSION_1 is bit 32
     harness.w(m.VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0)
-    assert harness.r(m.VIRTIO_MMIO_DEVICE_FEATURES) == FEATURE_X
+    assert harness.r(m.VIRTIO_MMIO_DEVICE_FEATURES) == FEATURE_X | m.VIRTIO_RING_F_INDIRECT_DESC
 
 
 def test_full_initialisation_activates_the_device_with_its_queues(harness: Harness) -> None:
