@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -15,6 +17,7 @@ from .arch.x86_64.cpuid import detect_cpu_model
 from .console import DEFAULT_CAPACITY, Console
 from .devices.shutdown_ports import GuestExit, ShutdownReason
 from .guest import resolve_assets
+from .image.image import Image
 from .microvm import BootConfig, MicroVm
 from .agent import files
 from .agent.exec import ExecResult, ExecTimeout, collect
@@ -42,9 +45,10 @@ KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
 class Machine:
     """A running microVM. Get one from :meth:`boot` (an async context manager)."""
 
-    def __init__(self, microvm: MicroVm, vsock: VsockHost) -> None:
+    def __init__(self, microvm: MicroVm, vsock: VsockHost, defaults: ExecDefaults) -> None:
         self._microvm = microvm
         self._vsock = vsock
+        self._defaults = defaults
         self._limiter = anyio.CapacityLimiter(len(microvm.vcpus))
         self._vcpus_running = len(microvm.vcpus)
         self._stopped = anyio.Event()
@@ -72,6 +76,7 @@ class Machine:
         env: Mapping[str, str] | None = None,
         workdir: str = "",
         user: str = "",
+        exec_defaults: ExecDefaults | None = None,
     ) -> AsyncIterator[Machine]:
         """Boot the project's kernel and init (or ``kernel``/``initramfs``) and run ``command`` in it.
 
@@ -83,9 +88,10 @@ class Machine:
         :meth:`wait` returns; without a command the VM runs until the block is left.
         Console output not yet read is kept up to ``console_capacity`` bytes, then
         the oldest is dropped. The root is ``/dev/vda``; ``disks`` become ``/dev/vdb``,
-        ``/dev/vdc``, ... in order (virtio-blk). Leaving the block (normally, by an
-        error or by cancellation) stops the VM and frees every thread, fd and
-        mapping it held.
+        ``/dev/vdc``, ... in order (virtio-blk). ``exec_defaults`` are what
+        :meth:`exec` and :meth:`spawn` start from (an image's env, workdir, user).
+        Leaving the block (normally, by an error or by cancellation) stops the VM
+        and frees every thread, fd and mapping it held.
 
         Raises :class:`KVMUnavailable` without usable KVM, :class:`KernelImageError`
         for a bad kernel, :class:`AssetError` when the default assets cannot be
@@ -126,7 +132,7 @@ class Machine:
             await anyio.to_thread.run_sync(lambda: built.append(MicroVm(config, console)))
             (vsock_service,) = [s for s in built[0].virtio if s.transport.device is vsock_device]
             vsock.attach(vsock_service.lock, lambda: vsock_service.kick(RX_QUEUE))
-            machine = cls(built[0], vsock)
+            machine = cls(built[0], vsock, exec_defaults or ExecDefaults())
             with _unwrap_single_error():
                 async with anyio.create_task_group() as tasks:
                     machine._start(tasks)
@@ -143,6 +149,54 @@ class Machine:
                 block.close()
             vsock.close()
             await console.release()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(
+        cls,
+        image: Image | str | None = None,
+        *,
+        command: Sequence[str] | None = None,
+        run: bool = False,
+        env: Mapping[str, str] | None = None,
+        workdir: str = "",
+        user: str = "",
+        insecure: bool = False,
+        **boot_options: Any,
+    ) -> AsyncIterator[Machine]:
+        """Boot an image (an :class:`Image`, a reference to find locally or pull, or the built-in one).
+
+        The image's root filesystem becomes the guest's root. Without ``command``
+        or ``run`` the VM is a sandbox for :meth:`exec`, whose processes get the
+        image's env, working directory and user unless told otherwise. ``command``
+        runs ``entrypoint + command`` as the VM's main process (docker's CMD
+        override), ``run=True`` the image's own entrypoint and cmd; :meth:`wait`
+        returns its exit status and :attr:`console` streams its output. Other
+        options are :meth:`boot`'s.
+        """
+        if image is None:
+            chosen = await Image.builtin()
+        elif isinstance(image, str):
+            chosen = Image.local(image) or await Image.pull(image, insecure=insecure)
+        else:
+            chosen = image
+        config = chosen.config
+        defaults = ExecDefaults(
+            env={**config.env, **(env or {})}, cwd=workdir or config.working_dir, user=user or config.user
+        )
+        main: Sequence[str] = ()
+        if command is not None:
+            main = (*config.entrypoint, *command)
+        elif run:
+            main = config.command
+            if not main:
+                raise ValueError(f"image {chosen.name} has no entrypoint or cmd to run")
+        root = Disk(await chosen.root_disk())
+        async with cls.boot(
+            root=root, command=main, env=defaults.env, workdir=defaults.cwd, user=defaults.user,
+            exec_defaults=defaults, **boot_options,
+        ) as machine:
+            yield machine
 
     def _start(self, tasks: anyio.abc.TaskGroup) -> None:
         self._tasks = tasks
@@ -192,9 +246,12 @@ class Machine:
         Waits for the agent if the guest is still booting. Raises :class:`ExecError` if
         the command cannot start. Use the process with ``async with``: leaving kills it.
         """
+        defaults = self._defaults
+        env = {**defaults.env, **(env or {})}
+        cwd, user = cwd or defaults.cwd, str(user) or defaults.user
         connection = await self._connect_agent()
         try:
-            process, decoder = await Process.start(connection, argv, env=env, cwd=cwd, user=str(user))
+            process, decoder = await Process.start(connection, argv, env=env, cwd=cwd, user=user)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await connection.aclose()
@@ -274,6 +331,15 @@ class Machine:
         if result.reason is ShutdownReason.RESET and KERNEL_PANIC_MARKER in self.console.tail():
             return GuestExit(ShutdownReason.PANIC)
         return result
+
+
+@dataclass(frozen=True)
+class ExecDefaults:
+    """What :meth:`Machine.exec` starts from when the call does not say."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = ""
+    user: str = ""
 
 
 def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:

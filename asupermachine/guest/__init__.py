@@ -8,7 +8,7 @@ from pathlib import Path
 from .initramfs import READY_MARKER as READY_MARKER
 from .initramfs import ensure_initramfs
 from .kernel import ensure_kernel
-from .rootfs import ensure_default_root
+from ..image.builtin import ensure_default_root
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""OCI images: references, registries, local sources, a content-addressed store, hardened layer apply."""

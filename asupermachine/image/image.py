@@ -1,0 +1,178 @@
+"""``Image``: an image in the store, from a registry or a local source, and its root disk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from .builtin import BUILTIN_TAG, ensure_builtin_layout
+from .digest import Digest
+from .errors import DigestMismatch, ManifestError
+from .layers import Limits
+from .manifest import ACCEPTED_TYPES, LINUX_AMD64, ImageConfig, Manifest, Platform, parse_config, parse_document
+from .reference import Reference
+from .registry import Credentials, RegistryClient, docker_config_credentials
+from .rootdisk import build_root_disk
+from .sources import check_platform, import_docker_archive, import_oci_layout
+from .store import ImageRecord, Store
+
+# Layers fetched at once from one registry.
+PARALLEL_BLOBS = 3
+
+Progress = Callable[[int, int], None]
+"""``progress(bytes_done, bytes_total)`` while a pull downloads."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image whose manifest, config and layers are in the store; ``config`` says how to run it."""
+
+    name: str
+    manifest_digest: Digest
+    manifest: Manifest
+    config_digest: Digest
+    config: ImageConfig
+    store: Store
+
+    @classmethod
+    def from_record(cls, record: ImageRecord, store: Store) -> Image:
+        manifest = parse_document(store.read_document(record.manifest))
+        if not isinstance(manifest, Manifest):
+            raise ManifestError(f"{record.name}: the store holds an index where a manifest should be")
+        config = parse_config(store.read_document(record.config))
+        return cls(record.name, record.manifest, manifest, record.config, config, store)
+
+    @classmethod
+    def local(cls, reference: str, *, store: Store | None = None) -> Image | None:
+        """The image the store knows by ``reference`` (as pulled), or None."""
+        store = store or Store()
+        record = store.lookup(str(Reference.parse(reference)))
+        return cls.from_record(record, store) if record is not None else None
+
+    @classmethod
+    async def pull(
+        cls,
+        reference: str,
+        *,
+        platform: str = str(LINUX_AMD64),
+        credentials: Credentials | None = None,
+        insecure: bool = False,
+        store: Store | None = None,
+        progress: Progress | None = None,
+    ) -> Image:
+        """Fetch ``reference`` (``busybox``, ``host:port/name:tag``, ``name@sha256:...``) into the store.
+
+        Credentials default to docker's config file. Every manifest and blob is
+        verified against its digest before it is stored. Raises
+        :class:`RegistryError` (unreachable, refused), :class:`AuthenticationError`,
+        :class:`PlatformNotFound` (listing what the index offers), :class:`DigestMismatch`.
+        """
+        ref = Reference.parse(reference)
+        wanted = Platform.parse(platform)
+        target: Store = store if store is not None else await anyio.to_thread.run_sync(Store)
+        if credentials is None:
+            credentials = docker_config_credentials(ref.registry)
+        async with RegistryClient(ref, credentials=credentials, insecure=insecure) as client:
+            body, media_type, claimed = await client.manifest(ref.target, ACCEPTED_TYPES)
+            digest = _verified_manifest_digest(body, ref, claimed)
+            document = parse_document(body, media_type)
+            while not isinstance(document, Manifest):
+                chosen = document.select(wanted)
+                body, media_type, _ = await client.manifest(str(chosen.digest), ACCEPTED_TYPES)
+                if Digest.of(body, chosen.digest.algorithm) != chosen.digest:
+                    raise DigestMismatch(f"{ref}: manifest for {wanted} does not match its digest {chosen.digest}")
+                digest, document = chosen.digest, parse_document(body, media_type)
+            manifest = document
+            await _fetch_blobs(client, target, manifest, str(ref), progress)
+        config_data = await anyio.to_thread.run_sync(target.read_document, manifest.config.digest)
+        check_platform(config_data, wanted)
+        record = ImageRecord(str(ref), digest, manifest.config.digest)
+        await anyio.to_thread.run_sync(target.put, body, digest, f"{ref} manifest")
+        await anyio.to_thread.run_sync(target.tag, record)
+        return cls.from_record(record, target)
+
+    @classmethod
+    async def builtin(cls, *, store: Store | None = None) -> Image:
+        """The project's own busybox image, built from Debian's ``busybox-static``: no registry needed."""
+
+        def builtin_layout(_: Path, tag: str | None, platform: Platform, target: Store) -> ImageRecord:
+            return import_oci_layout(ensure_builtin_layout(), tag, platform, target)
+
+        return await cls._import(builtin_layout, Path(), BUILTIN_TAG, str(LINUX_AMD64), store)
+
+    @classmethod
+    async def from_oci_layout(
+        cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(LINUX_AMD64),
+        store: Store | None = None,
+    ) -> Image:
+        """The image ``tag`` names (or the only one) in an OCI image layout directory."""
+        return await cls._import(import_oci_layout, Path(path), tag, platform, store)
+
+    @classmethod
+    async def from_docker_archive(
+        cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(LINUX_AMD64),
+        store: Store | None = None,
+    ) -> Image:
+        """The image ``tag`` names (``name:tag``, or the only one) in a ``docker save`` tarball."""
+        return await cls._import(import_docker_archive, Path(path), tag, platform, store)
+
+    @classmethod
+    async def _import(
+        cls,
+        importer: Callable[[Path, str | None, Platform, Store], ImageRecord],
+        path: Path,
+        tag: str | None,
+        platform: str,
+        store: Store | None,
+    ) -> Image:
+        def run() -> Image:
+            chosen_store = store or Store()
+            return cls.from_record(importer(path, tag, Platform.parse(platform), chosen_store), chosen_store)
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def root_disk(self, limits: Limits = Limits()) -> Path:
+        """The image's read-only root filesystem (erofs), built once and cached by config digest."""
+        return await anyio.to_thread.run_sync(build_root_disk, self.store, self.manifest, limits)
+
+
+def _verified_manifest_digest(body: bytes, ref: Reference, claimed: str | None) -> Digest:
+    if ref.digest is not None:
+        wanted = Digest.parse(ref.digest)
+        if Digest.of(body, wanted.algorithm) != wanted:
+            raise DigestMismatch(f"{ref}: the registry's manifest does not have the digest asked for")
+        return wanted
+    digest = Digest.of(body)
+    if claimed is not None and claimed.startswith("sha256:") and claimed != str(digest):
+        raise DigestMismatch(f"{ref}: manifest digest {digest} is not the {claimed} the registry claims")
+    return digest
+
+
+async def _fetch_blobs(
+    client: RegistryClient, store: Store, manifest: Manifest, name: str, progress: Progress | None
+) -> None:
+    wanted = [d for d in (manifest.config, *manifest.layers) if not store.has(d.digest)]
+    total = sum(d.size for d in wanted)
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
+
+    limiter = anyio.CapacityLimiter(PARALLEL_BLOBS)
+
+    async def fetch(digest: Digest, size: int) -> None:
+        async with limiter:
+            writer_context = store.writer(digest, f"{name} blob {digest}", size)
+            with writer_context as writer:
+                await client.blob(str(digest), writer, advance)
+
+    async with anyio.create_task_group() as tasks:
+        for descriptor in wanted:
+            tasks.start_soon(fetch, descriptor.digest, descriptor.size)
