@@ -10,6 +10,8 @@ import anyio
 
 from ._errors import AsupermachineError
 from .devices.shutdown_ports import ShutdownReason
+from .image.image import Image
+from .image.store import Store
 from .machine import Machine
 
 # Shell convention for "ended by something other than a normal exit".
@@ -39,6 +41,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
     run.add_argument("--timeout", type=float, help="seconds before the command is killed")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    pull = commands.add_parser("pull", help="pull an image from a registry into the local store")
+    pull.add_argument("reference", help="e.g. busybox, registry:5000/name:tag, name@sha256:...")
+    pull.add_argument("--platform", default="linux/amd64")
+    pull.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
+    start = commands.add_parser(
+        "run", help="boot an image (default: the built-in busybox) and run its entrypoint/cmd or CMD"
+    )
+    start.add_argument("image", nargs="?", help="an image reference (pulled if not in the store)")
+    start.add_argument("--vcpus", type=int, default=1)
+    start.add_argument("--memory", type=int, default=256, metavar="MIB")
+    start.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    start.add_argument("-w", "--workdir", default="", help="working directory in the guest")
+    start.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
+    start.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
+    start.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...] instead of the image's cmd")
+    images = commands.add_parser("images", help="list the images in the local store")
+    images.add_argument("--prune", action="store_true", help="remove content no image name refers to")
     return parser
 
 
@@ -57,11 +76,58 @@ async def _boot(args: argparse.Namespace) -> int:
         memory_mib=args.memory,
         kernel_log=args.kernel_log,
     ) as vm:
-        out = sys.stdout.buffer
-        async for chunk in vm.console:
-            out.write(chunk)
-            out.flush()
-        result = await vm.wait()
+        return await _stream_console_and_wait(vm)
+
+
+def _show_progress(done: int, total: int) -> None:
+    print(f"\r{done / 2**20:8.1f} / {total / 2**20:.1f} MiB", end="", file=sys.stderr, flush=True)
+
+
+async def _pull(args: argparse.Namespace) -> int:
+    progress = _show_progress if sys.stderr.isatty() else None
+    image = await Image.pull(args.reference, platform=args.platform, insecure=args.insecure, progress=progress)
+    if progress:
+        print(file=sys.stderr)
+    print(f"{image.name} {image.manifest_digest} ({len(image.manifest.layers)} layers)")
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> int:
+    command = _command(args.command)
+    async with Machine.start(
+        args.image,
+        command=command or None,
+        run=True,
+        env=_env(args.env),
+        workdir=args.workdir,
+        user=args.user,
+        insecure=args.insecure,
+        vcpus=args.vcpus,
+        memory_mib=args.memory,
+    ) as vm:
+        return await _stream_console_and_wait(vm)
+
+
+async def _images(args: argparse.Namespace) -> int:
+    store = await anyio.to_thread.run_sync(Store)
+    if args.prune:
+        freed = await anyio.to_thread.run_sync(store.prune)
+        print(f"freed {freed / 2**20:.1f} MiB")
+    for record in await anyio.to_thread.run_sync(store.records):
+        print(f"{record.name}  {record.manifest}")
+    return 0
+
+
+def _env(items: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
+async def _stream_console_and_wait(vm: Machine) -> int:
+    out = sys.stdout.buffer
+    async for chunk in vm.console:
+        out.write(chunk)
+        out.flush()
+    result = await vm.wait()
     if result.reason is ShutdownReason.EXIT and result.status is not None:
         return result.status
     print(f"asupermachine: guest ended by {result.reason.value}", file=sys.stderr)
@@ -72,7 +138,7 @@ async def _exec(args: argparse.Namespace) -> int:
     command = _command(args.command)
     if not command:
         raise SystemExit("asupermachine exec: give a command after --")
-    env = dict(item.split("=", 1) for item in args.env if "=" in item)
+    env = _env(args.env)
     async with Machine.boot(vcpus=args.vcpus, memory_mib=args.memory) as vm:
         result = await vm.exec(command, env=env, cwd=args.workdir, user=args.user, timeout=args.timeout)
     sys.stdout.buffer.write(result.stdout)
@@ -83,10 +149,13 @@ async def _exec(args: argparse.Namespace) -> int:
     return STATUS_ABNORMAL_END + (result.signal or 0)
 
 
+SUBCOMMANDS = {"boot": _boot, "exec": _exec, "pull": _pull, "run": _run, "images": _images}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return anyio.run(_boot if args.subcommand == "boot" else _exec, args)
+        return anyio.run(SUBCOMMANDS[args.subcommand], args)
     except AsupermachineError as error:
         print(f"asupermachine: {error}", file=sys.stderr)
         return 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from .arch.x86_64.cmdline import InitOptions, kernel_cmdline
 from .arch.x86_64.cpuid import detect_cpu_model
 from .console import DEFAULT_CAPACITY, Console
 from .devices.shutdown_ports import GuestExit, ShutdownReason
+from ._groups import unwrap_single_error
 from .guest import resolve_assets
 from .image.image import Image
 from .microvm import BootConfig, MicroVm
@@ -133,7 +134,7 @@ class Machine:
             (vsock_service,) = [s for s in built[0].virtio if s.transport.device is vsock_device]
             vsock.attach(vsock_service.lock, lambda: vsock_service.kick(RX_QUEUE))
             machine = cls(built[0], vsock, exec_defaults or ExecDefaults())
-            with _unwrap_single_error():
+            with unwrap_single_error():
                 async with anyio.create_task_group() as tasks:
                     machine._start(tasks)
                     try:
@@ -344,23 +345,3 @@ class ExecDefaults:
 
 def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
     return None if value is None else Path(value)
-
-
-@contextlib.contextmanager
-def _unwrap_single_error() -> Iterator[None]:
-    """Task groups raise ``ExceptionGroup``; surface a lone error (ours or the caller's) as itself."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        # A vCPU failure can arrive twice: from its task and re-raised by wait().
-        errors = list({id(error): error for error in _leaves(group)}.values())
-        if len(errors) == 1:
-            raise errors[0] from errors[0].__cause__
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for error in group.exceptions:
-        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
-    return leaves

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 
+from .._groups import unwrap_single_error
 from .builtin import BUILTIN_TAG, ensure_builtin_layout
 from .digest import Digest
 from .errors import DigestMismatch, ManifestError
@@ -173,6 +174,7 @@ async def _fetch_blobs(
             with writer_context as writer:
                 await client.blob(str(digest), writer, advance)
 
-    async with anyio.create_task_group() as tasks:
-        for descriptor in wanted:
-            tasks.start_soon(fetch, descriptor.digest, descriptor.size)
+    with unwrap_single_error():
+        async with anyio.create_task_group() as tasks:
+            for descriptor in wanted:
+                tasks.start_soon(fetch, descriptor.digest, descriptor.size)
