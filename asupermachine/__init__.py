@@ -1,4 +1,4 @@
-"""Run Linux guests (and, soon, OCI images) as KVM microVMs from Python, anyio-native."""
+"""Run OCI/Docker images as hardware-isolated KVM microVMs from Python, anyio-native."""
 
 from ._errors import AssetError as AssetError
 from ._errors import AsupermachineError as AsupermachineError
@@ -15,6 +15,16 @@ from .agent.exec import ExecResult as ExecResult
 from .agent.exec import ExecTimeout as ExecTimeout
 from .console import Console as Console
 from .devices.shutdown_ports import GuestExit as GuestExit
+from .image.errors import AuthenticationError as AuthenticationError
+from .image.errors import DigestMismatch as DigestMismatch
+from .image.errors import ImageError as ImageError
+from .image.errors import InvalidReference as InvalidReference
+from .image.errors import LayerError as LayerError
+from .image.errors import ManifestError as ManifestError
+from .image.errors import PlatformNotFound as PlatformNotFound
+from .image.errors import RegistryError as RegistryError
+from .image.image import Image as Image
+from .image.registry import Credentials as Credentials
 from .devices.shutdown_ports import ShutdownReason as ShutdownReason
 from .machine import Machine as Machine
 from .virtio.blk import Disk as Disk

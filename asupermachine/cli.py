@@ -79,8 +79,9 @@ async def _boot(args: argparse.Namespace) -> int:
         return await _stream_console_and_wait(vm)
 
 
-def _show_progress(done: int, total: int) -> None:
-    print(f"\r{done / 2**20:8.1f} / {total / 2**20:.1f} MiB", end="", file=sys.stderr, flush=True)
+def _show_progress(done: int, total: int, blobs_done: int, blobs_total: int) -> None:
+    line = f"\r{done / 2**20:8.1f} / {total / 2**20:.1f} MiB, {blobs_done} / {blobs_total} blobs"
+    print(line, end="", file=sys.stderr, flush=True)
 
 
 async def _pull(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ SMP_SCRIPT = (
 )
 FLOOD_SCRIPT = "i=0; while [ $i -lt 60 ]; do echo flood-$i-................................................; i=$((i+1)); done"
 FLOOD_CAPACITY = 512
-CONFIGURED_SCRIPT = 'echo "user=$(id -u):$(id -g) pwd=$(pwd) greeting=$GREETING"; touch /etc/written; ls /etc/written'
+CONFIGURED_SCRIPT = "echo user=$(id -u):$(id -g) pwd=$(pwd) greeting=$GREETING; touch /etc/written"
 
 
 @pytest.fixture(scope="module")

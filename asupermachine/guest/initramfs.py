@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from .._errors import AssetError
-from ._cache import build_once, cache_root, content_key
+from .._cache import build_once, cache_root, content_key
 from .cpio import CpioEntry, cpio_archive
 
 INIT_SOURCE = Path(__file__).parent / "init" / "init.c"

@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 from .._errors import AssetError
-from ._cache import build_once, cache_root, content_key, file_digest
+from .._cache import build_once, cache_root, content_key, file_digest
 
 KERNEL_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 _HERE = Path(__file__).parent / "kernel"

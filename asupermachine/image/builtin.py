@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 from .._errors import AssetError
-from ..guest._cache import build_once, cache_root, content_key, file_digest
+from .._cache import build_once, cache_root, content_key, file_digest
 from .digest import Digest
 from .manifest import LINUX_AMD64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Manifest, parse_document
 from .rootdisk import build_root_disk, root_disk_path

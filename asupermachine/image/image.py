@@ -24,8 +24,8 @@ from .store import ImageRecord, Store
 # Layers fetched at once from one registry.
 PARALLEL_BLOBS = 3
 
-Progress = Callable[[int, int], None]
-"""``progress(bytes_done, bytes_total)`` while a pull downloads."""
+Progress = Callable[[int, int, int, int], None]
+"""``progress(bytes_done, bytes_total, blobs_done, blobs_total)`` while a pull downloads."""
 
 
 @dataclass(frozen=True)
@@ -158,21 +158,23 @@ async def _fetch_blobs(
 ) -> None:
     wanted = [d for d in (manifest.config, *manifest.layers) if not store.has(d.digest)]
     total = sum(d.size for d in wanted)
-    done = 0
+    done = blobs_done = 0
 
     def advance(count: int) -> None:
         nonlocal done
         done += count
         if progress is not None:
-            progress(done, total)
+            progress(done, total, blobs_done, len(wanted))
 
     limiter = anyio.CapacityLimiter(PARALLEL_BLOBS)
 
     async def fetch(digest: Digest, size: int) -> None:
         async with limiter:
-            writer_context = store.writer(digest, f"{name} blob {digest}", size)
-            with writer_context as writer:
+            with store.writer(digest, f"{name} blob {digest}", size) as writer:
                 await client.blob(str(digest), writer, advance)
+        nonlocal blobs_done
+        blobs_done += 1
+        advance(0)
 
     with unwrap_single_error():
         async with anyio.create_task_group() as tasks:

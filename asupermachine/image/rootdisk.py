@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from .._errors import AssetError
-from ..guest._cache import build_once
+from .._cache import build_once
 from .digest import Digest
 from .layers import LayerApplier, Limits
 from .manifest import Manifest

@@ -20,7 +20,7 @@ from typing import IO
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..guest._cache import cache_root
+from .._cache import cache_root
 from .digest import Digest, Hasher
 from .errors import ImageError
 from .manifest import MAX_DOCUMENT, Manifest, parse_document

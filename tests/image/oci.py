@@ -37,7 +37,7 @@ class Entry:
 
 @dataclass
 class ImageSpec:
-    layers: Sequence[Sequence[Entry]]
+    layers: Sequence[Sequence[Entry] | bytes]  # entries, or a ready tar
     config: dict[str, object] = field(default_factory=dict)
     architecture: str = "amd64"
 
@@ -62,7 +62,7 @@ def _blob(root: Path, data: bytes) -> dict[str, object]:
 
 
 def _image(root: Path, spec: ImageSpec) -> dict[str, object]:
-    tars = [layer_tar(layer) for layer in spec.layers]
+    tars = [layer if isinstance(layer, bytes) else layer_tar(layer) for layer in spec.layers]
     config = json.dumps({
         "architecture": spec.architecture, "os": "linux", "config": spec.config,
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(t).hexdigest()}" for t in tars]},
