@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -19,7 +18,11 @@ from .devices.shutdown_ports import GuestExit, ShutdownReason
 from ._groups import unwrap_single_error
 from .guest import resolve_assets
 from .image.image import Image
-from .microvm import BootConfig, MicroVm
+from .microvm import BootConfig, MicroVm, RestorePoint
+from .recipe import ExecDefaults, VmRecipe
+from .snapshot.errors import SnapshotError
+from .snapshot.snapshot import Snapshot, write_snapshot
+from .vcpu.pause import VmStopped
 from .agent import files
 from .agent.exec import ExecResult, ExecTimeout, collect
 from .agent.process import Process
@@ -28,13 +31,14 @@ from .virtio.blk import Block, Disk
 from .virtio.mmio import VirtioDevice
 from .virtio.rng import Rng
 from .virtio.service import MmioSlot
-from .vsock.device import RX_QUEUE, VsockDevice
+from .vsock.device import EVENT_QUEUE, RX_QUEUE, VsockDevice
 from .vsock.host import VsockConnectionReset, VsockHost, VsockListener, VsockStream
 from .vsock.muxer import VsockMuxer
 
 # Every VM has its own vsock device, so all can use the first guest CID.
 GUEST_CID = 3
-# The root disk is the first virtio-blk device.
+# rng and vsock come first; the root disk is the first virtio-blk device after them.
+FIXED_DEVICES = 2
 ROOT_DEVICE = "/dev/vda"
 # How long exec waits for the agent to listen; a boot under software KVM takes ~30 s.
 AGENT_DEADLINE = 180.0
@@ -42,14 +46,17 @@ AGENT_RETRY_INTERVAL = 0.05
 
 KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
 
+T = TypeVar("T")
+
 
 class Machine:
     """A running microVM. Get one from :meth:`boot` (an async context manager)."""
 
-    def __init__(self, microvm: MicroVm, vsock: VsockHost, defaults: ExecDefaults) -> None:
+    def __init__(self, microvm: MicroVm, vsock: VsockHost, recipe: VmRecipe) -> None:
         self._microvm = microvm
         self._vsock = vsock
-        self._defaults = defaults
+        self._recipe = recipe
+        self._defaults = recipe.exec_defaults
         self._limiter = anyio.CapacityLimiter(len(microvm.vcpus))
         self._vcpus_running = len(microvm.vcpus)
         self._stopped = anyio.Event()
@@ -103,41 +110,85 @@ class Machine:
             resolve_assets, _optional_path(kernel), _optional_path(initramfs)
         )
         cpu_model = detect_cpu_model()
+        all_disks = (root or Disk(assets.default_root), *disks)
+        recipe = VmRecipe(
+            kernel=assets.kernel,
+            initramfs=assets.initramfs,
+            disks=all_disks,
+            cmdline=kernel_cmdline(
+                cpu_model=cpu_model,
+                kernel_log=kernel_log,
+                extra=cmdline_extra,
+                devices=[MmioSlot.numbered(index).kernel_argument for index in range(FIXED_DEVICES + len(all_disks))],
+                init=InitOptions(root=ROOT_DEVICE, env=env or {}, workdir=workdir, user=user),
+                command=command,
+            ),
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            cpu_model=cpu_model,
+            exec_defaults=exec_defaults or ExecDefaults(),
+        )
+        async with cls._launch(recipe, console_capacity) as machine:
+            yield machine
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def restore(
+        cls, snapshot: Snapshot | str | os.PathLike[str], *, console_capacity: int = DEFAULT_CAPACITY
+    ) -> AsyncIterator[Machine]:
+        """Resume a VM from ``snapshot`` (a :class:`Snapshot` or its directory, then loaded first).
+
+        The guest carries on where the snapshot was taken: its processes, files
+        and memory are as they were. Its vsock connections are reset (the agent
+        keeps listening, so :meth:`exec` works at once). Memory is mapped
+        copy-on-write from the snapshot's file, so VMs restored from one snapshot
+        share the pages none of them has written. Raises :class:`SnapshotError`
+        for a snapshot that fails a check.
+        """
+        if not isinstance(snapshot, Snapshot):
+            snapshot = await anyio.to_thread.run_sync(Snapshot.load, snapshot)
+        async with cls._launch(snapshot.recipe(), console_capacity, snapshot.restore_point()) as machine:
+            yield machine
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def _launch(
+        cls, recipe: VmRecipe, console_capacity: int, restore: RestorePoint | None = None
+    ) -> AsyncIterator[Machine]:
         console = Console(console_capacity)
         vsock = VsockHost(VsockMuxer(GUEST_CID))
         blocks: list[Block] = []
         built: list[MicroVm] = []
         try:
-            for disk in (root or Disk(assets.default_root), *disks):
+            for disk in recipe.disks:
                 blocks.append(Block(disk))
             vsock_device = VsockDevice(vsock.muxer, on_events=vsock.post)
             devices: tuple[VirtioDevice, ...] = (Rng(), vsock_device, *blocks)
             config = BootConfig(
-                kernel=assets.kernel,
-                initramfs=assets.initramfs,
-                cmdline=kernel_cmdline(
-                    cpu_model=cpu_model,
-                    kernel_log=kernel_log,
-                    extra=cmdline_extra,
-                    devices=[MmioSlot.numbered(index).kernel_argument for index in range(len(devices))],
-                    init=InitOptions(root=ROOT_DEVICE, env=env or {}, workdir=workdir, user=user),
-                    command=command,
-                ),
-                vcpus=vcpus,
-                memory_mib=memory_mib,
-                cpu_model=cpu_model,
+                kernel=recipe.kernel,
+                initramfs=recipe.initramfs,
+                cmdline=recipe.cmdline,
+                vcpus=recipe.vcpus,
+                memory_mib=recipe.memory_mib,
+                cpu_model=recipe.cpu_model,
                 virtio_devices=devices,
             )
             # Appending inside the thread means a cancellation during assembly still
             # leaves us holding the VM, so the finally below can free it.
-            await anyio.to_thread.run_sync(lambda: built.append(MicroVm(config, console)))
+            await anyio.to_thread.run_sync(lambda: built.append(MicroVm(config, console, restore)))
             (vsock_service,) = [s for s in built[0].virtio if s.transport.device is vsock_device]
             vsock.attach(vsock_service.lock, lambda: vsock_service.kick(RX_QUEUE))
-            machine = cls(built[0], vsock, exec_defaults or ExecDefaults())
+            vsock_reset = anyio.Event()
+            if restore is not None:
+                # The guest's connections were to a host side that is gone.
+                vsock_service.serve(lambda: vsock_device.post_transport_reset(vsock_reset.set), EVENT_QUEUE)
+            machine = cls(built[0], vsock, recipe)
             with unwrap_single_error():
                 async with anyio.create_task_group() as tasks:
                     machine._start(tasks)
                     try:
+                        if restore is not None:
+                            await machine._until_guest(vsock_reset.wait, "took in the vsock reset")
                         yield machine
                     finally:
                         machine._microvm.stop.request(GuestExit(ShutdownReason.HOST))
@@ -297,16 +348,46 @@ class Machine:
             return await files.read_file(connection, path)
 
     async def _connect_agent(self) -> VsockStream:
+        async def connect() -> VsockStream:
+            while True:
+                try:
+                    return await self.connect(AGENT_PORT)
+                except VsockConnectionReset:
+                    await anyio.sleep(AGENT_RETRY_INTERVAL)  # the agent is not listening yet
+
+        return await self._until_guest(connect, "agent listened")
+
+    async def _until_guest(self, step: Callable[[], Awaitable[T]], what: str) -> T:
+        """Await ``step`` unless the guest stops first or it takes longer than :data:`AGENT_DEADLINE`."""
+        outcome: list[T] = []
+        with unwrap_single_error():
+            async with anyio.create_task_group() as race:
+                async def run_step() -> None:
+                    outcome.append(await step())
+                    race.cancel_scope.cancel()
+
+                race.start_soon(run_step)
+                with anyio.move_on_after(AGENT_DEADLINE) as deadline:
+                    await self._stopped.wait()
+                race.cancel_scope.cancel()
+        if outcome:
+            return outcome[0]
+        if deadline.cancelled_caught:
+            raise GuestError(f"the guest has not {what} within {AGENT_DEADLINE:.0f} s")
+        raise GuestError(f"the guest stopped ({self._result()}) before it {what}")
+
+    async def snapshot(self, path: str | os.PathLike[str]) -> Snapshot:
+        """Save this VM into the new directory ``path``; it runs on afterwards.
+
+        The guest is held still while its state and memory are written (a
+        fraction of a second for a small guest), then continues. Restore with
+        :meth:`restore`. Raises :class:`SnapshotError` for a VM with a writable
+        disk or one that stopped, ``FileExistsError`` if ``path`` exists.
+        """
         try:
-            with anyio.fail_after(AGENT_DEADLINE):
-                while not self._stopped.is_set():
-                    try:
-                        return await self.connect(AGENT_PORT)
-                    except VsockConnectionReset:
-                        await anyio.sleep(AGENT_RETRY_INTERVAL)  # the agent is not listening yet
-        except TimeoutError:
-            raise GuestError(f"the guest agent did not listen within {AGENT_DEADLINE:.0f} s") from None
-        raise GuestError(f"the guest stopped ({self._result()}) before its agent answered")
+            return await anyio.to_thread.run_sync(write_snapshot, self._microvm, self._recipe, Path(path))
+        except VmStopped:
+            raise SnapshotError("running", "the VM stopped before it could be snapshotted") from None
 
     async def wait(self) -> GuestExit:
         """Wait for the guest to stop; returns why, with the exit status when init reported one.
@@ -332,15 +413,6 @@ class Machine:
         if result.reason is ShutdownReason.RESET and KERNEL_PANIC_MARKER in self.console.tail():
             return GuestExit(ShutdownReason.PANIC)
         return result
-
-
-@dataclass(frozen=True)
-class ExecDefaults:
-    """What :meth:`Machine.exec` starts from when the call does not say."""
-
-    env: Mapping[str, str] = field(default_factory=dict)
-    cwd: str = ""
-    user: str = ""
 
 
 def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ._errors import GuestMemoryError
 
@@ -28,15 +30,22 @@ class MemoryRegion:
 
 
 class GuestMemory:
-    """Guest RAM over one anonymous ``MAP_NORESERVE`` mapping, split into guest-physical regions.
+    """Guest RAM over one ``MAP_NORESERVE`` mapping, split into guest-physical regions.
+
+    The mapping is anonymous (zeroed), or a private copy-on-write mapping of a
+    ``backing`` file holding a snapshot's memory: pages are read from it lazily
+    and shared through the page cache by every VM mapping the same file.
 
     Every access is checked to lie wholly inside one region; anything else raises
     :class:`GuestMemoryError`, so a guest-supplied address can never reach host memory
     outside the mapping.
     """
 
-    def __init__(self, layout: Sequence[tuple[int, int]]) -> None:
-        """``layout`` is ``(guest_phys_addr, size)`` pairs, page-aligned and non-overlapping."""
+    def __init__(self, layout: Sequence[tuple[int, int]], backing: Path | None = None) -> None:
+        """``layout`` is ``(guest_phys_addr, size)`` pairs, page-aligned and non-overlapping.
+
+        ``backing`` must be at least as large as the regions together.
+        """
         regions: list[MemoryRegion] = []
         offset = 0
         for gpa, size in sorted(layout):
@@ -50,9 +59,16 @@ class GuestMemory:
             raise ValueError("guest memory needs at least one region")
         self.regions: tuple[MemoryRegion, ...] = tuple(regions)
         self.size = offset
-        self._mapping = mmap.mmap(
-            -1, offset, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
-        )
+        if backing is None:
+            self._mapping = mmap.mmap(-1, offset, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+        else:
+            fd = os.open(backing, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                self._mapping = mmap.mmap(
+                    fd, offset, flags=mmap.MAP_PRIVATE | MAP_NORESERVE, prot=mmap.PROT_READ | mmap.PROT_WRITE
+                )
+            finally:
+                os.close(fd)
         self._view = memoryview(self._mapping)
         anchor = ctypes.c_char.from_buffer(self._mapping)
         self._host_base = ctypes.addressof(anchor)
@@ -94,6 +110,11 @@ class GuestMemory:
         except GuestMemoryError:
             return False
         return True
+
+    @property
+    def whole(self) -> memoryview:
+        """All of guest RAM as one view, in mapping order (regions back to back). Release it before ``close()``."""
+        return self._view[:]
 
     def host_address(self, region: MemoryRegion) -> int:
         """The host virtual address backing ``region`` (for ``KVM_SET_USER_MEMORY_REGION``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from .devices.shutdown_ports import EXIT_STATUS_PORT, I8042_DATA_PORT, ExitPorts
 from .devices.uart import COM1_BASE, COM1_IRQ, UART_PORT_COUNT, Uart
 from .kvm import Kvm, VcpuFd, VmFd
 from .memory import GuestMemory
+from .snapshot.state import CpuidRows, MachineState, capture_vcpu, capture_vm, restore_vcpu, restore_vm
+from .vcpu.pause import PauseGate
 from .vcpu.runner import VcpuRunner
 from .vcpu.stop import StopLatch
 from .virtio.mmio import VirtioDevice
@@ -43,25 +46,39 @@ class BootConfig:
     """Devices in slot order: ``MmioSlot.numbered(i)`` for the i-th, as ``cmdline`` declares them."""
 
 
-class MicroVm:
-    """The KVM side of one VM, ready to run: call :meth:`runners` and run each on its own thread."""
+@dataclass(frozen=True)
+class RestorePoint:
+    """Where a restored VM starts: its saved state and the file holding its memory."""
 
-    def __init__(self, config: BootConfig, console: Console) -> None:
+    state: MachineState
+    memory_file: Path
+
+
+class MicroVm:
+    """The KVM side of one VM, ready to run: call :meth:`runners` and run each on its own thread.
+
+    It boots ``config`` from its kernel, or, given a :class:`RestorePoint`, resumes
+    where a snapshot of a VM of the same config left off.
+    """
+
+    def __init__(self, config: BootConfig, console: Console, restore: RestorePoint | None = None) -> None:
         self._validate(config)
         self.config = config
         self.console = console
         self.stop = StopLatch()
         self.vcpus: list[VcpuFd] = []
+        self.cpuid: list[CpuidRows] = []
         self.virtio: list[VirtioService] = []
         with contextlib.ExitStack() as undo:
             self._kvm = Kvm()
             undo.callback(self._kvm.close)
             self._vm: VmFd = self._kvm.create_vm()
             undo.callback(self._vm.close)
-            self.memory = GuestMemory(layout.ram_layout(config.memory_mib * MIB))
+            ram = layout.ram_layout(config.memory_mib * MIB)
+            self.memory = GuestMemory(ram, backing=None if restore is None else restore.memory_file)
             undo.callback(self.memory.close)
             self._create_platform()
-            entry = self._load_guest()
+            entry = self._load_guest() if restore is None else None
             self.pio = Bus()
             self.mmio = Bus()
             self._attach_devices()
@@ -69,6 +86,9 @@ class MicroVm:
             self._attach_virtio()
             undo.callback(self._close_vcpus)
             self._create_vcpus(entry)
+            if restore is not None:
+                self._restore(restore.state)
+            self.pause = PauseGate(self.vcpus, self.stop)
             undo.pop_all()
 
     @staticmethod
@@ -135,8 +155,8 @@ class MicroVm:
             vm.set_irq_line(COM1_IRQ, True)
             vm.set_irq_line(COM1_IRQ, False)
 
-        uart = Uart(output=self.console.feed, interrupt=pulse_com1)
-        uart_lock = self.pio.register(COM1_BASE, UART_PORT_COUNT, uart)
+        self.uart = uart = Uart(output=self.console.feed, interrupt=pulse_com1)
+        self._uart_lock = uart_lock = self.pio.register(COM1_BASE, UART_PORT_COUNT, uart)
 
         def type_into_console(data: bytes) -> int:
             with uart_lock:
@@ -155,21 +175,61 @@ class MicroVm:
             service.close()
         self.virtio.clear()
 
-    def _create_vcpus(self, entry: int) -> None:
+    def _create_vcpus(self, entry: int | None) -> None:
+        """Create the vCPUs with this host's CPUID for the model; set boot state unless restoring."""
         if self.config.vcpus > self._kvm.max_vcpus:
             raise ValueError(f"this host's KVM allows at most {self._kvm.max_vcpus} vCPUs per VM")
         supported = self._kvm.supported_cpuid()
         for index in range(self.config.vcpus):
             vcpu = self._vm.create_vcpu(index)
             self.vcpus.append(vcpu)
-            vcpu.set_cpuid(guest_cpuid(supported, self.config.cpu_model, index, self.config.vcpus))
-            setup_common_vcpu_state(vcpu)
-            if index == 0:
-                setup_boot_vcpu(vcpu, entry)
+            cpuid = tuple(guest_cpuid(supported, self.config.cpu_model, index, self.config.vcpus))
+            self.cpuid.append(cpuid)
+            vcpu.set_cpuid(list(cpuid))
+            if entry is not None:
+                setup_common_vcpu_state(vcpu)
+                if index == 0:
+                    setup_boot_vcpu(vcpu, entry)
+
+    def _restore(self, state: MachineState) -> None:
+        """Put back a snapshot's KVM and device state (memory is already the snapshot's)."""
+        restore_vm(self._vm, state.vm)
+        for vcpu, vcpu_state in zip(self.vcpus, state.vcpus, strict=True):
+            restore_vcpu(vcpu, vcpu_state)
+        for service, transport_state in zip(self.virtio, state.transports, strict=True):
+            service.transport.restore(transport_state)
+        self.uart.restore(state.uart)
+
+    @contextlib.contextmanager
+    def quiesced(self) -> Iterator[None]:
+        """Hold the VM still: vCPUs parked out of ``KVM_RUN``, devices and UART locked. Blocking.
+
+        Raises :class:`VmStopped` if the VM stops before it is paused.
+        """
+        self.pause.pause()
+        try:
+            with contextlib.ExitStack() as locks:
+                for lock in (self._uart_lock, *(service.lock for service in self.virtio)):
+                    locks.enter_context(lock)
+                yield
+        finally:
+            self.pause.resume()
+
+    def capture(self) -> MachineState:
+        """The state of the quiesced VM (inside :meth:`quiesced`), memory aside."""
+        msr_indices = self._kvm.msr_index_list()
+        return MachineState(
+            vcpus=tuple(
+                capture_vcpu(vcpu, cpuid, msr_indices) for vcpu, cpuid in zip(self.vcpus, self.cpuid, strict=True)
+            ),
+            vm=capture_vm(self._vm),
+            transports=tuple(service.transport.save() for service in self.virtio),
+            uart=self.uart.save(),
+        )
 
     def runners(self) -> list[VcpuRunner]:
         return [
-            VcpuRunner(vcpu, pio=self.pio, mmio=self.mmio, memory=self.memory, stop=self.stop,
+            VcpuRunner(vcpu, pio=self.pio, mmio=self.mmio, memory=self.memory, stop=self.stop, pause=self.pause,
                        console_tail=self.console.tail)
             for vcpu in self.vcpus
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 COM1_BASE = 0x3F8
 COM1_IRQ = 4
@@ -53,6 +54,19 @@ UART_MSR_DCD = 0x80
 MSR_CONNECTED = UART_MSR_DCD | UART_MSR_DSR | UART_MSR_CTS
 DEFAULT_DIVISOR = 12  # 9600 baud, what firmware leaves behind
 RX_FIFO_CAPACITY = 4096
+
+
+@dataclass(frozen=True)
+class UartState:
+    """The registers a snapshot keeps, and input the guest has not read yet."""
+
+    ier: int
+    lcr: int
+    mcr: int
+    scr: int
+    divisor: int
+    thr_empty_pending: bool
+    rx: bytes
 
 
 class Uart:
@@ -133,6 +147,17 @@ class Uart:
     @property
     def rx_space(self) -> int:
         return RX_FIFO_CAPACITY - len(self._rx)
+
+    def save(self) -> UartState:
+        return UartState(
+            self._ier, self._lcr, self._mcr, self._scr, self._divisor, self._thr_empty_pending, bytes(self._rx)
+        )
+
+    def restore(self, state: UartState) -> None:
+        self._ier, self._lcr, self._mcr = state.ier & 0x0F, state.lcr & 0xFF, state.mcr & 0x1F
+        self._scr, self._divisor = state.scr & 0xFF, state.divisor & 0xFFFF
+        self._thr_empty_pending = state.thr_empty_pending
+        self._rx = deque(state.rx[:RX_FIFO_CAPACITY])
 
     # -- internals -------------------------------------------------------------
 

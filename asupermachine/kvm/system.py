@@ -14,6 +14,8 @@ from .vm import VmFd
 KVM_DEVICE = "/dev/kvm"
 # KVM_GET_SUPPORTED_CPUID fails with E2BIG when the buffer is short; this is ample.
 _MAX_CPUID_ENTRIES = 256
+# Likewise for KVM_GET_MSR_INDEX_LIST.
+_MAX_MSR_INDICES = 1024
 
 REQUIRED_CAPABILITIES = {
     "KVM_CAP_USER_MEMORY": lib.KVM_CAP_USER_MEMORY,
@@ -72,6 +74,13 @@ class Kvm:
             (e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
             for e in (cpuid.entries[i] for i in range(cpuid.nent))
         ]
+
+    def msr_index_list(self) -> list[int]:
+        """The MSRs KVM saves and restores for a vCPU (``KVM_GET_MSR_INDEX_LIST``)."""
+        _owner, msr_list = new_flexible("struct kvm_msr_list", "uint32_t", _MAX_MSR_INDICES)
+        msr_list.nmsrs = _MAX_MSR_INDICES
+        check(lib.amv_get_msr_index_list(self.fd, msr_list), "KVM_GET_MSR_INDEX_LIST")
+        return [int(msr_list.indices[i]) for i in range(msr_list.nmsrs)]
 
     def create_vm(self) -> VmFd:
         try:

@@ -92,6 +92,20 @@ class VcpuFd:
             failed = list(msrs)[written]
             raise OSError(0, f"KVM_SET_MSRS refused MSR {failed:#x}")
 
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        """The values of the MSRs in ``indices`` that this vCPU has; ones KVM refuses are left out."""
+        values: dict[int, int] = {}
+        pending = list(indices)
+        while pending:
+            _owner, buf = new_flexible("struct kvm_msrs", "struct kvm_msr_entry", len(pending))
+            buf.nmsrs = len(pending)
+            for i, index in enumerate(pending):
+                buf.entries[i].index = index
+            read = check(lib.amv_get_msrs(self.fd, buf), "KVM_GET_MSRS")
+            values.update((pending[i], int(buf.entries[i].data)) for i in range(read))
+            pending = pending[read + 1 :]  # KVM stops at the first MSR it refuses: skip it
+        return values
+
     def set_cpuid(self, entries: list[tuple[int, int, int, int, int, int, int]]) -> None:
         _owner, buf = new_flexible("struct kvm_cpuid2", "struct kvm_cpuid_entry2", len(entries))
         buf.nent = len(entries)

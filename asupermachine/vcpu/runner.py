@@ -15,6 +15,7 @@ from ..devices.shutdown_ports import GuestExit, ShutdownReason
 from ..kvm import VcpuFd
 from ..kvm._kvm_cffi import lib
 from ..memory import GuestMemory
+from .pause import PauseGate
 from .stop import StopLatch
 
 _INTERRUPTED = (-errno.EINTR, -errno.EAGAIN)
@@ -42,6 +43,7 @@ class VcpuRunner:
         mmio: Bus,
         memory: GuestMemory,
         stop: StopLatch,
+        pause: PauseGate,
         console_tail: Callable[[], str],
     ) -> None:
         self._vcpu = vcpu
@@ -49,6 +51,7 @@ class VcpuRunner:
         self._mmio = mmio
         self._memory = memory
         self._stop = stop
+        self._pause = pause
         self._console_tail = console_tail
         stop.watch(vcpu)
 
@@ -62,6 +65,7 @@ class VcpuRunner:
             raise
         finally:
             self._vcpu.unbind_thread()
+            self._pause.left()
 
     def _loop(self) -> None:
         vcpu, stop = self._vcpu, self._stop
@@ -71,6 +75,7 @@ class VcpuRunner:
             if result < 0:
                 if result in _INTERRUPTED:
                     run_state.immediate_exit = 0
+                    self._pause.park_if_paused()
                     continue
                 raise self._guest_error(f"KVM_RUN failed with errno {-result}", "KVM_RUN error")
             reason = run_state.exit_reason

@@ -9,11 +9,12 @@ callables, so the same class runs under the vCPU loop and in unit tests.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from .._errors import VirtqueueError
 from ..memory import GuestMemory
-from .queue import Virtqueue
+from .queue import QueueState, Virtqueue
 
 # 4.2.2 MMIO Device Register Layout
 VIRTIO_MMIO_MAGIC_VALUE = 0x000
@@ -93,6 +94,20 @@ class VirtioDevice(Protocol):
     def reset(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class TransportState:
+    """A snapshot of the register file and queues; the device rebuilds the rest on activation."""
+
+    status: int
+    interrupt_status: int
+    driver_features: int
+    config_generation: int
+    device_features_sel: int
+    driver_features_sel: int
+    queue_sel: int
+    queues: tuple[QueueState, ...]
+
+
 class MmioTransport:
     """The register file of one virtio-mmio device slot."""
 
@@ -138,6 +153,32 @@ class MmioTransport:
         self.status |= STATUS_DEVICE_NEEDS_RESET
         self.interrupt_status |= INTERRUPT_CONFIG_CHANGE
         self._interrupt()
+
+    def save(self) -> TransportState:
+        return TransportState(
+            self.status, self.interrupt_status, self.driver_features, self.config_generation,
+            self._device_features_sel, self._driver_features_sel, self._queue_sel,
+            tuple(queue.save() for queue in self.queues),
+        )
+
+    def restore(self, state: TransportState) -> None:
+        """Take ``state`` back into a freshly created transport, activating the device if it was.
+
+        Raises :class:`VirtqueueError` if the saved queues do not fit this device or guest memory.
+        """
+        if len(state.queues) != len(self.queues):
+            raise VirtqueueError(f"saved state has {len(state.queues)} queues, the device {len(self.queues)}")
+        for queue, queue_state in zip(self.queues, state.queues):
+            if queue_state.size > queue.max_size:
+                raise VirtqueueError(f"saved queue size {queue_state.size} exceeds {queue.max_size}")
+            queue.restore(queue_state)
+        self.status, self.interrupt_status = state.status & 0xFF, state.interrupt_status
+        self.driver_features, self.config_generation = state.driver_features, state.config_generation
+        self._device_features_sel = state.device_features_sel
+        self._driver_features_sel = state.driver_features_sel
+        self._queue_sel = state.queue_sel
+        if self.active:
+            self.device.activate(self.queues, self.driver_features)
 
     # -- guest side (bus device) -------------------------------------------------------
 

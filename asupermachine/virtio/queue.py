@@ -54,6 +54,19 @@ class DescriptorChain:
         return sum(buffer.length for buffer in self.writable)
 
 
+@dataclass(frozen=True)
+class QueueState:
+    """What a snapshot keeps of a queue: the driver's layout and the device's ring positions."""
+
+    size: int
+    ready: bool
+    desc_table: int
+    avail_ring: int
+    used_ring: int
+    next_avail: int
+    next_used: int
+
+
 class Virtqueue:
     """One split virtqueue, configured by the transport and drained by its device."""
 
@@ -72,6 +85,19 @@ class Virtqueue:
         self.used_ring = 0
         self.next_avail = 0
         self.next_used = 0
+
+    def save(self) -> QueueState:
+        return QueueState(
+            self.size, self.ready, self.desc_table, self.avail_ring, self.used_ring, self.next_avail, self.next_used
+        )
+
+    def restore(self, state: QueueState) -> None:
+        """Take ``state`` back; a ready queue is validated as when the driver set it up."""
+        self.size, self.ready = state.size, state.ready
+        self.desc_table, self.avail_ring, self.used_ring = state.desc_table, state.avail_ring, state.used_ring
+        self.next_avail, self.next_used = state.next_avail & 0xFFFF, state.next_used & 0xFFFF
+        if self.ready:
+            self.validate()
 
     def validate(self) -> None:
         """Check the driver's layout once, when it marks the queue ready (2.7, alignment and size)."""

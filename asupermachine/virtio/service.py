@@ -10,6 +10,7 @@ transport through the vCPU's MMIO exits.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -103,16 +104,20 @@ class VirtioService:
                 self._process(index)
 
     def _process(self, index: int) -> None:
+        self.serve(lambda: self.transport.device.process_queue(index), index)
+
+    def serve(self, work: Callable[[], bool], queue: int) -> None:
+        """Run ``work`` on the active device under its lock; interrupt if it used buffers of ``queue``."""
         transport = self.transport
         with self.lock:
             if not transport.active:
                 return
             try:
-                used = transport.device.process_queue(index)
+                used = work()
             except VirtqueueError as error:
                 transport.fail(str(error))
                 return
-            if used and not transport.queues[index].interrupt_suppressed():
+            if used and not transport.queues[queue].interrupt_suppressed():
                 transport.signal_used()
 
     def close(self) -> None:

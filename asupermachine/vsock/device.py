@@ -15,6 +15,8 @@ RX_QUEUE, TX_QUEUE, EVENT_QUEUE = 0, 1, 2
 QUEUE_SIZE = 64
 EVENT_QUEUE_SIZE = 16
 GUEST_CID_CONFIG_SIZE = 8
+# 5.10.6.7: struct virtio_vsock_event { le32 id; }, id 0 = VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+TRANSPORT_RESET_EVENT = (0).to_bytes(4, "little")
 
 VsockEvents = Callable[[list[tuple[PortPair, MuxEvent]]], None]
 
@@ -32,6 +34,7 @@ class VsockDevice:
         self._on_events = on_events
         self._queues: list[Virtqueue] = []
         self.dropped_packets = 0
+        self._on_reset_handled: Callable[[], None] | None = None
 
     def read_config(self, offset: int, size: int) -> int:
         config = self.muxer.guest_cid.to_bytes(GUEST_CID_CONFIG_SIZE, "little")
@@ -47,9 +50,29 @@ class VsockDevice:
         self._queues = []
         self._on_events(self.muxer.reset_all())
 
+    def post_transport_reset(self, handled: Callable[[], None]) -> bool:
+        """Tell the driver its connections are gone (after a restore); True if the event was queued.
+
+        The guest resets every connected socket (listening ones stay), then posts a
+        fresh event buffer: ``handled`` is called then, and only after it may new
+        connections be made, or the reset would take them too. Without an event
+        buffer to use, ``handled`` is called at once.
+        """
+        chain = self._queues[EVENT_QUEUE].pop() if self._queues else None
+        if chain is None:
+            handled()
+            return False
+        events = self._queues[EVENT_QUEUE]
+        events.add_used(chain.head, events.scatter(chain, TRANSPORT_RESET_EVENT))
+        self._on_reset_handled = handled
+        return True
+
     def process_queue(self, index: int) -> bool:
         if not self._queues:
             return False
+        if index == EVENT_QUEUE and self._on_reset_handled is not None:
+            self._on_reset_handled()  # the driver re-posted its event buffer
+            self._on_reset_handled = None
         used = False
         if index == TX_QUEUE:
             used = self._drain_tx()

@@ -99,8 +99,8 @@ def _per_vcpu(entry: CpuidEntry, vcpu: int, vcpus: int) -> CpuidEntry:
         ebx = (vcpu << 24) | (max(vcpus, 1) << 16) | (8 << 8) | (ebx & 0xFF)
         edx = edx | CPUID_1_EDX_HTT if vcpus > 1 else edx & ~CPUID_1_EDX_HTT
         ecx |= CPUID_1_ECX_HYPERVISOR
-    elif function == 0xB:
-        edx = vcpu  # x2APIC ID
+    elif function in (0xB, 0x1F):
+        edx = vcpu  # x2APIC ID (KVM reports the host CPU's that answered the ioctl)
     return (function, index, flags, eax, ebx, ecx, edx)
 
 

@@ -1,0 +1,156 @@
+"""``snapshot.json``: the versioned, checksummed description of a snapshot, and its codec.
+
+Everything a restore needs besides the memory file is here: the assets and disks
+it was taken with (by content hash), the VM's shape, and the saved CPU and device
+state. KVM's state blobs are base64; all else is plain JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..devices.uart import UartState
+from ..kvm.state import StateKind
+from ..recipe import ExecDefaults
+from ..virtio.mmio import TransportState
+from ..virtio.queue import QueueState
+from .errors import SnapshotError
+from .memory_file import MemoryImage
+from .state import MachineState, VcpuState
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "asupermachine-snapshot"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file a snapshot depends on, by where it was and what it held."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    kernel: FileRef
+    initramfs: FileRef
+    disks: tuple[FileRef, ...]
+    """Read-only disks in slot order; the first is the root."""
+    vcpus: int
+    memory_mib: int
+    cpu_model: str
+    cmdline: str
+    exec_defaults: ExecDefaults
+    memory: MemoryImage
+    state: MachineState
+
+
+def encode(manifest: Manifest) -> bytes:
+    body = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "kernel": asdict(manifest.kernel),
+        "initramfs": asdict(manifest.initramfs),
+        "disks": [asdict(disk) for disk in manifest.disks],
+        "vcpus": manifest.vcpus,
+        "memory_mib": manifest.memory_mib,
+        "cpu_model": manifest.cpu_model,
+        "cmdline": manifest.cmdline,
+        "exec_defaults": {**asdict(manifest.exec_defaults), "env": dict(manifest.exec_defaults.env)},
+        "memory": asdict(manifest.memory),
+        "state": _encode_state(manifest.state),
+    }
+    body["checksum"] = _checksum(body)
+    return json.dumps(body, indent=1, sort_keys=True).encode()
+
+
+def decode(data: bytes, where: Path) -> Manifest:
+    """Parse and check a manifest; raises :class:`SnapshotError` naming the failed check."""
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SnapshotError("manifest", f"{where} is not valid JSON: {e}") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
+        raise SnapshotError("manifest", f"{where} is not an asupermachine snapshot manifest")
+    if body.get("version") != FORMAT_VERSION:
+        raise SnapshotError(
+            "version", f"{where} has format version {body.get('version')!r}; this build reads {FORMAT_VERSION}"
+        )
+    if body.get("checksum") != _checksum(body):
+        raise SnapshotError("checksum", f"{where} does not match its checksum (damaged or edited)")
+    try:
+        return Manifest(
+            kernel=FileRef(**body["kernel"]),
+            initramfs=FileRef(**body["initramfs"]),
+            disks=tuple(FileRef(**disk) for disk in body["disks"]),
+            vcpus=int(body["vcpus"]),
+            memory_mib=int(body["memory_mib"]),
+            cpu_model=str(body["cpu_model"]),
+            cmdline=str(body["cmdline"]),
+            exec_defaults=ExecDefaults(**body["exec_defaults"]),
+            memory=MemoryImage(
+                size=int(body["memory"]["size"]),
+                extents=tuple((int(offset), int(length)) for offset, length in body["memory"]["extents"]),
+                blake2b=str(body["memory"]["blake2b"]),
+            ),
+            state=_decode_state(body["state"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise SnapshotError("manifest", f"{where} is malformed: {e!r}") from None
+
+
+def _checksum(body: dict[str, Any]) -> str:
+    content = {key: value for key, value in body.items() if key != "checksum"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _blobs(states: Mapping[StateKind, bytes]) -> dict[str, str]:
+    return {kind.value: base64.b64encode(blob).decode() for kind, blob in states.items()}
+
+
+def _unblobs(encoded: Mapping[str, str]) -> dict[StateKind, bytes]:
+    return {StateKind(name): base64.b64decode(blob, validate=True) for name, blob in encoded.items()}
+
+
+def _encode_state(state: MachineState) -> dict[str, Any]:
+    return {
+        "vcpus": [
+            {
+                "cpuid": [list(row) for row in vcpu.cpuid],
+                "kvm": _blobs(vcpu.kvm),
+                "msrs": [[index, value] for index, value in vcpu.msrs.items()],
+            }
+            for vcpu in state.vcpus
+        ],
+        "vm": _blobs(state.vm),
+        "transports": [asdict(transport) for transport in state.transports],
+        "uart": {**asdict(state.uart), "rx": base64.b64encode(state.uart.rx).decode()},
+    }
+
+
+def _decode_state(body: dict[str, Any]) -> MachineState:
+    vcpus = tuple(
+        VcpuState(
+            cpuid=tuple(_cpuid_row(row) for row in vcpu["cpuid"]),
+            kvm=_unblobs(vcpu["kvm"]),
+            msrs={int(index): int(value) for index, value in vcpu["msrs"]},
+        )
+        for vcpu in body["vcpus"]
+    )
+    transports = tuple(
+        TransportState(**{**transport, "queues": tuple(QueueState(**queue) for queue in transport["queues"])})
+        for transport in body["transports"]
+    )
+    uart = UartState(**{**body["uart"], "rx": base64.b64decode(body["uart"]["rx"], validate=True)})
+    return MachineState(vcpus=vcpus, vm=_unblobs(body["vm"]), transports=transports, uart=uart)
+
+
+def _cpuid_row(row: list[int]) -> tuple[int, int, int, int, int, int, int]:
+    function, index, flags, eax, ebx, ecx, edx = (int(value) for value in row)
+    return function, index, flags, eax, ebx, ecx, edx

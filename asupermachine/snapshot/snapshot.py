@@ -1,0 +1,173 @@
+"""A snapshot on disk: a directory holding ``snapshot.json`` and the sparse ``memory`` file.
+
+:func:`write_snapshot` takes one of a running VM (which keeps running);
+:meth:`Snapshot.load` checks one completely before anything of it is mapped.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._cache import file_digest
+from ..arch.x86_64.cpuid import CpuModel, guest_cpuid
+from ..guest import resolve_assets
+from ..kvm import Kvm
+from ..microvm import MicroVm, RestorePoint
+from ..recipe import VmRecipe
+from ..virtio.blk import Disk
+from .errors import SnapshotError
+from .manifest import FileRef, Manifest, decode, encode
+from .memory_file import verify_memory, write_memory
+
+MANIFEST_NAME = "snapshot.json"
+MEMORY_NAME = "memory"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A checked snapshot: restore it with :meth:`Machine.restore`, as often and as concurrently as wanted."""
+
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Snapshot:
+        """Read and check the snapshot at ``path`` (blocking: it hashes the memory file and assets).
+
+        Raises :class:`SnapshotError` naming the failed check: ``manifest``,
+        ``version``, ``checksum``, ``assets``, ``disk``, ``cpu`` or ``memory``.
+        """
+        root = Path(path)
+        try:
+            data = (root / MANIFEST_NAME).read_bytes()
+        except OSError as e:
+            raise SnapshotError("manifest", f"cannot read {root / MANIFEST_NAME}: {e.strerror}") from None
+        manifest = decode(data, root / MANIFEST_NAME)
+        _check_assets(manifest)
+        for disk in manifest.disks:
+            _check_file(Path(disk.path), disk.sha256, "disk")
+        _check_cpu(manifest)
+        verify_memory(root / MEMORY_NAME, manifest.memory)
+        return cls(root, manifest)
+
+    @property
+    def memory_file(self) -> Path:
+        return self.path / MEMORY_NAME
+
+    def recipe(self) -> VmRecipe:
+        manifest = self.manifest
+        return VmRecipe(
+            kernel=Path(manifest.kernel.path),
+            initramfs=Path(manifest.initramfs.path),
+            disks=tuple(Disk(Path(disk.path), read_only=True) for disk in manifest.disks),
+            cmdline=manifest.cmdline,
+            vcpus=manifest.vcpus,
+            memory_mib=manifest.memory_mib,
+            cpu_model=CpuModel(manifest.cpu_model),
+            exec_defaults=manifest.exec_defaults,
+        )
+
+    def restore_point(self) -> RestorePoint:
+        return RestorePoint(self.manifest.state, self.memory_file)
+
+
+def write_snapshot(microvm: MicroVm, recipe: VmRecipe, path: Path) -> Snapshot:
+    """Snapshot a running VM into the new directory ``path`` (blocking); the VM runs on afterwards.
+
+    The VM is held still only while its state and memory are written. Raises
+    :class:`SnapshotError` for a VM with a writable disk, and ``FileExistsError``
+    if ``path`` exists.
+    """
+    writable = [str(disk.path) for disk in recipe.disks if not disk.read_only]
+    if writable:
+        raise SnapshotError("disk", f"writable disks cannot be snapshotted: {', '.join(writable)}")
+    if path.exists():
+        raise FileExistsError(f"{path} already exists")
+    refs = [_file_ref(recipe.kernel), _file_ref(recipe.initramfs), *(_file_ref(disk.path) for disk in recipe.disks)]
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    staging.mkdir(parents=True)
+    try:
+        with microvm.quiesced():
+            state = microvm.capture()
+            with microvm.memory.whole as memory:
+                image = write_memory(memory, staging / MEMORY_NAME)
+        manifest = Manifest(
+            kernel=refs[0],
+            initramfs=refs[1],
+            disks=tuple(refs[2:]),
+            vcpus=recipe.vcpus,
+            memory_mib=recipe.memory_mib,
+            cpu_model=recipe.cpu_model.value,
+            cmdline=recipe.cmdline,
+            exec_defaults=recipe.exec_defaults,
+            memory=image,
+            state=state,
+        )
+        _write_synced(staging / MANIFEST_NAME, encode(manifest))
+        os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Snapshot(path, manifest)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _file_ref(path: Path) -> FileRef:
+    return FileRef(str(path.resolve()), _digest(path))
+
+
+def _digest(path: Path) -> str:
+    stat = path.stat()
+    return _digest_of_version(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of_version(path: Path, size: int, mtime_ns: int, inode: int) -> str:
+    """Hash a file once per version of it (the key changes when the file does)."""
+    return file_digest(path).hex()
+
+
+def _check_file(path: Path, sha256: str, check: str) -> None:
+    try:
+        digest = _digest(path)
+    except OSError as e:
+        raise SnapshotError(check, f"cannot read {path}: {e.strerror}") from None
+    if digest != sha256:
+        raise SnapshotError(check, f"{path} is not the file the snapshot was taken with")
+
+
+def _check_assets(manifest: Manifest) -> None:
+    """The snapshot's guest (kernel, init and agent) must be the one this build of the project runs."""
+    try:
+        assets = resolve_assets()
+    except OSError as e:
+        raise SnapshotError("assets", f"this build's guest assets cannot be read: {e}") from None
+    for what, ref, path in (("kernel", manifest.kernel, assets.kernel), ("init and agent", manifest.initramfs, assets.initramfs)):
+        if _digest(path) != ref.sha256:
+            raise SnapshotError("assets", f"the snapshot's guest {what} is not this build's ({path})")
+
+
+def _check_cpu(manifest: Manifest) -> None:
+    """The saved CPUID must be what this host gives the same CPU model now."""
+    try:
+        model = CpuModel(manifest.cpu_model)
+    except ValueError:
+        raise SnapshotError("cpu", f"unknown CPU model {manifest.cpu_model!r}") from None
+    if len(manifest.state.vcpus) != manifest.vcpus:
+        raise SnapshotError("manifest", f"{len(manifest.state.vcpus)} vCPU states for {manifest.vcpus} vCPUs")
+    with Kvm() as kvm:
+        supported = kvm.supported_cpuid()
+    for index, vcpu in enumerate(manifest.state.vcpus):
+        if tuple(guest_cpuid(supported, model, index, manifest.vcpus)) != vcpu.cpuid:
+            raise SnapshotError("cpu", f"this host's CPU differs from the one vCPU {index} was saved on")
