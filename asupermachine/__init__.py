@@ -27,6 +27,11 @@ from .image.image import Image as Image
 from .image.registry import Credentials as Credentials
 from .devices.shutdown_ports import ShutdownReason as ShutdownReason
 from .machine import Machine as Machine
+from .pool import Pool as Pool
+from .pool import PoolStats as PoolStats
+from .recipe import ExecDefaults as ExecDefaults
+from .snapshot.errors import SnapshotError as SnapshotError
+from .snapshot.snapshot import Snapshot as Snapshot
 from .virtio.blk import Disk as Disk
 from .virtio.blk import DiskError as DiskError
 from .vsock.host import VsockConnectionReset as VsockConnectionReset

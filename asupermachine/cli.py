@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import anyio
 
 from ._errors import AsupermachineError
+from .agent.exec import ExecResult
 from .devices.shutdown_ports import ShutdownReason
 from .image.image import Image
 from .image.store import Store
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="boot an image (default: the built-in busybox) and run its entrypoint/cmd or CMD"
     )
     start.add_argument("image", nargs="?", help="an image reference (pulled if not in the store)")
+    start.add_argument(
+        "--snapshot", metavar="DIR", help="restore this snapshot (from 'bake') and run CMD in it through the agent"
+    )
     start.add_argument("--vcpus", type=int, default=1)
     start.add_argument("--memory", type=int, default=256, metavar="MIB")
     start.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
@@ -56,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
     start.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
     start.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...] instead of the image's cmd")
+    bake = commands.add_parser("bake", help="boot an image once and keep a snapshot of it ready; prints its path")
+    bake.add_argument("image", nargs="?", help="an image reference (default: the built-in busybox)")
+    bake.add_argument("--vcpus", type=int, default=1)
+    bake.add_argument("--memory", type=int, default=256, metavar="MIB")
+    bake.add_argument("--warmup", metavar="SHELL", help="a shell command to run (successfully) before the snapshot")
+    bake.add_argument("--wait-port", type=int, metavar="PORT", help="wait until the guest listens on this vsock port")
+    bake.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
     images = commands.add_parser("images", help="list the images in the local store")
     images.add_argument("--prune", action="store_true", help="remove content no image name refers to")
     return parser
@@ -95,6 +106,13 @@ async def _pull(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     command = _command(args.command)
+    if args.snapshot:
+        # A snapshot has its image: the first word argparse took for one begins the command.
+        command = [args.image, *command] if args.image else command
+        if not command:
+            raise SystemExit("asupermachine run --snapshot DIR: give a command after --")
+        async with Machine.restore(args.snapshot) as vm:
+            return _print_result(await vm.exec(command, env=_env(args.env), cwd=args.workdir, user=args.user))
     async with Machine.start(
         args.image,
         command=command or None,
@@ -141,7 +159,24 @@ async def _exec(args: argparse.Namespace) -> int:
         raise SystemExit("asupermachine exec: give a command after --")
     env = _env(args.env)
     async with Machine.boot(vcpus=args.vcpus, memory_mib=args.memory) as vm:
-        result = await vm.exec(command, env=env, cwd=args.workdir, user=args.user, timeout=args.timeout)
+        return _print_result(
+            await vm.exec(command, env=env, cwd=args.workdir, user=args.user, timeout=args.timeout)
+        )
+
+
+async def _bake(args: argparse.Namespace) -> int:
+    image = await Image.resolve(args.image, insecure=args.insecure)
+    snapshot = await image.bake(
+        warmup=["sh", "-c", args.warmup] if args.warmup else (),
+        wait_for_port=args.wait_port,
+        vcpus=args.vcpus,
+        memory_mib=args.memory,
+    )
+    print(snapshot.path)
+    return 0
+
+
+def _print_result(result: ExecResult) -> int:
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.buffer.write(result.stderr)
@@ -150,7 +185,7 @@ async def _exec(args: argparse.Namespace) -> int:
     return STATUS_ABNORMAL_END + (result.signal or 0)
 
 
-SUBCOMMANDS = {"boot": _boot, "exec": _exec, "pull": _pull, "run": _run, "images": _images}
+SUBCOMMANDS = {"boot": _boot, "exec": _exec, "pull": _pull, "run": _run, "bake": _bake, "images": _images}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

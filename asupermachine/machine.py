@@ -226,12 +226,7 @@ class Machine:
         returns its exit status and :attr:`console` streams its output. Other
         options are :meth:`boot`'s.
         """
-        if image is None:
-            chosen = await Image.builtin()
-        elif isinstance(image, str):
-            chosen = Image.local(image) or await Image.pull(image, insecure=insecure)
-        else:
-            chosen = image
+        chosen = image if isinstance(image, Image) else await Image.resolve(image, insecure=insecure)
         config = chosen.config
         defaults = ExecDefaults(
             env={**config.env, **(env or {})}, cwd=workdir or config.working_dir, user=user or config.user
@@ -396,6 +391,11 @@ class Machine:
         """
         await self._stopped.wait()
         return self._result()
+
+    @property
+    def running(self) -> bool:
+        """Whether the guest still runs (no vCPU has stopped)."""
+        return not self._stopped.is_set()
 
     @property
     def exit(self) -> GuestExit | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -20,6 +21,9 @@ from .registry import Credentials, RegistryClient, docker_config_credentials
 from .rootdisk import build_root_disk
 from .sources import check_platform, import_docker_archive, import_oci_layout
 from .store import ImageRecord, Store
+
+if TYPE_CHECKING:
+    from ..snapshot.snapshot import Snapshot
 
 # Layers fetched at once from one registry.
 PARALLEL_BLOBS = 3
@@ -53,6 +57,13 @@ class Image:
         store = store or Store()
         record = store.lookup(str(Reference.parse(reference)))
         return cls.from_record(record, store) if record is not None else None
+
+    @classmethod
+    async def resolve(cls, reference: str | None = None, *, insecure: bool = False) -> Image:
+        """The built-in image for None; else the stored image ``reference`` names, pulled if missing."""
+        if reference is None:
+            return await cls.builtin()
+        return cls.local(reference) or await cls.pull(reference, insecure=insecure)
 
     @classmethod
     async def pull(
@@ -135,6 +146,22 @@ class Image:
             return cls.from_record(importer(path, tag, Platform.parse(platform), chosen_store), chosen_store)
 
         return await anyio.to_thread.run_sync(run)
+
+    async def bake(
+        self,
+        *,
+        warmup: Sequence[str] = (),
+        wait_for_port: int | None = None,
+        vcpus: int = 1,
+        memory_mib: int = 256,
+    ) -> Snapshot:
+        """Boot this image once and snapshot it ready (cached): restore it with ``Machine.restore``.
+
+        See :func:`asupermachine.snapshot.bake.bake` for the options.
+        """
+        from ..snapshot.bake import bake  # baking boots machines, whose module imports this one
+
+        return await bake(self, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib)
 
     async def root_disk(self, limits: Limits = Limits()) -> Path:
         """The image's read-only root filesystem (erofs), built once and cached by config digest."""

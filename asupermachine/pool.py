@@ -1,0 +1,147 @@
+"""``Pool``: VMs restored from one snapshot, kept warm and handed out one caller at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import anyio
+import anyio.abc
+
+from .machine import Machine
+from .snapshot.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    idle: int
+    """Restored and waiting to be acquired."""
+    in_use: int
+    restoring: int
+    restored: int
+    """Restores started so far, in all."""
+    recycled: int
+    """VMs ended on release (``restore_on_release``) or found stopped."""
+
+
+@dataclass
+class _Slot:
+    vm: Machine
+    release: anyio.Event
+    """Set to end the VM."""
+
+
+class Pool:
+    """Keeps ``min`` VMs restored from ``snapshot`` ready, and at most ``max`` alive.
+
+    ``async with Pool(snapshot) as pool: async with pool.acquire() as vm: ...``.
+    Replacements are restored in the background as VMs are taken. With
+    ``restore_on_release`` (the default) a returned VM is discarded and a fresh
+    restore takes its place, so every caller gets the snapshot's state exactly;
+    without it, a VM goes back to the pool as its last user left it. Every VM
+    lives in the pool's task group: leaving the block ends them all.
+    """
+
+    def __init__(
+        self,
+        snapshot: Snapshot | str | os.PathLike[str],
+        *,
+        min: int = 1,
+        max: int = 8,
+        restore_on_release: bool = True,
+    ) -> None:
+        if not 0 <= min <= max or max < 1:
+            raise ValueError(f"need 0 <= min <= max and max >= 1, not min={min}, max={max}")
+        self._source = snapshot
+        self._min, self._max = min, max
+        self._restore_on_release = restore_on_release
+        self._idle: list[_Slot] = []
+        self._in_use = self._restoring = self._waiters = 0
+        self._restored = self._recycled = 0
+        self._changed = anyio.Event()
+        self._exit = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Pool:
+        source = self._source
+        self._snapshot = source if isinstance(source, Snapshot) else await anyio.to_thread.run_sync(Snapshot.load, source)
+        self._tasks = await self._exit.enter_async_context(anyio.create_task_group())
+        self._exit.callback(self._tasks.cancel_scope.cancel)
+        self._tasks.start_soon(self._keep_filled, name="pool-filler")
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> bool | None:
+        return await self._exit.__aexit__(kind, error, traceback)
+
+    def stats(self) -> PoolStats:
+        return PoolStats(len(self._idle), self._in_use, self._restoring, self._restored, self._recycled)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Machine]:
+        """A running VM for the block's duration; waits while ``max`` are in use."""
+        self._waiters += 1
+        self._notify()
+        try:
+            slot = await self._take_idle()
+        finally:
+            self._waiters -= 1
+        self._in_use += 1
+        self._notify()
+        try:
+            yield slot.vm
+        finally:
+            self._in_use -= 1
+            if self._restore_on_release or not slot.vm.running:
+                self._discard(slot)
+            else:
+                self._idle.append(slot)
+            self._notify()
+
+    async def _take_idle(self) -> _Slot:
+        while True:
+            while not self._idle:
+                await self._next_change()
+            slot = self._idle.pop(0)
+            if slot.vm.running:
+                return slot
+            self._discard(slot)
+
+    def _discard(self, slot: _Slot) -> None:
+        slot.release.set()
+        self._recycled += 1
+
+    async def _keep_filled(self) -> None:
+        while True:
+            wanted = min(self._max - self._in_use, max(self._min, self._waiters))
+            while self._restoring + len(self._idle) < wanted:
+                self._restoring += 1
+                self._restored += 1
+                self._tasks.start_soon(self._serve_one, name="pool-vm")
+            await self._next_change()
+
+    async def _serve_one(self) -> None:
+        """Restore one VM, offer it, and keep it alive until it is released."""
+        restoring = True
+        try:
+            async with Machine.restore(self._snapshot) as vm:
+                slot = _Slot(vm, anyio.Event())
+                self._restoring -= 1
+                restoring = False
+                self._idle.append(slot)
+                self._notify()
+                await slot.release.wait()
+        finally:
+            if restoring:
+                self._restoring -= 1
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _next_change(self) -> None:
+        await self._changed.wait()

@@ -1,0 +1,123 @@
+"""Damaged or foreign snapshots are refused, each by the check that catches it, and nothing is left behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from asupermachine import Machine, Snapshot, SnapshotError
+from asupermachine.snapshot.manifest import FileRef, Manifest, encode
+from asupermachine.snapshot.snapshot import MANIFEST_NAME, MEMORY_NAME
+
+from .resources import assert_nothing_left, held
+
+
+def copy_of(snapshot: Snapshot, into: Path) -> Path:
+    """A copy that keeps the memory file sparse."""
+    target = into / "snap"
+    subprocess.run(["cp", "-r", "--sparse=always", str(snapshot.path), str(target)], check=True)
+    return target
+
+
+def rewrite_manifest(path: Path, change: Callable[[Manifest], Manifest]) -> None:
+    """Change what the manifest says and re-checksum it, as a snapshot made elsewhere would be."""
+    (path / MANIFEST_NAME).write_bytes(encode(change(Snapshot.load(path).manifest)))
+
+
+def flip_byte(file: Path, offset: int) -> None:
+    with file.open("r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def set_json(path: Path, key: str, value: object) -> None:
+    body = json.loads((path / MANIFEST_NAME).read_bytes())
+    body[key] = value
+    (path / MANIFEST_NAME).write_text(json.dumps(body))
+
+
+def other_kernel(manifest: Manifest) -> Manifest:
+    return dataclasses.replace(manifest, kernel=FileRef(manifest.kernel.path, "0" * 64))
+
+
+def other_root_disk(manifest: Manifest) -> Manifest:
+    root, *rest = manifest.disks
+    return dataclasses.replace(manifest, disks=(FileRef(root.path, "1" * 64), *rest))
+
+
+def other_cpu(manifest: Manifest) -> Manifest:
+    vcpu = manifest.state.vcpus[0]
+    function, index, flags, eax, ebx, ecx, edx = vcpu.cpuid[1]
+    changed = dataclasses.replace(vcpu, cpuid=(vcpu.cpuid[0], (function, index, flags, eax, ebx, ecx ^ 1, edx), *vcpu.cpuid[2:]))
+    return dataclasses.replace(manifest, state=dataclasses.replace(manifest.state, vcpus=(changed,)))
+
+
+def in_memory_data(path: Path) -> None:
+    offset, length = Snapshot.load(path).manifest.memory.extents[-1]
+    flip_byte(path / MEMORY_NAME, offset + length // 2)
+
+
+def in_memory_hole(path: Path) -> None:
+    manifest = Snapshot.load(path).manifest
+    offset, length = manifest.memory.extents[0]
+    hole = offset + length  # extents are merged: the page after one is zero
+    with (path / MEMORY_NAME).open("r+b") as f:
+        f.seek(hole + 100)
+        f.write(b"\x01")
+
+
+def truncated_memory(path: Path) -> None:
+    os.truncate(path / MEMORY_NAME, Snapshot.load(path).manifest.memory.size // 2)
+
+
+def flipped_manifest(path: Path) -> None:
+    text = (path / MANIFEST_NAME).read_text()
+    (path / MANIFEST_NAME).write_text(text.replace('"memory_mib": 256', '"memory_mib": 255'))
+
+
+DAMAGE = {
+    "missing manifest": (lambda path: (path / MANIFEST_NAME).unlink(), "manifest"),
+    "manifest not JSON": (lambda path: (path / MANIFEST_NAME).write_bytes(b"\x00garbage"), "manifest"),
+    "another format version": (lambda path: set_json(path, "version", 99), "version"),
+    "flipped manifest": (flipped_manifest, "checksum"),
+    "other kernel": (lambda path: rewrite_manifest(path, other_kernel), "assets"),
+    "other root disk": (lambda path: rewrite_manifest(path, other_root_disk), "disk"),
+    "other CPU": (lambda path: rewrite_manifest(path, other_cpu), "cpu"),
+    "flipped memory byte": (in_memory_data, "memory"),
+    "data in a memory hole": (in_memory_hole, "memory"),
+    "truncated memory": (truncated_memory, "memory"),
+    "missing memory": (lambda path: (path / MEMORY_NAME).unlink(), "memory"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_damaged_snapshot_is_refused_by_the_right_check(baked: Snapshot, tmp_path: Path, damage: str) -> None:
+    path = copy_of(baked, tmp_path)
+    harm, check = DAMAGE[damage]
+    harm(path)
+    with pytest.raises(SnapshotError) as refused:
+        Snapshot.load(path)
+    assert refused.value.check == check, refused.value
+
+
+@pytest.mark.anyio
+async def test_restoring_a_damaged_snapshot_fails_cleanly(baked: Snapshot, tmp_path: Path) -> None:
+    path = copy_of(baked, tmp_path)
+    in_memory_data(path)
+    before = held()
+    with pytest.raises(SnapshotError):
+        async with Machine.restore(path):
+            pytest.fail("a damaged snapshot was restored")
+    assert_nothing_left(before)
+    # The damage is in the copy only.
+    async with Machine.restore(baked) as vm:
+        assert (await vm.exec(["true"])).exit_code == 0
