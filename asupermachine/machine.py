@@ -371,16 +371,22 @@ class Machine:
             raise GuestError(f"the guest has not {what} within {AGENT_DEADLINE:.0f} s")
         raise GuestError(f"the guest stopped ({self._result()}) before it {what}")
 
-    async def snapshot(self, path: str | os.PathLike[str]) -> Snapshot:
+    async def snapshot(self, path: str | os.PathLike[str], *, idle_within: float = 0.0) -> Snapshot:
         """Save this VM into the new directory ``path``; it runs on afterwards.
 
         The guest is held still while its state and memory are written (a
-        fraction of a second for a small guest), then continues. Restore with
-        :meth:`restore`. Raises :class:`SnapshotError` for a VM with a writable
-        disk or one that stopped, ``FileExistsError`` if ``path`` exists.
+        fraction of a second for a small guest), then continues. With
+        ``idle_within``, the snapshot waits up to that many seconds for a moment
+        when the guest has nothing to run (say, still tearing down a finished
+        process), so that restores resume an idle guest and answer at once.
+        Restore with :meth:`restore`. Raises :class:`SnapshotError` for a VM
+        with a writable disk or one that stopped, ``FileExistsError`` if
+        ``path`` exists.
         """
         try:
-            return await anyio.to_thread.run_sync(write_snapshot, self._microvm, self._recipe, Path(path))
+            return await anyio.to_thread.run_sync(
+                write_snapshot, self._microvm, self._recipe, Path(path), idle_within
+            )
         except VmStopped:
             raise SnapshotError("running", "the VM stopped before it could be snapshotted") from None
 

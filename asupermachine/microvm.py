@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from .devices.bus import Bus
 from .devices.shutdown_ports import EXIT_STATUS_PORT, I8042_DATA_PORT, ExitPorts, I8042
 from .devices.uart import COM1_BASE, COM1_IRQ, UART_PORT_COUNT, Uart
 from .kvm import Kvm, VcpuFd, VmFd
+from .kvm._kvm_cffi import lib
+from .kvm.state import StateKind, get_state
 from .memory import GuestMemory
 from .snapshot.state import CpuidRows, MachineState, capture_vcpu, capture_vm, restore_vcpu, restore_vm
 from .vcpu.pause import PauseGate
@@ -32,6 +35,7 @@ MIB = 1 << 20
 MIN_MEMORY_MIB = 64
 I8042_PORT_COUNT = 5
 EXIT_PORT_COUNT = 2
+IDLE_POLL_INTERVAL = 0.005
 
 
 @dataclass(frozen=True)
@@ -201,12 +205,19 @@ class MicroVm:
         self.uart.restore(state.uart)
 
     @contextlib.contextmanager
-    def quiesced(self) -> Iterator[None]:
+    def quiesced(self, idle_within: float = 0.0) -> Iterator[None]:
         """Hold the VM still: vCPUs parked out of ``KVM_RUN``, devices and UART locked. Blocking.
 
-        Raises :class:`VmStopped` if the VM stops before it is paused.
+        With ``idle_within``, first wait up to that many seconds for a moment when
+        every vCPU is halted (the guest has nothing to run), so what is captured
+        resumes idle. Raises :class:`VmStopped` if the VM stops before it is paused.
         """
+        deadline = time.monotonic() + idle_within
         self.pause.pause()
+        while time.monotonic() < deadline and not self._all_halted():
+            self.pause.resume()
+            time.sleep(IDLE_POLL_INTERVAL)
+            self.pause.pause()
         try:
             with contextlib.ExitStack() as locks:
                 for lock in (self._uart_lock, *(service.lock for service in self.virtio)):
@@ -214,6 +225,12 @@ class MicroVm:
                 yield
         finally:
             self.pause.resume()
+
+    def _all_halted(self) -> bool:
+        return all(
+            int.from_bytes(get_state(vcpu.fd, StateKind.MP_STATE)[:4], "little") == lib.KVM_MP_STATE_HALTED
+            for vcpu in self.vcpus
+        )
 
     def capture(self) -> MachineState:
         """The state of the quiesced VM (inside :meth:`quiesced`), memory aside."""

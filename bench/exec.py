@@ -18,12 +18,9 @@ import anyio
 
 from asupermachine import Machine
 
+from _stats import percentile
+
 LOOP = 10
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 async def main(runs: int) -> None:
@@ -46,7 +43,7 @@ async def main(runs: int) -> None:
     print(f"{'what':<44} {'p50':>9} {'p99':>9} {'min':>9}")
     label = 'asupermachine vm.exec(["true"])'
     print(f"{label:<44} {statistics.median(round_trips) * 1e3:9.1f} "
-          f"{_percentile(round_trips, 0.99) * 1e3:9.1f} {min(round_trips) * 1e3:9.1f}")
+          f"{percentile(round_trips, 0.99) * 1e3:9.1f} {min(round_trips) * 1e3:9.1f}")
     print(f"{'floor: one spawn of true inside the guest':<44} {in_guest * 1e3:9.1f}")
 
 

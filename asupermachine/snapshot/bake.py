@@ -20,6 +20,9 @@ from .errors import SnapshotError
 from .snapshot import Snapshot, _digest
 
 PORT_POLL_INTERVAL = 0.05
+# A finished warm-up leaves the guest kernel work (process teardown): let it finish
+# before the snapshot, or every restore redoes it. Microseconds on hardware KVM.
+SETTLE_SECONDS = 30.0
 
 
 def snapshot_cache() -> Path:
@@ -67,7 +70,7 @@ async def bake(
                 await vm.exec(["true"])  # the agent answers: the guest is ready
             if wait_for_port is not None:
                 await _wait_for_port(vm, wait_for_port)
-            return await vm.snapshot(path)
+            return await vm.snapshot(path, idle_within=SETTLE_SECONDS)
     finally:
         held.__exit__(None, None, None)
 

@@ -76,10 +76,12 @@ class Snapshot:
         return RestorePoint(self.manifest.state, self.memory_file)
 
 
-def write_snapshot(microvm: MicroVm, recipe: VmRecipe, path: Path) -> Snapshot:
+def write_snapshot(microvm: MicroVm, recipe: VmRecipe, path: Path, idle_within: float = 0.0) -> Snapshot:
     """Snapshot a running VM into the new directory ``path`` (blocking); the VM runs on afterwards.
 
-    The VM is held still only while its state and memory are written. Raises
+    The VM is held still only while its state and memory are written; with
+    ``idle_within`` it is first given up to that long to go idle (see
+    :meth:`MicroVm.quiesced`). Raises
     :class:`SnapshotError` for a VM with a writable disk, and ``FileExistsError``
     if ``path`` exists.
     """
@@ -92,7 +94,7 @@ def write_snapshot(microvm: MicroVm, recipe: VmRecipe, path: Path) -> Snapshot:
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     staging.mkdir(parents=True)
     try:
-        with microvm.quiesced():
+        with microvm.quiesced(idle_within):
             state = microvm.capture()
             with microvm.memory.whole as memory:
                 image = write_memory(memory, staging / MEMORY_NAME)
