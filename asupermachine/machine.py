@@ -147,7 +147,7 @@ class Machine:
         """
         if not isinstance(snapshot, Snapshot):
             snapshot = await anyio.to_thread.run_sync(Snapshot.load, snapshot)
-        async with cls._launch(snapshot.recipe(), console_capacity, snapshot.restore_point()) as machine:
+        async with cls._launch(snapshot.manifest.recipe, console_capacity, snapshot.restore_point()) as machine:
             yield machine
 
     @classmethod

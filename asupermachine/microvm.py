@@ -24,7 +24,7 @@ from .kvm import Kvm, VcpuFd, VmFd
 from .kvm._kvm_cffi import lib
 from .kvm.state import StateKind, get_state
 from .memory import GuestMemory
-from .snapshot.state import CpuidRows, MachineState, capture_vcpu, capture_vm, restore_vcpu, restore_vm
+from .snapshot.state import CpuidRows, MachineState, advanced, capture_vcpu, capture_vm, restore_vcpu, restore_vm
 from .vcpu.pause import PauseGate
 from .vcpu.runner import VcpuRunner
 from .vcpu.stop import StopLatch
@@ -197,6 +197,7 @@ class MicroVm:
 
     def _restore(self, state: MachineState) -> None:
         """Put back a snapshot's KVM and device state (memory is already the snapshot's)."""
+        state = advanced(state, time.time_ns() - state.captured_at_ns)
         restore_vm(self._vm, state.vm)
         for vcpu, vcpu_state in zip(self.vcpus, state.vcpus, strict=True):
             restore_vcpu(vcpu, vcpu_state)
@@ -242,6 +243,8 @@ class MicroVm:
             vm=capture_vm(self._vm),
             transports=tuple(service.transport.save() for service in self.virtio),
             uart=self.uart.save(),
+            captured_at_ns=time.time_ns(),
+            tsc_khz=self.vcpus[0].tsc_khz(),
         )
 
     def runners(self) -> list[VcpuRunner]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asupermachine import Disk, Machine, Snapshot, SnapshotError
+from asupermachine import Disk, GuestError, Image, Machine, Snapshot, SnapshotError
 
 from .resources import assert_nothing_left, held
 
@@ -82,3 +82,20 @@ async def test_a_vm_with_a_writable_disk_is_not_snapshotted(tmp_path: Path) -> N
             assert refused.value.check == "disk"
             assert (await vm.exec(["true"])).exit_code == 0
     assert not (tmp_path / "snap").exists()
+
+
+async def test_two_vcpus_are_saved_and_restored(tmp_path: Path) -> None:
+    with anyio.fail_after(600):
+        async with Machine.start(vcpus=2) as vm:
+            await vm.exec(["true"])
+            await vm.snapshot(tmp_path / "snap", idle_within=30)
+        async with Machine.restore(tmp_path / "snap") as restored:
+            online = await restored.exec(["cat", "/sys/devices/system/cpu/online"])
+            assert online.stdout == b"0-1\n"
+
+
+async def test_bake_is_cached_by_image_assets_and_options(baked: Snapshot) -> None:
+    image = await Image.builtin()
+    assert (await image.bake()).path == baked.path
+    with pytest.raises(GuestError):
+        await image.bake(warmup=["sh", "-c", "exit 3"])

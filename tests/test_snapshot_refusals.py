@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from asupermachine import Machine, Snapshot, SnapshotError
-from asupermachine.snapshot.manifest import FileRef, Manifest, encode
+from asupermachine.snapshot.manifest import Manifest, encode
 from asupermachine.snapshot.snapshot import MANIFEST_NAME, MEMORY_NAME
 
 from .resources import assert_nothing_left, held
@@ -45,13 +45,16 @@ def set_json(path: Path, key: str, value: object) -> None:
     (path / MANIFEST_NAME).write_text(json.dumps(body))
 
 
+def rehashed(manifest: Manifest, path: Path) -> Manifest:
+    return dataclasses.replace(manifest, sha256={**manifest.sha256, str(path): "0" * 64})
+
+
 def other_kernel(manifest: Manifest) -> Manifest:
-    return dataclasses.replace(manifest, kernel=FileRef(manifest.kernel.path, "0" * 64))
+    return rehashed(manifest, manifest.recipe.kernel)
 
 
 def other_root_disk(manifest: Manifest) -> Manifest:
-    root, *rest = manifest.disks
-    return dataclasses.replace(manifest, disks=(FileRef(root.path, "1" * 64), *rest))
+    return rehashed(manifest, manifest.recipe.disks[0].path)
 
 
 def other_cpu(manifest: Manifest) -> Manifest:
@@ -81,6 +84,7 @@ def truncated_memory(path: Path) -> None:
 
 def flipped_manifest(path: Path) -> None:
     text = (path / MANIFEST_NAME).read_text()
+    assert '"memory_mib": 256' in text
     (path / MANIFEST_NAME).write_text(text.replace('"memory_mib": 256', '"memory_mib": 255'))
 
 

@@ -125,6 +125,10 @@ class VcpuFd:
         ffi.buffer(lapic.regs)[:] = regs
         check(lib.amv_set_lapic(self.fd, lapic), "KVM_SET_LAPIC")
 
+    def tsc_khz(self) -> int:
+        """The guest's TSC frequency (``KVM_GET_TSC_KHZ``)."""
+        return check(lib.amv_ioctl_struct(self.fd, lib.KVM_GET_TSC_KHZ, ffi.NULL), "KVM_GET_TSC_KHZ")
+
     def translate(self, linear: int) -> int | None:
         """The guest-physical address of a guest-virtual one, or None if unmapped."""
         physical = ffi.new("uint64_t *")

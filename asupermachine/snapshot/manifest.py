@@ -17,7 +17,9 @@ from typing import Any
 
 from ..devices.uart import UartState
 from ..kvm.state import StateKind
-from ..recipe import ExecDefaults
+from ..arch.x86_64.cpuid import CpuModel
+from ..recipe import ExecDefaults, VmRecipe
+from ..virtio.blk import Disk
 from ..virtio.mmio import TransportState
 from ..virtio.queue import QueueState
 from .errors import SnapshotError
@@ -29,40 +31,31 @@ FORMAT_NAME = "asupermachine-snapshot"
 
 
 @dataclass(frozen=True)
-class FileRef:
-    """A file a snapshot depends on, by where it was and what it held."""
-
-    path: str
-    sha256: str
-
-
-@dataclass(frozen=True)
 class Manifest:
-    kernel: FileRef
-    initramfs: FileRef
-    disks: tuple[FileRef, ...]
-    """Read-only disks in slot order; the first is the root."""
-    vcpus: int
-    memory_mib: int
-    cpu_model: str
-    cmdline: str
-    exec_defaults: ExecDefaults
+    recipe: VmRecipe
+    """How the VM was made; its files by absolute path, its disks all read-only."""
+    sha256: Mapping[str, str]
+    """The content hash of every file the recipe names (kernel, initramfs, disks), by path."""
     memory: MemoryImage
     state: MachineState
 
 
 def encode(manifest: Manifest) -> bytes:
+    recipe = manifest.recipe
     body = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "kernel": asdict(manifest.kernel),
-        "initramfs": asdict(manifest.initramfs),
-        "disks": [asdict(disk) for disk in manifest.disks],
-        "vcpus": manifest.vcpus,
-        "memory_mib": manifest.memory_mib,
-        "cpu_model": manifest.cpu_model,
-        "cmdline": manifest.cmdline,
-        "exec_defaults": {**asdict(manifest.exec_defaults), "env": dict(manifest.exec_defaults.env)},
+        "recipe": {
+            "kernel": str(recipe.kernel),
+            "initramfs": str(recipe.initramfs),
+            "disks": [str(disk.path) for disk in recipe.disks],
+            "cmdline": recipe.cmdline,
+            "vcpus": recipe.vcpus,
+            "memory_mib": recipe.memory_mib,
+            "cpu_model": recipe.cpu_model.value,
+            "exec_defaults": {**asdict(recipe.exec_defaults), "env": dict(recipe.exec_defaults.env)},
+        },
+        "sha256": dict(manifest.sha256),
         "memory": asdict(manifest.memory),
         "state": _encode_state(manifest.state),
     }
@@ -85,15 +78,14 @@ def decode(data: bytes, where: Path) -> Manifest:
     if body.get("checksum") != _checksum(body):
         raise SnapshotError("checksum", f"{where} does not match its checksum (damaged or edited)")
     try:
+        recipe = _decode_recipe(body["recipe"])
+        sha256 = {str(path): str(digest) for path, digest in body["sha256"].items()}
+        unhashed = {recipe.kernel, recipe.initramfs, *(disk.path for disk in recipe.disks)} - set(map(Path, sha256))
+        if unhashed:
+            raise ValueError(f"no sha256 for {sorted(map(str, unhashed))}")
         return Manifest(
-            kernel=FileRef(**body["kernel"]),
-            initramfs=FileRef(**body["initramfs"]),
-            disks=tuple(FileRef(**disk) for disk in body["disks"]),
-            vcpus=int(body["vcpus"]),
-            memory_mib=int(body["memory_mib"]),
-            cpu_model=str(body["cpu_model"]),
-            cmdline=str(body["cmdline"]),
-            exec_defaults=ExecDefaults(**body["exec_defaults"]),
+            recipe=recipe,
+            sha256=sha256,
             memory=MemoryImage(
                 size=int(body["memory"]["size"]),
                 extents=tuple((int(offset), int(length)) for offset, length in body["memory"]["extents"]),
@@ -103,6 +95,19 @@ def decode(data: bytes, where: Path) -> Manifest:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise SnapshotError("manifest", f"{where} is malformed: {e!r}") from None
+
+
+def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
+    return VmRecipe(
+        kernel=Path(body["kernel"]),
+        initramfs=Path(body["initramfs"]),
+        disks=tuple(Disk(Path(path), read_only=True) for path in body["disks"]),
+        cmdline=str(body["cmdline"]),
+        vcpus=int(body["vcpus"]),
+        memory_mib=int(body["memory_mib"]),
+        cpu_model=CpuModel(body["cpu_model"]),
+        exec_defaults=ExecDefaults(**body["exec_defaults"]),
+    )
 
 
 def _checksum(body: dict[str, Any]) -> str:
@@ -131,6 +136,8 @@ def _encode_state(state: MachineState) -> dict[str, Any]:
         "vm": _blobs(state.vm),
         "transports": [asdict(transport) for transport in state.transports],
         "uart": {**asdict(state.uart), "rx": base64.b64encode(state.uart.rx).decode()},
+        "captured_at_ns": state.captured_at_ns,
+        "tsc_khz": state.tsc_khz,
     }
 
 
@@ -148,7 +155,14 @@ def _decode_state(body: dict[str, Any]) -> MachineState:
         for transport in body["transports"]
     )
     uart = UartState(**{**body["uart"], "rx": base64.b64decode(body["uart"]["rx"], validate=True)})
-    return MachineState(vcpus=vcpus, vm=_unblobs(body["vm"]), transports=transports, uart=uart)
+    return MachineState(
+        vcpus=vcpus,
+        vm=_unblobs(body["vm"]),
+        transports=transports,
+        uart=uart,
+        captured_at_ns=int(body["captured_at_ns"]),
+        tsc_khz=int(body["tsc_khz"]),
+    )
 
 
 def _cpuid_row(row: list[int]) -> tuple[int, int, int, int, int, int, int]:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -14,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._cache import file_digest
-from ..arch.x86_64.cpuid import CpuModel, guest_cpuid
+from ..arch.x86_64.cpuid import guest_cpuid
 from ..guest import resolve_assets
 from ..kvm import Kvm
 from ..microvm import MicroVm, RestorePoint
 from ..recipe import VmRecipe
 from ..virtio.blk import Disk
 from .errors import SnapshotError
-from .manifest import FileRef, Manifest, decode, encode
+from .manifest import Manifest, decode, encode
 from .memory_file import verify_memory, write_memory
 
 MANIFEST_NAME = "snapshot.json"
@@ -49,8 +50,8 @@ class Snapshot:
             raise SnapshotError("manifest", f"cannot read {root / MANIFEST_NAME}: {e.strerror}") from None
         manifest = decode(data, root / MANIFEST_NAME)
         _check_assets(manifest)
-        for disk in manifest.disks:
-            _check_file(Path(disk.path), disk.sha256, "disk")
+        for disk in manifest.recipe.disks:
+            _check_file(disk.path, manifest.sha256[str(disk.path)], "disk")
         _check_cpu(manifest)
         verify_memory(root / MEMORY_NAME, manifest.memory)
         return cls(root, manifest)
@@ -58,19 +59,6 @@ class Snapshot:
     @property
     def memory_file(self) -> Path:
         return self.path / MEMORY_NAME
-
-    def recipe(self) -> VmRecipe:
-        manifest = self.manifest
-        return VmRecipe(
-            kernel=Path(manifest.kernel.path),
-            initramfs=Path(manifest.initramfs.path),
-            disks=tuple(Disk(Path(disk.path), read_only=True) for disk in manifest.disks),
-            cmdline=manifest.cmdline,
-            vcpus=manifest.vcpus,
-            memory_mib=manifest.memory_mib,
-            cpu_model=CpuModel(manifest.cpu_model),
-            exec_defaults=manifest.exec_defaults,
-        )
 
     def restore_point(self) -> RestorePoint:
         return RestorePoint(self.manifest.state, self.memory_file)
@@ -90,7 +78,13 @@ def write_snapshot(microvm: MicroVm, recipe: VmRecipe, path: Path, idle_within: 
         raise SnapshotError("disk", f"writable disks cannot be snapshotted: {', '.join(writable)}")
     if path.exists():
         raise FileExistsError(f"{path} already exists")
-    refs = [_file_ref(recipe.kernel), _file_ref(recipe.initramfs), *(_file_ref(disk.path) for disk in recipe.disks)]
+    recipe = dataclasses.replace(
+        recipe,
+        kernel=Path(recipe.kernel).resolve(),
+        initramfs=Path(recipe.initramfs).resolve(),
+        disks=tuple(Disk(Path(disk.path).resolve()) for disk in recipe.disks),
+    )
+    sha256 = {str(path): _digest(path) for path in (recipe.kernel, recipe.initramfs, *(d.path for d in recipe.disks))}
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     staging.mkdir(parents=True)
     try:
@@ -98,18 +92,7 @@ def write_snapshot(microvm: MicroVm, recipe: VmRecipe, path: Path, idle_within: 
             state = microvm.capture()
             with microvm.memory.whole as memory:
                 image = write_memory(memory, staging / MEMORY_NAME)
-        manifest = Manifest(
-            kernel=refs[0],
-            initramfs=refs[1],
-            disks=tuple(refs[2:]),
-            vcpus=recipe.vcpus,
-            memory_mib=recipe.memory_mib,
-            cpu_model=recipe.cpu_model.value,
-            cmdline=recipe.cmdline,
-            exec_defaults=recipe.exec_defaults,
-            memory=image,
-            state=state,
-        )
+        manifest = Manifest(recipe=recipe, sha256=sha256, memory=image, state=state)
         _write_synced(staging / MANIFEST_NAME, encode(manifest))
         os.rename(staging, path)
     except BaseException:
@@ -123,10 +106,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _file_ref(path: Path) -> FileRef:
-    return FileRef(str(path.resolve()), _digest(path))
 
 
 def _digest(path: Path) -> str:
@@ -155,21 +134,19 @@ def _check_assets(manifest: Manifest) -> None:
         assets = resolve_assets()
     except OSError as e:
         raise SnapshotError("assets", f"this build's guest assets cannot be read: {e}") from None
-    for what, ref, path in (("kernel", manifest.kernel, assets.kernel), ("init and agent", manifest.initramfs, assets.initramfs)):
-        if _digest(path) != ref.sha256:
+    recipe = manifest.recipe
+    for what, saved, path in (("kernel", recipe.kernel, assets.kernel), ("init and agent", recipe.initramfs, assets.initramfs)):
+        if _digest(path) != manifest.sha256[str(saved)]:
             raise SnapshotError("assets", f"the snapshot's guest {what} is not this build's ({path})")
 
 
 def _check_cpu(manifest: Manifest) -> None:
     """The saved CPUID must be what this host gives the same CPU model now."""
-    try:
-        model = CpuModel(manifest.cpu_model)
-    except ValueError:
-        raise SnapshotError("cpu", f"unknown CPU model {manifest.cpu_model!r}") from None
-    if len(manifest.state.vcpus) != manifest.vcpus:
-        raise SnapshotError("manifest", f"{len(manifest.state.vcpus)} vCPU states for {manifest.vcpus} vCPUs")
+    model, vcpus = manifest.recipe.cpu_model, manifest.recipe.vcpus
+    if len(manifest.state.vcpus) != vcpus:
+        raise SnapshotError("manifest", f"{len(manifest.state.vcpus)} vCPU states for {vcpus} vCPUs")
     with Kvm() as kvm:
         supported = kvm.supported_cpuid()
     for index, vcpu in enumerate(manifest.state.vcpus):
-        if tuple(guest_cpuid(supported, model, index, manifest.vcpus)) != vcpu.cpuid:
+        if tuple(guest_cpuid(supported, model, index, vcpus)) != vcpu.cpuid:
             raise SnapshotError("cpu", f"this host's CPU differs from the one vCPU {index} was saved on")

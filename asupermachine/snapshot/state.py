@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import struct
 from dataclasses import dataclass
 
 from ..devices.uart import UartState
@@ -11,6 +13,9 @@ from ..virtio.mmio import TransportState
 
 # Not every KVM offers these (no XSAVE without the CPU feature); a snapshot may lack them.
 OPTIONAL_KINDS = frozenset({StateKind.XSAVE, StateKind.XCRS, StateKind.DEBUGREGS})
+
+MSR_IA32_TSC = 0x10
+_CLOCK_VALUE = struct.Struct("<Q")  # kvm_clock_data.clock, in ns, at offset 0
 
 CpuidRows = tuple[tuple[int, int, int, int, int, int, int], ...]
 
@@ -30,6 +35,32 @@ class MachineState:
     vm: dict[StateKind, bytes]
     transports: tuple[TransportState, ...]
     uart: UartState
+    captured_at_ns: int
+    """The host's wall clock (``time.time_ns()``) when the state was captured."""
+    tsc_khz: int
+
+
+def advanced(state: MachineState, elapsed_ns: int) -> MachineState:
+    """``state`` with the guest's clocks (TSC and kvmclock) moved on by ``elapsed_ns``.
+
+    A restored guest then sees the time since its snapshot pass as if it had been
+    paused: its monotonic clocks never go back, and its wall clock is right.
+    """
+    elapsed_ns = max(0, elapsed_ns)
+    ticks = elapsed_ns * state.tsc_khz // 1_000_000
+    vcpus = tuple(
+        dataclasses.replace(vcpu, msrs={**vcpu.msrs, MSR_IA32_TSC: vcpu.msrs[MSR_IA32_TSC] + ticks})
+        if MSR_IA32_TSC in vcpu.msrs
+        else vcpu
+        for vcpu in state.vcpus
+    )
+    vm = dict(state.vm)
+    if StateKind.CLOCK in vm:
+        clock = bytearray(vm[StateKind.CLOCK])
+        (value,) = _CLOCK_VALUE.unpack_from(clock)
+        _CLOCK_VALUE.pack_into(clock, 0, value + elapsed_ns)
+        vm[StateKind.CLOCK] = bytes(clock)
+    return dataclasses.replace(state, vcpus=vcpus, vm=vm)
 
 
 def capture_vcpu(vcpu: VcpuFd, cpuid: CpuidRows, msr_indices: list[int]) -> VcpuState:

@@ -85,3 +85,17 @@ def test_fifo_is_reported_as_enabled_so_linux_sees_a_16550a() -> None:
     assert uart.read(u.UART_IIR) & 0xC0 == 0xC0
     uart.write(u.UART_SCR, 1, 0x5A)
     assert uart.read(u.UART_SCR) == 0x5A
+
+
+def test_saved_registers_and_unread_input_carry_over_to_a_new_uart() -> None:
+    uart, _ = make()
+    uart.write(u.UART_LCR, 1, 0x83)
+    uart.write(u.UART_DLL, 1, 1)
+    uart.write(u.UART_LCR, 1, 0x03)
+    uart.write(u.UART_IER, 1, u.UART_IER_RDI)
+    uart.receive(b"typed")
+    restored, rec = make()
+    restored.restore(uart.save())
+    assert restored.save() == uart.save()
+    assert bytes(restored.read(u.UART_RX) for _ in range(5)) == b"typed"
+    assert rec.interrupts == 5 - 1  # one per byte read while more input waits

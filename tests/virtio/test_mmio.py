@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+
+from asupermachine import VirtqueueError
 
 from asupermachine.memory import GuestMemory
 from asupermachine.virtio import mmio as m
@@ -188,3 +192,26 @@ def test_register_garbage_never_raises(accesses: list[tuple[bool, int, int, int]
                 harness.transport.write(offset, size, value & ((1 << (8 * size)) - 1))
             else:
                 assert 0 <= harness.transport.read(offset, size) < 1 << 64
+
+
+def test_saved_state_restores_into_a_fresh_transport_and_reactivates_the_device(harness: Harness) -> None:
+    harness.negotiate()
+    harness.setup_queue(0, 16)
+    harness.driver_ok()
+    harness.transport.queues[0].next_avail = 5
+    state = harness.transport.save()
+    fresh = Harness(harness.transport.queues[0].memory)
+    fresh.transport.restore(state)
+    assert fresh.transport.save() == state
+    assert fresh.device.activated is not None and fresh.device.activated[1] == m.VIRTIO_F_VERSION_1 | FEATURE_X
+    assert fresh.transport.queues[0].next_avail == 5
+
+
+def test_a_saved_queue_outside_guest_ram_is_refused_on_restore(harness: Harness) -> None:
+    harness.negotiate()
+    harness.setup_queue(0, 16)
+    harness.driver_ok()
+    state = harness.transport.save()
+    bad = dataclasses.replace(state, queues=(dataclasses.replace(state.queues[0], used_ring=0xFFFF_0000_0000), state.queues[1]))
+    with pytest.raises(VirtqueueError):
+        Harness(harness.transport.queues[0].memory).transport.restore(bad)

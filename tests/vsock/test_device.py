@@ -7,7 +7,7 @@ import pytest
 from asupermachine.memory import GuestMemory
 from asupermachine.virtio.queue import DESCRIPTOR, RING_HEADER, U16, USED_ELEM, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Virtqueue
 from asupermachine.vsock.connection import Connected, Data, Reset
-from asupermachine.vsock.device import RX_QUEUE, TX_QUEUE, VsockDevice
+from asupermachine.vsock.device import EVENT_QUEUE, RX_QUEUE, TRANSPORT_RESET_EVENT, TX_QUEUE, VsockDevice
 from asupermachine.vsock.muxer import Accepted, VsockMuxer
 from asupermachine.vsock.packet import HEADER, Op, Packet
 
@@ -151,3 +151,18 @@ def test_reset_resets_every_connection(setup) -> None:  # type: ignore[no-untype
     pair = device.muxer.connect(5000)
     device.reset()
     assert events == [(pair, Reset())] and not device.muxer.connections
+
+
+def test_transport_reset_is_posted_and_handled_once_the_driver_reposts(setup) -> None:  # type: ignore[no-untyped-def]
+    device, driver, _ = setup
+    handled: list[bool] = []
+    assert not device.post_transport_reset(lambda: handled.append(True)) and handled == [True]  # no buffer yet
+    handled.clear()
+    driver._publish(EVENT_QUEUE, [(0x300000, 4, VIRTQ_DESC_F_WRITE)])
+    assert device.post_transport_reset(lambda: handled.append(True))
+    events = driver.queues[EVENT_QUEUE]
+    _, used = driver.memory.unpack(RING_HEADER, events.used_ring)
+    assert used == 1 and driver.memory.read(0x300000, 4) == TRANSPORT_RESET_EVENT and not handled
+    driver._publish(EVENT_QUEUE, [(0x300000, 4, VIRTQ_DESC_F_WRITE)])
+    device.process_queue(EVENT_QUEUE)
+    assert handled == [True]
