@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 
@@ -16,6 +17,7 @@ class Held:
     guest_sized_mappings: int
     threads: int
 
+THREAD_SETTLE = 2.0
 # Guest RAM is at least this big; thread stacks and allocator arenas are smaller.
 GUEST_SIZED = 64 << 20
 
@@ -55,8 +57,16 @@ def _idle_pool_worker(frame: object) -> bool:
 
 
 def assert_nothing_left(before: Held) -> None:
-    """No fd, KVM object, mapping or busy thread survives (idle pool workers are not counted)."""
+    """No fd, KVM object, mapping or busy thread survives (idle pool workers are not counted).
+
+    A pool worker that has just handed back its result needs a moment to go idle
+    again, so threads get up to :data:`THREAD_SETTLE` seconds to settle.
+    """
     after = held()
+    deadline = time.monotonic() + THREAD_SETTLE
+    while after.threads > before.threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+        after = held()
     assert after.kvm_fds == 0, after
     assert after.kvm_mappings == 0, after
     assert after.guest_sized_mappings == before.guest_sized_mappings, (before, after)
