@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import tempfile
@@ -30,6 +31,18 @@ def file_digest(path: Path) -> bytes:
     """The sha256 of a file's content, streamed."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").digest()
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, hashed once per version of it in this process."""
+    stat = path.stat()
+    return _sha256_of_version(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of_version(path: Path, size: int, mtime_ns: int, inode: int) -> str:
+    """Keyed by what changes when the file does, so a rewritten file is hashed again."""
+    return file_digest(path).hex()
 
 
 @contextlib.contextmanager

@@ -66,7 +66,10 @@ class Pool:
 
     async def __aenter__(self) -> Pool:
         source = self._source
-        self._snapshot = source if isinstance(source, Snapshot) else await anyio.to_thread.run_sync(Snapshot.load, source)
+        if isinstance(source, Snapshot):
+            self._snapshot = source
+        else:
+            self._snapshot = await anyio.to_thread.run_sync(Snapshot.load, source)
         self._tasks = await self._exit.enter_async_context(anyio.create_task_group())
         self._exit.callback(self._tasks.cancel_scope.cancel)
         self._tasks.start_soon(self._keep_filled, name="pool-filler")

@@ -150,7 +150,9 @@ class QemuPeer:
         self._state = workdir / "qemu-state"
         self._monitor = workdir / "qemu-monitor.sock"
         self._command = [
-            *qemu_command(resolve_assets(), vcpus=1, memory_mib=MEMORY_MIB, model=detect_cpu_model(), command=ECHO_LOOP),
+            *qemu_command(
+                resolve_assets(), vcpus=1, memory_mib=MEMORY_MIB, model=detect_cpu_model(), command=ECHO_LOOP
+            ),
             "-monitor", f"unix:{self._monitor},server=on,wait=off",
         ]
 

@@ -60,7 +60,8 @@ def other_root_disk(manifest: Manifest) -> Manifest:
 def other_cpu(manifest: Manifest) -> Manifest:
     vcpu = manifest.state.vcpus[0]
     function, index, flags, eax, ebx, ecx, edx = vcpu.cpuid[1]
-    changed = dataclasses.replace(vcpu, cpuid=(vcpu.cpuid[0], (function, index, flags, eax, ebx, ecx ^ 1, edx), *vcpu.cpuid[2:]))
+    leaf_1 = (function, index, flags, eax, ebx, ecx ^ 1, edx)
+    changed = dataclasses.replace(vcpu, cpuid=(vcpu.cpuid[0], leaf_1, *vcpu.cpuid[2:]))
     return dataclasses.replace(manifest, state=dataclasses.replace(manifest.state, vcpus=(changed,)))
 
 

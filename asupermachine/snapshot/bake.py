@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 
-from .._cache import cache_root, content_key, exclusive
+from .._cache import cache_root, content_key, exclusive, file_sha256
 from .._errors import GuestError
 from ..agent.exec import ExecResult
 from ..guest import resolve_assets
@@ -17,7 +17,7 @@ from ..image.image import Image
 from ..machine import AGENT_DEADLINE, Machine
 from ..vsock.host import VsockConnectionReset
 from .errors import SnapshotError
-from .snapshot import Snapshot, _digest
+from .snapshot import Snapshot
 
 PORT_POLL_INTERVAL = 0.05
 # A finished warm-up leaves the guest kernel work (process teardown): let it finish
@@ -48,8 +48,8 @@ async def bake(
     options = {"warmup": list(warmup), "port": wait_for_port, "vcpus": vcpus, "memory_mib": memory_mib}
     key = content_key(
         str(image.config_digest).encode(),
-        (await anyio.to_thread.run_sync(_digest, assets.kernel)).encode(),
-        (await anyio.to_thread.run_sync(_digest, assets.initramfs)).encode(),
+        (await anyio.to_thread.run_sync(file_sha256, assets.kernel)).encode(),
+        (await anyio.to_thread.run_sync(file_sha256, assets.initramfs)).encode(),
         json.dumps(options, sort_keys=True).encode(),
     )
     path = snapshot_cache() / key

@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._cache import file_digest
+from .._cache import file_sha256
 from ..arch.x86_64.cpuid import guest_cpuid
 from ..guest import resolve_assets
 from ..kvm import Kvm
@@ -84,7 +83,8 @@ def write_snapshot(microvm: MicroVm, recipe: VmRecipe, path: Path, idle_within: 
         initramfs=Path(recipe.initramfs).resolve(),
         disks=tuple(Disk(Path(disk.path).resolve()) for disk in recipe.disks),
     )
-    sha256 = {str(path): _digest(path) for path in (recipe.kernel, recipe.initramfs, *(d.path for d in recipe.disks))}
+    files = (recipe.kernel, recipe.initramfs, *(disk.path for disk in recipe.disks))
+    sha256 = {str(path): file_sha256(path) for path in files}
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     staging.mkdir(parents=True)
     try:
@@ -108,20 +108,9 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _digest(path: Path) -> str:
-    stat = path.stat()
-    return _digest_of_version(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-
-
-@functools.lru_cache(maxsize=64)
-def _digest_of_version(path: Path, size: int, mtime_ns: int, inode: int) -> str:
-    """Hash a file once per version of it (the key changes when the file does)."""
-    return file_digest(path).hex()
-
-
 def _check_file(path: Path, sha256: str, check: str) -> None:
     try:
-        digest = _digest(path)
+        digest = file_sha256(path)
     except OSError as e:
         raise SnapshotError(check, f"cannot read {path}: {e.strerror}") from None
     if digest != sha256:
@@ -135,8 +124,9 @@ def _check_assets(manifest: Manifest) -> None:
     except OSError as e:
         raise SnapshotError("assets", f"this build's guest assets cannot be read: {e}") from None
     recipe = manifest.recipe
-    for what, saved, path in (("kernel", recipe.kernel, assets.kernel), ("init and agent", recipe.initramfs, assets.initramfs)):
-        if _digest(path) != manifest.sha256[str(saved)]:
+    pairs = (("kernel", recipe.kernel, assets.kernel), ("init and agent", recipe.initramfs, assets.initramfs))
+    for what, saved, path in pairs:
+        if file_sha256(path) != manifest.sha256[str(saved)]:
             raise SnapshotError("assets", f"the snapshot's guest {what} is not this build's ({path})")
 
 

@@ -212,6 +212,7 @@ def test_a_saved_queue_outside_guest_ram_is_refused_on_restore(harness: Harness)
     harness.setup_queue(0, 16)
     harness.driver_ok()
     state = harness.transport.save()
-    bad = dataclasses.replace(state, queues=(dataclasses.replace(state.queues[0], used_ring=0xFFFF_0000_0000), state.queues[1]))
+    outside = dataclasses.replace(state.queues[0], used_ring=0xFFFF_0000_0000)
+    bad = dataclasses.replace(state, queues=(outside, state.queues[1]))
     with pytest.raises(VirtqueueError):
         Harness(harness.transport.queues[0].memory).transport.restore(bad)
