@@ -56,7 +56,6 @@ class Machine:
         self._microvm = microvm
         self._vsock = vsock
         self._recipe = recipe
-        self._defaults = recipe.exec_defaults
         self._limiter = anyio.CapacityLimiter(len(microvm.vcpus))
         self._vcpus_running = len(microvm.vcpus)
         self._stopped = anyio.Event()
@@ -293,7 +292,7 @@ class Machine:
         Waits for the agent if the guest is still booting. Raises :class:`ExecError` if
         the command cannot start. Use the process with ``async with``: leaving kills it.
         """
-        defaults = self._defaults
+        defaults = self._recipe.exec_defaults
         env = {**defaults.env, **(env or {})}
         cwd, user = cwd or defaults.cwd, str(user) or defaults.user
         connection = await self._connect_agent()

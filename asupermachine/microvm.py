@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import AssetError, KernelImageError
+from ._errors import AssetError, KernelImageError, VirtqueueError
 from .arch.x86_64 import layout
 from .arch.x86_64.boot_params import build_zero_page, e820_map
 from .arch.x86_64.cpu_state import boot_memory_contents, setup_boot_vcpu, setup_common_vcpu_state
@@ -24,6 +24,7 @@ from .kvm import Kvm, VcpuFd, VmFd
 from .kvm._kvm_cffi import lib
 from .kvm.state import StateKind, get_state
 from .memory import GuestMemory
+from .snapshot.errors import SnapshotError
 from .snapshot.state import CpuidRows, MachineState, advanced, capture_vcpu, capture_vm, restore_vcpu, restore_vm
 from .vcpu.pause import PauseGate
 from .vcpu.runner import VcpuRunner
@@ -196,13 +197,19 @@ class MicroVm:
                     setup_boot_vcpu(vcpu, entry)
 
     def _restore(self, state: MachineState) -> None:
-        """Put back a snapshot's KVM and device state (memory is already the snapshot's)."""
+        """Put back a snapshot's KVM and device state (memory is already the snapshot's).
+
+        Raises :class:`SnapshotError` if KVM or a device refuses the saved state.
+        """
         state = advanced(state, time.time_ns() - state.captured_at_ns)
-        restore_vm(self._vm, state.vm)
-        for vcpu, vcpu_state in zip(self.vcpus, state.vcpus, strict=True):
-            restore_vcpu(vcpu, vcpu_state)
-        for service, transport_state in zip(self.virtio, state.transports, strict=True):
-            service.transport.restore(transport_state)
+        try:
+            restore_vm(self._vm, state.vm)
+            for vcpu, vcpu_state in zip(self.vcpus, state.vcpus, strict=True):
+                restore_vcpu(vcpu, vcpu_state)
+            for service, transport_state in zip(self.virtio, state.transports, strict=True):
+                service.transport.restore(transport_state)
+        except (OSError, ValueError, VirtqueueError) as error:
+            raise SnapshotError("state", f"the saved VM state was refused: {error}") from error
         self.uart.restore(state.uart)
 
     @contextlib.contextmanager
@@ -215,11 +222,11 @@ class MicroVm:
         """
         deadline = time.monotonic() + idle_within
         self.pause.pause()
-        while time.monotonic() < deadline and not self._all_halted():
-            self.pause.resume()
-            time.sleep(IDLE_POLL_INTERVAL)
-            self.pause.pause()
         try:
+            while time.monotonic() < deadline and not self._all_halted():
+                self.pause.resume()
+                time.sleep(IDLE_POLL_INTERVAL)
+                self.pause.pause()
             with contextlib.ExitStack() as locks:
                 for lock in (self._uart_lock, *(service.lock for service in self.virtio)):
                     locks.enter_context(lock)

@@ -65,6 +65,11 @@ def other_cpu(manifest: Manifest) -> Manifest:
     return dataclasses.replace(manifest, state=dataclasses.replace(manifest.state, vcpus=(changed,)))
 
 
+def smaller_vm(manifest: Manifest) -> Manifest:
+    recipe = dataclasses.replace(manifest.recipe, memory_mib=manifest.recipe.memory_mib * 2)
+    return dataclasses.replace(manifest, recipe=recipe)
+
+
 def in_memory_data(path: Path) -> None:
     offset, length = Snapshot.load(path).manifest.memory.extents[-1]
     flip_byte(path / MEMORY_NAME, offset + length // 2)
@@ -97,6 +102,7 @@ DAMAGE = {
     "other kernel": (lambda path: rewrite_manifest(path, other_kernel), "assets"),
     "other root disk": (lambda path: rewrite_manifest(path, other_root_disk), "disk"),
     "other CPU": (lambda path: rewrite_manifest(path, other_cpu), "cpu"),
+    "memory file smaller than the VM": (lambda path: rewrite_manifest(path, smaller_vm), "manifest"),
     "flipped memory byte": (in_memory_data, "memory"),
     "data in a memory hole": (in_memory_hole, "memory"),
     "truncated memory": (truncated_memory, "memory"),

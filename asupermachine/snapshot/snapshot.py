@@ -17,7 +17,7 @@ from .._cache import file_sha256
 from ..arch.x86_64.cpuid import guest_cpuid
 from ..guest import resolve_assets
 from ..kvm import Kvm
-from ..microvm import MicroVm, RestorePoint
+from ..microvm import MIB, MicroVm, RestorePoint
 from ..recipe import VmRecipe
 from ..virtio.blk import Disk
 from .errors import SnapshotError
@@ -50,8 +50,12 @@ class Snapshot:
         manifest = decode(data, root / MANIFEST_NAME)
         _check_assets(manifest)
         for disk in manifest.recipe.disks:
-            _check_file(disk.path, manifest.sha256[str(disk.path)], "disk")
+            _check_disk(disk.path, manifest.sha256[str(disk.path)])
         _check_cpu(manifest)
+        if manifest.memory.size != manifest.recipe.memory_mib * MIB:
+            # The VM maps this much of the file: anything shorter would fault the host.
+            size, mib = manifest.memory.size, manifest.recipe.memory_mib
+            raise SnapshotError("manifest", f"a memory file of {size} bytes for a VM of {mib} MiB")
         verify_memory(root / MEMORY_NAME, manifest.memory)
         return cls(root, manifest)
 
@@ -108,13 +112,13 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _check_file(path: Path, sha256: str, check: str) -> None:
+def _check_disk(path: Path, sha256: str) -> None:
     try:
         digest = file_sha256(path)
     except OSError as e:
-        raise SnapshotError(check, f"cannot read {path}: {e.strerror}") from None
+        raise SnapshotError("disk", f"cannot read {path}: {e.strerror}") from None
     if digest != sha256:
-        raise SnapshotError(check, f"{path} is not the file the snapshot was taken with")
+        raise SnapshotError("disk", f"{path} is not the disk the snapshot was taken with")
 
 
 def _check_assets(manifest: Manifest) -> None:
