@@ -30,6 +30,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from .errors import LayerError
+from .tar_stream import TarStreamError, members, open_tar_stream
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -143,8 +144,8 @@ class LayerApplier:
         directory_times: list[tuple[Components, tarfile.TarInfo]] = []
         try:
             counted = io.BufferedReader(_Counted(decompressed(stream), self), COPY_CHUNK)
-            with tarfile.open(fileobj=counted, mode="r|") as tar:
-                for member in tar:
+            with open_tar_stream(counted) as tar:
+                for member in members(tar):
                     self._entry = member.name
                     self._entries += 1
                     if self._entries > self._limits.max_entries:
@@ -162,6 +163,9 @@ class LayerApplier:
                     os.utime(path[-1], ns=_mtime_ns(member), dir_fd=parent, follow_symlinks=False)
         except LayerError:
             raise
+        except TarStreamError as error:
+            self._entry = ""  # the message says where
+            raise self._refuse(str(error)) from None
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as error:
             raise self._refuse(f"not a valid (compressed) tar archive: {error}") from None
         except OSError as error:
@@ -207,7 +211,10 @@ class LayerApplier:
             assert source is not None
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
             with os.fdopen(fd, "wb") as target:
-                shutil.copyfileobj(source, target, COPY_CHUNK)
+                try:
+                    shutil.copyfileobj(source, target, COPY_CHUNK)
+                except tarfile.ReadError:
+                    raise self._refuse("the archive ends inside this entry's data") from None
         elif member.issym():
             if not symlink_stays_inside(path, member.linkname):
                 raise self._refuse(f"symlink to {member.linkname!r} leaves the image: refused")

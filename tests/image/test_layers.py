@@ -165,3 +165,53 @@ def test_entry_paths_and_symlink_targets() -> None:
     assert symlink_stays_inside(("a", "b", "link"), "../../x")
     assert not symlink_stays_inside(("a", "link"), "../../x")
     assert symlink_stays_inside(("link",), "/anything/../../..")
+
+
+def two_file_layer() -> tuple[bytes, int, int]:
+    """A ustar layer of ``a`` (700 bytes) then ``b`` (100 bytes); offsets of b's header and of b's data end."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        add_file(tar, "a", b"A" * 700)
+        add_file(tar, "b", b"B" * 100)
+    b_header = 512 + 1024  # a's header, a's data padded to two blocks
+    return buffer.getvalue(), b_header, b_header + 512 + 100
+
+
+@pytest.mark.parametrize(
+    "cut",
+    ["after last data", "after padding", "after one end block", "whole"],
+)
+def test_a_layer_ending_at_an_entry_boundary_or_after_its_last_data_is_accepted_as_go_does(
+    tmp_path: Path, cut: str
+) -> None:
+    layer, _, data_end = two_file_layer()
+    ends = {"after last data": data_end, "after padding": data_end + 412, "after one end block": data_end + 924}
+    apply(tmp_path, layer[: ends.get(cut, len(layer))])
+    assert tree(tmp_path) == {"a": "A" * 700, "b": "B" * 100}
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [("mid header", "inside an entry's header"), ("mid data", "ends inside this entry's data")],
+)
+def test_a_layer_cut_inside_a_header_or_data_is_refused_saying_where(tmp_path: Path, cut: str, message: str) -> None:
+    layer, b_header, data_end = two_file_layer()
+    end = b_header + 100 if cut == "mid header" else data_end - 50
+    with pytest.raises(LayerError, match=message):
+        apply(tmp_path, layer[:end])
+
+
+def test_a_layer_cut_inside_data_it_does_not_extract_is_refused(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        add_file(tar, "dir/.wh.gone", b"x" * 2000)  # a whiteout's data is skipped, not read
+    with pytest.raises(LayerError, match="inside the data of 'dir/.wh.gone'"):
+        apply(tmp_path, buffer.getvalue()[:1200])
+
+
+def test_a_damaged_header_after_the_first_is_refused_not_taken_as_the_end(tmp_path: Path) -> None:
+    layer, b_header, _ = two_file_layer()
+    damaged = bytearray(layer)
+    damaged[b_header + 148 : b_header + 156] = b"garbage!"  # b's header checksum
+    with pytest.raises(LayerError, match="damaged tar header at byte 1536"):
+        apply(tmp_path, bytes(damaged))
