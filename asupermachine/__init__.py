@@ -12,6 +12,7 @@ from .agent.process import ExecError as ExecError
 from .agent.process import ExitStatus as ExitStatus
 from .agent.process import Process as Process
 from .agent.exec import ExecResult as ExecResult
+from .agent.protocol import VectorState as VectorState
 from .agent.exec import ExecTimeout as ExecTimeout
 from .console import Console as Console
 from .devices.shutdown_ports import GuestExit as GuestExit

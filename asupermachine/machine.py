@@ -25,8 +25,8 @@ from .snapshot.snapshot import Snapshot, write_snapshot
 from .vcpu.pause import VmStopped
 from .agent import files
 from .agent.exec import ExecResult, ExecTimeout, collect
-from .agent.process import Process
-from .agent.protocol import AGENT_PORT
+from .agent.process import Process, greet
+from .agent.protocol import AGENT_PORT, VectorState
 from .virtio.blk import Block, Disk
 from .virtio.mmio import VirtioDevice
 from .virtio.rng import Rng
@@ -340,6 +340,17 @@ class Machine:
         """The content of the guest file ``path``; :class:`GuestFileError` if it cannot be read."""
         async with await self._connect_agent() as connection:
             return await files.read_file(connection, path)
+
+    async def vector_state(self) -> VectorState:
+        """Whether guest processes keep their own AVX registers, as init found at boot.
+
+        ``LEAKS`` (software KVM without the VMM's help, e.g. another VMM on our kernel)
+        means the guest runs glibc, Go and OpenBLAS AVX-free, and other code that
+        uses AVX may see another process's register contents. Waits for the agent.
+        """
+        async with await self._connect_agent() as connection:
+            hello, _ = await greet(connection)
+        return hello.vector_state
 
     async def _connect_agent(self) -> VsockStream:
         async def connect() -> VsockStream:

@@ -20,6 +20,7 @@ from .console import Console
 from .devices.bus import Bus
 from .devices.shutdown_ports import EXIT_STATUS_PORT, I8042_DATA_PORT, ExitPorts, I8042
 from .devices.uart import COM1_BASE, COM1_IRQ, UART_PORT_COUNT, Uart
+from .devices.vector_state import XSTATE_PORT_RANGE, XSTATE_SAVE_PORT, TaskVectorStates, VectorStatePorts
 from .kvm import Kvm, VcpuFd, VmFd
 from .kvm._kvm_cffi import lib
 from .kvm.state import StateKind, get_state
@@ -170,6 +171,8 @@ class MicroVm:
         self.console.attach_input(type_into_console)
         self.pio.register(I8042_DATA_PORT, I8042_PORT_COUNT, I8042(request))
         self.pio.register(EXIT_STATUS_PORT, EXIT_PORT_COUNT, ExitPorts(request))
+        self.vector_states = VectorStatePorts(TaskVectorStates())
+        self.pio.register(XSTATE_SAVE_PORT, XSTATE_PORT_RANGE, self.vector_states)
 
     def _attach_virtio(self) -> None:
         for index, device in enumerate(self.config.virtio_devices):
@@ -211,6 +214,7 @@ class MicroVm:
         except (OSError, ValueError, VirtqueueError) as error:
             raise SnapshotError("state", f"the saved VM state was refused: {error}") from error
         self.uart.restore(state.uart)
+        self.vector_states.states = TaskVectorStates(state.task_vector_states)
 
     @contextlib.contextmanager
     def quiesced(self, idle_within: float = 0.0) -> Iterator[None]:
@@ -252,6 +256,7 @@ class MicroVm:
             uart=self.uart.save(),
             captured_at_ns=time.time_ns(),
             tsc_khz=self.vcpus[0].tsc_khz(),
+            task_vector_states=self.vector_states.states.state(),
         )
 
     def runners(self) -> list[VcpuRunner]:

@@ -12,6 +12,7 @@ import pytest
 
 from asupermachine import Machine, VsockConnectionReset, VsockStream
 
+from .exec_output import stdout_of
 from .guest_tools import build_vsock_tool
 from .resources import assert_nothing_left, held
 
@@ -70,7 +71,7 @@ async def test_vsock_streams_carry_data_both_ways_and_report_resets(tmp_path: Pa
                         await stream.send(block)
                     await stream.send_eof()
                     assert await sink.stdout.receive() == f"{HOST_TO_GUEST_MIB * BLOCK}\n".encode()
-            received = (await vm.exec(["sha256sum", "/tmp/received"])).stdout.split()[0]
+            received = stdout_of(await vm.exec(["sha256sum", "/tmp/received"])).split()[0]
             assert received == hashlib.sha256(block * HOST_TO_GUEST_MIB).hexdigest().encode()
 
             # A guest peer that dies mid-stream: the host sees the connection go.

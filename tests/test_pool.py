@@ -9,6 +9,7 @@ import pytest
 
 from asupermachine import Machine, Pool, Snapshot
 
+from .exec_output import stdout_of
 from .resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +21,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 async def marker(vm: Machine) -> bytes:
-    return (await vm.exec(["sh", "-c", "cat /root/marker 2>/dev/null; echo ."])).stdout
+    return stdout_of(await vm.exec(["sh", "-c", "cat /root/marker 2>/dev/null; echo ."]))
 
 
 async def test_pool_keeps_vms_warm_and_resets_them_on_release(baked: Snapshot) -> None:

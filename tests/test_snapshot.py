@@ -9,6 +9,7 @@ import pytest
 
 from asupermachine import Disk, GuestError, Image, Machine, Snapshot, SnapshotError
 
+from .exec_output import stdout_of
 from .resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
@@ -18,7 +19,7 @@ TICKER = "sh -c 'while :; do echo tick >> /tmp/ticks; sleep 1; done' </dev/null 
 
 
 async def tick_count(vm: Machine) -> int:
-    return int((await vm.exec(["sh", "-c", "cat /tmp/ticks | wc -l"])).stdout)
+    return int(stdout_of(await vm.exec(["sh", "-c", "cat /tmp/ticks | wc -l"])))
 
 
 async def until_ticks_pass(vm: Machine, count: int) -> None:
@@ -28,7 +29,7 @@ async def until_ticks_pass(vm: Machine, count: int) -> None:
 
 
 async def uptime(vm: Machine) -> float:
-    return float((await vm.exec(["cat", "/proc/uptime"])).stdout.split()[0])
+    return float(stdout_of(await vm.exec(["cat", "/proc/uptime"])).split()[0])
 
 
 async def test_live_snapshot_then_restore_carries_on(tmp_path: Path) -> None:
@@ -36,7 +37,7 @@ async def test_live_snapshot_then_restore_carries_on(tmp_path: Path) -> None:
     with anyio.fail_after(600):
         async with Machine.start() as vm:
             await vm.write_file("/root/before.txt", b"written before the snapshot")
-            ticker_pid = int((await vm.exec(["sh", "-c", TICKER])).stdout)
+            ticker_pid = int(stdout_of(await vm.exec(["sh", "-c", TICKER])))
             await until_ticks_pass(vm, 0)
             uptime_at_snapshot = await uptime(vm)
             snapshot = await vm.snapshot(tmp_path / "snap")
@@ -61,7 +62,7 @@ async def test_clones_share_the_snapshot_but_not_their_writes(baked: Snapshot) -
         async with Machine.restore(baked) as vm:
             await vm.write_file("/root/mine", str(index).encode())
             await anyio.sleep(1)  # every clone has written before any reads
-            seen[index] = (await vm.exec(["sh", "-c", "cat /root/mine; ls /root"])).stdout
+            seen[index] = stdout_of(await vm.exec(["sh", "-c", "cat /root/mine; ls /root"]))
 
     with anyio.fail_after(900):
         async with anyio.create_task_group() as clones:

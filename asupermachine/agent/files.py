@@ -23,7 +23,7 @@ class GuestFileError(AsupermachineError):
 
 async def write_file(connection: anyio.abc.ByteStream, path: str, data: bytes, mode: int) -> None:
     """Create or replace ``path`` in the guest with ``data`` and permission bits ``mode``."""
-    decoder = await greet(connection)
+    _, decoder = await greet(connection)
     await connection.send(encode_frame(Kind.WRITE_FILE, U32.pack(mode) + encode_path(path)))
     await _expect_started(connection, decoder, path)
     view = memoryview(data)
@@ -35,7 +35,7 @@ async def write_file(connection: anyio.abc.ByteStream, path: str, data: bytes, m
 
 async def read_file(connection: anyio.abc.ByteStream, path: str) -> bytes:
     """The whole content of ``path`` in the guest."""
-    decoder = await greet(connection)
+    _, decoder = await greet(connection)
     await connection.send(encode_frame(Kind.READ_FILE, encode_path(path)))
     await _expect_started(connection, decoder, path)
     content = bytearray()

@@ -13,7 +13,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import AsupermachineError
-from .protocol import I32_PAIR, PROTOCOL_VERSION, U32, AgentProtocolError, Frame, FrameDecoder, Kind, encode_exec
+from .protocol import I32_PAIR, U32, AgentProtocolError, Frame, FrameDecoder, Hello, Kind, decode_hello, encode_exec
 from .protocol import encode_frame
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -96,7 +96,7 @@ class Process:
         user: str,
     ) -> tuple[Process, FrameDecoder]:
         """Greet the agent, ask it to spawn ``argv``; the caller then runs :meth:`pump`."""
-        decoder = await greet(connection)
+        _, decoder = await greet(connection)
         await connection.send(encode_exec(argv, {"PATH": DEFAULT_PATH, **(env or {})}, cwd, user))
 
         def refused(code: int, detail: str) -> ExecError:
@@ -171,13 +171,10 @@ async def next_frame(connection: anyio.abc.ByteStream, decoder: FrameDecoder) ->
     return frame
 
 
-async def greet(connection: anyio.abc.ByteStream) -> FrameDecoder:
-    """Read the agent's HELLO and check its protocol version; returns the connection's decoder."""
+async def greet(connection: anyio.abc.ByteStream) -> tuple[Hello, FrameDecoder]:
+    """Read and check the agent's HELLO; returns it and the connection's decoder."""
     decoder = FrameDecoder()
-    hello = await next_frame(connection, decoder)
-    if hello.kind is not Kind.HELLO or hello.payload != U32.pack(PROTOCOL_VERSION):
-        raise AgentProtocolError(f"agent greeted with {hello}, expected protocol {PROTOCOL_VERSION}")
-    return decoder
+    return decode_hello(await next_frame(connection, decoder)), decoder
 
 
 async def expect_started(

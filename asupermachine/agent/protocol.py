@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .._errors import AsupermachineError
 
 AGENT_PORT = 1024
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 I32_PAIR = struct.Struct("<ii")
@@ -38,6 +38,43 @@ class Kind(enum.IntEnum):
     EXITED = 9
     WRITE_FILE = 10
     READ_FILE = 11
+
+
+class VectorState(enum.IntEnum):
+    """Whether guest tasks keep their own AVX registers across context switches (init checks at boot).
+
+    Values are those of ``guest/include/vector_state.h``.
+    """
+
+    NO_AVX = 0
+    """Guest user code cannot use AVX: nothing to keep."""
+    ISOLATED = 1
+    """Every task keeps its own vector registers (hardware KVM, or the VMM switches them)."""
+    LEAKS = 2
+    """Tasks on a vCPU share the registers beyond SSE; the guest runs common runtimes AVX-free."""
+    UNCHECKED = 3
+    """The check could not run."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The agent's greeting on every connection."""
+
+    version: int
+    vector_state: VectorState
+
+
+def decode_hello(frame: Frame) -> Hello:
+    """Check that ``frame`` greets in this protocol version."""
+    if frame.kind is not Kind.HELLO or len(frame.payload) != 2 * U32.size:
+        raise AgentProtocolError(f"agent greeted with {frame}, expected a HELLO of protocol {PROTOCOL_VERSION}")
+    version, vector_state = struct.unpack("<II", frame.payload)
+    if version != PROTOCOL_VERSION:
+        raise AgentProtocolError(f"agent speaks protocol {version}, expected {PROTOCOL_VERSION}")
+    try:
+        return Hello(version, VectorState(vector_state))
+    except ValueError:
+        raise AgentProtocolError(f"agent reported unknown vector state {vector_state}") from None
 
 
 @dataclass(frozen=True)

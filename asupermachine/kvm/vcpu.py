@@ -14,6 +14,8 @@ from ._kvm_cffi import ffi, lib
 # Installed once per process, before any vCPU can be kicked.
 check(lib.amv_install_kick_handler(), "sigaction(kick signal)")
 
+_bound = threading.local()
+
 
 class VcpuFd:
     """One vCPU. ``run()`` blocks in ``KVM_RUN`` (without the GIL) until an exit or a kick."""
@@ -42,13 +44,21 @@ class VcpuFd:
         return result
 
     def bind_to_current_thread(self) -> None:
-        """Record the calling thread as the one to signal in ``kick()``."""
+        """Record the calling thread as the one to signal in ``kick()`` (and :meth:`current`'s answer)."""
         with self._thread_lock:
             self._thread = lib.amv_thread_self()
+        _bound.vcpu = self
 
     def unbind_thread(self) -> None:
         with self._thread_lock:
             self._thread = None
+        _bound.vcpu = None
+
+    @staticmethod
+    def current() -> VcpuFd | None:
+        """The vCPU bound to the calling thread: in a device, the one whose exit it is handling."""
+        vcpu: VcpuFd | None = getattr(_bound, "vcpu", None)
+        return vcpu
 
     def kick(self) -> None:
         """Make the vCPU's ``KVM_RUN`` return ``-EINTR`` now, or as soon as it is entered."""

@@ -26,7 +26,7 @@ from .errors import SnapshotError
 from .memory_file import MemoryImage
 from .state import MachineState, VcpuState
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMAT_NAME = "asupermachine-snapshot"
 
 
@@ -138,6 +138,7 @@ def _encode_state(state: MachineState) -> dict[str, Any]:
         "uart": {**asdict(state.uart), "rx": base64.b64encode(state.uart.rx).decode()},
         "captured_at_ns": state.captured_at_ns,
         "tsc_khz": state.tsc_khz,
+        "task_vector_states": {str(pid): base64.b64encode(blob).decode() for pid, blob in state.task_vector_states.items()},
     }
 
 
@@ -162,6 +163,9 @@ def _decode_state(body: dict[str, Any]) -> MachineState:
         uart=uart,
         captured_at_ns=int(body["captured_at_ns"]),
         tsc_khz=int(body["tsc_khz"]),
+        task_vector_states={
+            int(pid): base64.b64decode(blob, validate=True) for pid, blob in body["task_vector_states"].items()
+        },
     )
 
 

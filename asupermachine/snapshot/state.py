@@ -38,6 +38,8 @@ class MachineState:
     captured_at_ns: int
     """The host's wall clock (``time.time_ns()``) when the state was captured."""
     tsc_khz: int
+    task_vector_states: dict[int, bytes]
+    """Guest tasks' extended vector state kept by the VMM (see :mod:`..devices.vector_state`)."""
 
 
 def advanced(state: MachineState, elapsed_ns: int) -> MachineState:

@@ -5,10 +5,14 @@ import pytest
 from asupermachine.agent.protocol import (
     FRAME_HEADER,
     MAX_FRAME,
+    PROTOCOL_VERSION,
     AgentProtocolError,
     Frame,
     FrameDecoder,
+    Hello,
     Kind,
+    VectorState,
+    decode_hello,
     encode_exec,
     encode_frame,
 )
@@ -49,3 +53,22 @@ def test_oversize_and_unknown_frames_are_protocol_errors() -> None:
         FrameDecoder().feed(FRAME_HEADER.pack(0, 99, 0))
     with pytest.raises(ValueError):
         encode_frame(Kind.STDIN, bytes(MAX_FRAME + 1))
+
+
+def test_hello_carries_the_protocol_version_and_the_guest_vector_state() -> None:
+    frame = Frame(Kind.HELLO, struct.pack("<II", PROTOCOL_VERSION, VectorState.LEAKS))
+    assert decode_hello(frame) == Hello(PROTOCOL_VERSION, VectorState.LEAKS)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        Frame(Kind.HELLO, struct.pack("<I", PROTOCOL_VERSION)),
+        Frame(Kind.HELLO, struct.pack("<II", PROTOCOL_VERSION - 1, VectorState.ISOLATED)),
+        Frame(Kind.HELLO, struct.pack("<II", PROTOCOL_VERSION, 77)),
+        Frame(Kind.STARTED, struct.pack("<II", PROTOCOL_VERSION, VectorState.ISOLATED)),
+    ],
+)
+def test_a_hello_of_another_version_or_shape_is_refused(frame: Frame) -> None:
+    with pytest.raises(AgentProtocolError):
+        decode_hello(frame)

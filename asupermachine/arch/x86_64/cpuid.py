@@ -77,13 +77,20 @@ XSAVE_LEAF = 0xD
 # (no-kvmclock looked faster by the guest's uptime, but only because the guest's
 # TSC clock runs wrong without kvm-clock here: by the host's clock it was not.)
 SOFTWARE_KVM_BOOT_TRIMS = ("rodata=off",)
+# Without xsave the kernel keeps x87/SSE state alone, while user code there uses
+# the host's AVX registers: the VMM switches the rest (devices/vector_state.py).
+VMM_SWITCHED_VECTOR_STATE = "asupermachine_xstate_ports"
 
 
 def kernel_arguments(model: CpuModel) -> list[str]:
     """Command-line words for the model: hide what it lacks, skip what it makes too slow."""
     if model is CpuModel.HOST:
         return []
-    return ["clearcpuid=" + ",".join(feature.name for feature in EMULATOR_REFUSED_FEATURES), *SOFTWARE_KVM_BOOT_TRIMS]
+    return [
+        "clearcpuid=" + ",".join(feature.name for feature in EMULATOR_REFUSED_FEATURES),
+        VMM_SWITCHED_VECTOR_STATE,
+        *SOFTWARE_KVM_BOOT_TRIMS,
+    ]
 
 
 def guest_cpuid(supported: list[CpuidEntry], model: CpuModel, vcpu: int, vcpus: int) -> list[CpuidEntry]:

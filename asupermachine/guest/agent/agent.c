@@ -2,10 +2,11 @@
  * asupermachine guest agent, built static. Listens on vsock port 1024; each
  * connection runs one process:
  *
- *   agent -> host  HELLO   u32 protocol version
+ *   agent -> host  HELLO   u32 protocol version, u32 vector state (vector_state.h; init's argv[1])
  *   host  -> agent EXEC    u32 argc, u32 envc, cwd\0, user\0, argv[i]\0..., env[i]\0...
  *                          (empty cwd or user: the agent's; user as in spawn_process.h;
- *                          HOME, if env lacks it, comes from the user's passwd entry)
+ *                          HOME, if env lacks it, comes from the user's passwd entry;
+ *                          where vector state leaks, vector_state_safe_env fills gaps)
  *   agent -> host  STARTED u32 pid          | ERROR i32 errno, message
  *   host  -> agent STDIN data (empty: close stdin) | SIGNAL u32 signo
  *   agent -> host  STDOUT data | STDERR data ... then EXITED i32 status, i32 signal
@@ -35,6 +36,7 @@
 #include <unistd.h>
 
 #include "spawn_process.h"
+#include "vector_state.h"
 
 /* include/uapi/linux/vm_sockets.h (musl ships no kernel UAPI headers) */
 #ifndef AF_VSOCK
@@ -50,7 +52,7 @@ struct sockaddr_vm {
 };
 
 #define AGENT_PORT 1024
-#define PROTOCOL_VERSION 2
+#define PROTOCOL_VERSION 3
 #define MAX_FRAME (1u << 20)
 #define MAX_SESSIONS 64
 /* Bytes queued toward the host or a process beyond which the side feeding them is not read. */
@@ -76,6 +78,7 @@ struct session {
     struct buffer from_host, to_host, to_in;
 };
 static struct session sessions[MAX_SESSIONS];
+static uint32_t vector_state = VECTOR_STATE_UNCHECKED; /* from init: argv[1] */
 
 static int append(struct buffer *b, const void *data, size_t len) {
     uint8_t *grown = realloc(b->data, b->len + len);
@@ -148,8 +151,8 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
     memcpy(&argc, p, 4);
     memcpy(&envc, p + 4, 4);
     if (argc == 0 || argc > 4096 || envc > 4096) { send_error(s, EINVAL, "bad EXEC counts"); return; }
-    /* cwd, user, argv, NULL, env, HOME if missing, NULL */
-    char **strings = calloc(argc + envc + 5, sizeof *strings);
+    /* cwd, user, argv, NULL, env, HOME if missing, the AVX-free settings, NULL */
+    char **strings = calloc(argc + envc + 5 + VECTOR_STATE_SAFE_ENV_COUNT, sizeof *strings);
     if (!strings) { send_error(s, ENOMEM, "EXEC"); return; }
     const char *cursor = (const char *)p + 8, *end = (const char *)p + len;
     for (uint32_t i = 0; i < 2 + argc + envc; i++) {
@@ -179,6 +182,9 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
         if (user_spec[0]) snprintf(home, sizeof home, "HOME=%s", user.home);
         envp[envc++] = home;
     }
+    if (vector_state == VECTOR_STATE_LEAKS)
+        for (const char *const *entry = vector_state_safe_env; *entry; entry++)
+            if (vector_state_env_lacks(envp, (int)envc, *entry)) envp[envc++] = (char *)*entry;
     envp[envc] = NULL;
 
     int out[2], err_pipe[2], in[2];
@@ -321,8 +327,8 @@ static void accept_session(int listener) {
     for (int i = 0; sock >= 0 && i < MAX_SESSIONS; i++)
         if (sessions[i].sock < 0) {
             sessions[i].sock = sock;
-            uint32_t version = PROTOCOL_VERSION;
-            send_frame(&sessions[i], HELLO, &version, 4);
+            uint32_t hello[2] = { PROTOCOL_VERSION, vector_state };
+            send_frame(&sessions[i], HELLO, hello, sizeof hello);
             return;
         }
     if (sock >= 0) close(sock);  /* every session slot is busy */
@@ -340,8 +346,9 @@ static void finish_if_done(struct session *s) {
     if (flush(s->sock, &s->to_host) < 0 || (s->finished && s->to_host.len == 0)) end_session(s);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     enum { SOCK, OUT, ERR, IN };
+    if (argc > 1) vector_state = (uint32_t)atoi(argv[1]);
     for (int i = 0; i < MAX_SESSIONS; i++) sessions[i].sock = sessions[i].out = sessions[i].err = sessions[i].in = -1;
     signal(SIGPIPE, SIG_IGN);
     sigset_t child;

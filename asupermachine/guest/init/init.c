@@ -8,7 +8,9 @@
  * COMMAND_MARKER in its argv; reaps every child; and ends the VM reporting
  * the command's exit status through reboot(2) RESTART2 "exit=N" (the
  * project's kernel turns that into a write to the VMM's exit-status port).
- * Without a command it stays up, a sandbox for the agent.
+ * Without a command it stays up, a sandbox for the agent. Before the agent
+ * starts it checks that AVX state survives a context switch (vector_state.h)
+ * and hands the agent the result.
  *
  * The kernel command line ends "-- [OPTION...] COMMAND_MARKER [COMMAND...]";
  * options (arch/x86_64/cmdline.py writes them) are
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include "spawn_process.h"
+#include "vector_state.h"
 
 /* include/uapi/linux/reboot.h (musl ships no kernel UAPI headers) */
 #define LINUX_REBOOT_MAGIC1 0xfee1deadU
@@ -106,6 +109,17 @@ static void put_env(struct options *options, char *entry) {
     if (options->env_count < MAX_ENV) options->env[options->env_count++] = entry;
 }
 
+/* Where vector state leaks between tasks, say so and keep the command's runtimes off AVX. */
+static enum vector_state check_vector_state(struct options *options) {
+    enum vector_state state = vector_state_check();
+    if (state != VECTOR_STATE_LEAKS) return state;
+    say("asupermachine-init: AVX registers leak between tasks on this CPU; AVX-free settings are in the environment\n");
+    for (const char *const *entry = vector_state_safe_env; *entry; entry++)
+        if (vector_state_env_lacks(options->env, options->env_count, *entry) && options->env_count < MAX_ENV)
+            options->env[options->env_count++] = (char *)*entry;
+    return state;
+}
+
 /* Run the command and reap every child until it ends; returns a shell-style status. */
 static int run_command(char **argv, struct options *options) {
     struct spawn_user user;
@@ -134,8 +148,9 @@ static int run_command(char **argv, struct options *options) {
 }
 
 /* The agent serves exec and files over vsock; the VM works without it, only less. */
-static void start_agent(int agent) {
-    char *argv[] = { AGENT_PATH, NULL };
+static void start_agent(int agent, enum vector_state vectors) {
+    char state[2] = { (char)('0' + vectors), '\0' };
+    char *argv[] = { AGENT_PATH, state, NULL };
     struct spawn_request request = { .argv = argv, .envp = environ, .stdio = { -1, -1, -1 }, .exec_fd = agent };
     const char *step;
     pid_t pid;
@@ -215,8 +230,9 @@ int main(int argc, char **argv) {
             end_vm(STATUS_INIT_FAILURE);
         }
     }
+    enum vector_state vectors = check_vector_state(&options);
     print_ready_line();
-    start_agent(agent);
+    start_agent(agent, vectors);
     if (command == NULL || *command == NULL) serve_forever();
     end_vm(run_command(command, &options));
     return 0;

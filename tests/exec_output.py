@@ -1,0 +1,11 @@
+"""Reading a guest command's output in tests: its exit status first, so a crash reads as a crash."""
+
+from __future__ import annotations
+
+from asupermachine import ExecResult
+
+
+def stdout_of(result: ExecResult) -> bytes:
+    """``result.stdout`` of a command that exited 0; otherwise fail with its status and stderr."""
+    assert result.exit_code == 0 and result.signal is None, f"guest command failed: {result}"
+    return result.stdout
