@@ -11,6 +11,7 @@ import anyio
 from ._errors import AsupermachineError
 from .agent.exec import ExecResult
 from .devices.shutdown_ports import ShutdownReason
+from .image.digest import Digest
 from .image.image import Image
 from .image.store import Store
 from .machine import Machine
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     bake.add_argument("--warmup", metavar="SHELL", help="a shell command to run (successfully) before the snapshot")
     bake.add_argument("--wait-port", type=int, metavar="PORT", help="wait until the guest listens on this vsock port")
     bake.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
+    load = commands.add_parser("load", help="store the images of an OCI layout, OCI archive or docker archive")
+    load.add_argument("path", help="an OCI layout directory, or a tar made by docker save, skopeo or buildah")
+    load.add_argument("--platform", default="linux/amd64")
     images = commands.add_parser("images", help="list the images in the local store")
     images.add_argument("--prune", action="store_true", help="remove content no image name refers to")
     return parser
@@ -127,6 +131,13 @@ async def _run(args: argparse.Namespace) -> int:
         return await _stream_console_and_wait(vm)
 
 
+async def _load(args: argparse.Namespace) -> int:
+    for image in await Image.load(args.path, platform=args.platform):
+        named = not Digest.is_digest(image.name)
+        print(f"Loaded image: {image.name}" if named else f"Loaded image ID: {image.name}")
+    return 0
+
+
 async def _images(args: argparse.Namespace) -> int:
     store = await anyio.to_thread.run_sync(Store)
     if args.prune:
@@ -185,7 +196,9 @@ def _print_result(result: ExecResult) -> int:
     return STATUS_ABNORMAL_END + (result.signal or 0)
 
 
-SUBCOMMANDS = {"boot": _boot, "exec": _exec, "pull": _pull, "run": _run, "bake": _bake, "images": _images}
+SUBCOMMANDS = {
+    "boot": _boot, "exec": _exec, "pull": _pull, "run": _run, "bake": _bake, "load": _load, "images": _images,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

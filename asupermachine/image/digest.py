@@ -20,10 +20,16 @@ class Digest:
     @classmethod
     def parse(cls, text: str) -> Digest:
         """A digest we can verify; anything else (other algorithms, bad hex) is refused."""
-        match = _FORM.fullmatch(text)
-        if not match or len(match.group(2)) != ALGORITHMS[match.group(1)]:
+        if not cls.is_digest(text):
             raise ManifestError(f"{text!r} is not a sha256 or sha512 digest")
-        return cls(match.group(1), match.group(2))
+        algorithm, hex_digits = text.split(":")
+        return cls(algorithm, hex_digits)
+
+    @staticmethod
+    def is_digest(text: str) -> bool:
+        """Whether ``text`` is a digest :meth:`parse` takes."""
+        match = _FORM.fullmatch(text)
+        return match is not None and len(match.group(2)) == ALGORITHMS[match.group(1)]
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:

@@ -19,7 +19,8 @@ from .manifest import ACCEPTED_TYPES, LINUX_AMD64, ImageConfig, Manifest, Platfo
 from .reference import Reference
 from .registry import Credentials, RegistryClient, docker_config_credentials
 from .rootdisk import build_root_disk
-from .sources import check_platform, import_docker_archive, import_oci_layout
+from .load import load_images
+from .sources import check_platform, import_docker_archive, import_oci_archive, import_oci_layout
 from .store import ImageRecord, Store
 
 if TYPE_CHECKING:
@@ -53,9 +54,9 @@ class Image:
 
     @classmethod
     def local(cls, reference: str, *, store: Store | None = None) -> Image | None:
-        """The image the store knows by ``reference`` (as pulled), or None."""
+        """The image the store knows by ``reference`` (as pulled or loaded, or a loaded image's digest), or None."""
         store = store or Store()
-        record = store.lookup(str(Reference.parse(reference)))
+        record = store.lookup(reference if Digest.is_digest(reference) else str(Reference.parse(reference)))
         return cls.from_record(record, store) if record is not None else None
 
     @classmethod
@@ -131,6 +132,33 @@ class Image:
     ) -> Image:
         """The image ``tag`` names (``name:tag``, or the only one) in a ``docker save`` tarball."""
         return await cls._import(import_docker_archive, Path(path), tag, platform, store)
+
+    @classmethod
+    async def from_oci_archive(
+        cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(LINUX_AMD64),
+        store: Store | None = None,
+    ) -> Image:
+        """The image ``tag`` names (its ``org.opencontainers.image.ref.name``, or the only one) in a tar of an OCI layout."""
+        return await cls._import(import_oci_archive, Path(path), tag, platform, store)
+
+    @classmethod
+    async def load(
+        cls, path: str | os.PathLike[str], *, platform: str = str(LINUX_AMD64), store: Store | None = None
+    ) -> list[Image]:
+        """Every image in an OCI layout directory, OCI archive or docker archive, as ``docker load`` does.
+
+        Each is stored under the names its source gives it (normalised as docker does:
+        ``app:1`` is ``docker.io/library/app:1``), an unnamed one under its manifest
+        digest, so :meth:`local`, :meth:`resolve` and ``Machine.start`` find it by
+        that name. Raises :class:`ImageError` for anything else or a damaged archive.
+        """
+
+        def run() -> list[Image]:
+            chosen_store = store or Store()
+            records = load_images(Path(path), Platform.parse(platform), chosen_store)
+            return [cls.from_record(record, chosen_store) for record in records]
+
+        return await anyio.to_thread.run_sync(run)
 
     @classmethod
     async def _import(

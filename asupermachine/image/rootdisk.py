@@ -32,13 +32,18 @@ def build_root_disk(store: Store, manifest: Manifest, limits: Limits = Limits())
     def build(staging: Path) -> None:
         tree = staging.parent / "tree"
         tree.mkdir(mode=0o755)
-        with LayerApplier(tree, limits) as applier:
-            for layer in manifest.layers:
-                with store.blob_path(layer.digest).open("rb") as blob:
-                    applier.apply(blob, str(layer.digest))
+        apply_layers(store, manifest, tree, limits)
         command = [mkfs, "--quiet", str(staging / ROOT_DISK_NAME), str(tree)]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise AssetError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
 
     return build_once(target, build)
+
+
+def apply_layers(store: Store, manifest: Manifest, tree: Path, limits: Limits = Limits()) -> None:
+    """Apply ``manifest``'s layers, in order, to the directory ``tree`` (blocking, needs root)."""
+    with LayerApplier(tree, limits) as applier:
+        for layer in manifest.layers:
+            with store.blob_path(layer.digest).open("rb") as blob:
+                applier.apply(blob, str(layer.digest))

@@ -58,17 +58,35 @@ def check_platform(config_data: bytes, platform: Platform) -> None:
         raise PlatformNotFound(f"the image is for {actual}, not {platform}", [str(actual)])
 
 
-def import_layout(open_blob: OpenBlob, index_data: bytes, tag: str | None, platform: Platform, store: Store, name: str) -> ImageRecord:
-    """Copy the image ``tag`` names in an OCI layout (or its only image) into the store."""
+def layout_index(index_data: bytes, name: str) -> Index:
+    """A layout's ``index.json``."""
     index = parse_document(index_data, OCI_INDEX)
     if not isinstance(index, Index):
         raise ManifestError(f"{name}: index.json is not an image index")
+    return index
+
+
+def import_layout(open_blob: OpenBlob, index_data: bytes, tag: str | None, platform: Platform, store: Store, name: str) -> ImageRecord:
+    """Copy the image ``tag`` names in an OCI layout (or its only image) into the store."""
+    index = layout_index(index_data, name)
     candidates = list(index.manifests)
     if tag is not None:
         candidates = [d for d in candidates if d.annotations.get(REF_NAME_ANNOTATION) == tag]
         if not candidates:
             tags = sorted({d.annotations.get(REF_NAME_ANNOTATION, "") for d in index.manifests} - {""})
             raise ImageError(f"{name}: no image tagged {tag!r} (tags: {', '.join(tags) or 'none'})")
+    return import_candidates(open_blob, candidates, platform, store, name)
+
+
+def import_candidates(
+    open_blob: OpenBlob, candidates: list[Descriptor], platform: Platform, store: Store, name: str | None, where: str = ""
+) -> ImageRecord:
+    """Copy the image among ``candidates`` (one, or an index's platforms) into the store as ``name``.
+
+    Without a name the image is named by its manifest digest; ``where`` names the source in errors.
+    """
+    where = where or name or "image layout"
+
     def fetch(descriptor: Descriptor) -> bytes:
         return _read_document(open_blob, descriptor)
 
@@ -79,17 +97,17 @@ def import_layout(open_blob: OpenBlob, index_data: bytes, tag: str | None, platf
     manifest, chosen = resolve_manifest(top, fetch, platform)
     manifest_digest = chosen or top_digest
     if manifest_digest is None:
-        raise ManifestError(f"{name}: no manifest found")
+        raise ManifestError(f"{where}: no manifest found")
     config_data = _read_document(open_blob, manifest.config)
     check_platform(config_data, platform)
     for layer in manifest.layers:
         if not store.has(layer.digest):
             with open_blob(layer.digest) as source:
-                store.copy_in(source, layer.digest, f"{name} layer {layer.digest}", layer.size)
-    store.put(config_data, manifest.config.digest, f"{name} config")
+                store.copy_in(source, layer.digest, f"{where} layer {layer.digest}", layer.size)
+    store.put(config_data, manifest.config.digest, f"{where} config")
     with open_blob(manifest_digest) as source:
-        store.copy_in(source, manifest_digest, f"{name} manifest")
-    record = ImageRecord(name, manifest_digest, manifest.config.digest)
+        store.copy_in(source, manifest_digest, f"{where} manifest")
+    record = ImageRecord(name or str(manifest_digest), manifest_digest, manifest.config.digest)
     store.tag(record)
     return record
 
@@ -106,6 +124,12 @@ def import_oci_layout(path: Path, tag: str | None, platform: Platform, store: St
     """An OCI image layout directory (``oci-layout``, ``index.json``, ``blobs/``)."""
     if not (path / "oci-layout").is_file() or not (path / "index.json").is_file():
         raise ImageError(f"{path} is not an OCI image layout (no oci-layout or index.json)")
+    name = f"oci:{path.resolve()}" + (f":{tag}" if tag else "")
+    return import_layout(layout_blobs(path), (path / "index.json").read_bytes(), tag, platform, store, name)
+
+
+def layout_blobs(path: Path) -> OpenBlob:
+    """Blobs of the OCI layout directory ``path``, opened by digest."""
 
     @contextlib.contextmanager
     def open_blob(digest: Digest) -> Iterator[IO[bytes]]:
@@ -115,13 +139,15 @@ def import_oci_layout(path: Path, tag: str | None, platform: Platform, store: St
         except FileNotFoundError:
             raise ImageError(f"{path}: blob {digest} is missing") from None
 
-    name = f"oci:{path.resolve()}" + (f":{tag}" if tag else "")
-    return import_layout(open_blob, (path / "index.json").read_bytes(), tag, platform, store, name)
+    return open_blob
 
 
-def import_docker_archive(path: Path, tag: str | None, platform: Platform, store: Store) -> ImageRecord:
-    """A ``docker save`` tarball: its OCI layout if it has one (docker 25+), else its ``manifest.json``."""
-    name = f"docker-archive:{path.resolve()}" + (f":{tag}" if tag else "")
+OpenMember = Callable[[str], contextlib.AbstractContextManager[IO[bytes]]]
+
+
+@contextlib.contextmanager
+def open_archive(path: Path, kind: str) -> Iterator[tuple[set[str], OpenMember]]:
+    """The regular files of a tar archive (names without ``./``) and a way to open one."""
     try:
         with tarfile.open(path, "r:*") as archive:
             members = {member.name.removeprefix("./"): member for member in archive.getmembers() if member.isfile()}
@@ -135,32 +161,47 @@ def import_docker_archive(path: Path, tag: str | None, platform: Platform, store
                 with source:
                     yield source
 
-            if "oci-layout" in members and "index.json" in members and tag is None:
-                with open_member("index.json") as index:
-                    index_data = index.read()
-                return import_layout(
-                    lambda digest: open_member(f"blobs/{digest.algorithm}/{digest.hex}"),
-                    index_data, None, platform, store, name,
-                )
-            return _import_legacy_archive(open_member, tag, platform, store, name)
+            yield set(members), open_member
     except tarfile.TarError as error:
-        raise ImageError(f"{path} is not a docker archive: {error}") from None
+        raise ImageError(f"{path} is not {kind}: {error}") from None
+
+
+def archived_layout(open_member: OpenMember) -> tuple[OpenBlob, bytes]:
+    with open_member("index.json") as index:
+        index_data = index.read(1 << 20)
+    return (lambda digest: open_member(f"blobs/{digest.algorithm}/{digest.hex}")), index_data
+
+
+def is_layout(names: set[str]) -> bool:
+    return {"oci-layout", "index.json"} <= names
+
+
+def import_docker_archive(path: Path, tag: str | None, platform: Platform, store: Store) -> ImageRecord:
+    """A ``docker save`` tarball: its OCI layout if it has one (docker 25+), else its ``manifest.json``."""
+    name = f"docker-archive:{path.resolve()}" + (f":{tag}" if tag else "")
+    with open_archive(path, "a docker archive") as (names, open_member):
+        if is_layout(names) and tag is None:
+            return import_layout(*archived_layout(open_member), None, platform, store, name)
+        return _import_legacy_archive(open_member, tag, platform, store, name)
+
+
+def import_oci_archive(path: Path, tag: str | None, platform: Platform, store: Store) -> ImageRecord:
+    """A tar of an OCI image layout (``skopeo copy ... oci-archive:``, ``buildah push``)."""
+    name = f"oci-archive:{path.resolve()}" + (f":{tag}" if tag else "")
+    with open_archive(path, "an OCI archive") as (names, open_member):
+        if not is_layout(names):
+            raise ImageError(f"{path} is not an OCI archive (no oci-layout or index.json in it)")
+        return import_layout(*archived_layout(open_member), tag, platform, store, name)
 
 
 def _import_legacy_archive(
-    open_member: Callable[[str], contextlib.AbstractContextManager[IO[bytes]]],
+    open_member: OpenMember,
     tag: str | None,
     platform: Platform,
     store: Store,
     name: str,
 ) -> ImageRecord:
-    with open_member("manifest.json") as source:
-        try:
-            entries = json.loads(source.read(1 << 20))
-        except ValueError:
-            raise ManifestError(f"{name}: manifest.json is not JSON") from None
-    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
-        raise ManifestError(f"{name}: manifest.json lists no images")
+    entries = legacy_entries(open_member, name)
     if tag is not None:
         entries = [e for e in entries if tag in e.get("RepoTags", []) or f"{tag}:latest" in e.get("RepoTags", [])]
         if not entries:
@@ -168,10 +209,29 @@ def _import_legacy_archive(
     elif len(entries) > 1:
         tags = [t for e in entries for t in e.get("RepoTags", [])]
         raise ImageError(f"{name} holds {len(entries)} images: name one with tag= ({', '.join(tags)})")
-    entry = entries[0]
+    return import_legacy_entry(open_member, entries[0], platform, store, name)
+
+
+def legacy_entries(open_member: OpenMember, name: str) -> list[dict[str, Any]]:
+    """The images a ``docker save`` archive's ``manifest.json`` lists."""
+    with open_member("manifest.json") as source:
+        try:
+            entries = json.loads(source.read(1 << 20))
+        except ValueError:
+            raise ManifestError(f"{name}: manifest.json is not JSON") from None
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise ManifestError(f"{name}: manifest.json lists no images")
+    return entries
+
+
+def import_legacy_entry(
+    open_member: OpenMember, entry: dict[str, Any], platform: Platform, store: Store, name: str | None, where: str = ""
+) -> ImageRecord:
+    """Copy one image of a ``docker save`` archive into the store as ``name`` (its manifest digest if None)."""
+    where = where or name or "docker archive"
     config_name, layer_names = entry.get("Config"), entry.get("Layers")
     if not isinstance(config_name, str) or not isinstance(layer_names, list):
-        raise ManifestError(f"{name}: manifest.json entry needs Config and Layers")
+        raise ManifestError(f"{where}: manifest.json entry needs Config and Layers")
     with open_member(config_name) as source:
         config_data = source.read(4 << 20)
     check_platform(config_data, platform)
@@ -186,7 +246,7 @@ def _import_legacy_archive(
             OCI_LAYER_ZSTD if magic == b"\x28\xb5\x2f\xfd" else OCI_LAYER_TAR
         )
         layers.append({"mediaType": media_type, "digest": str(digest), "size": size})
-    store.put(config_data, config_digest, f"{name} config")
+    store.put(config_data, config_digest, f"{where} config")
     manifest = json.dumps({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -194,7 +254,7 @@ def _import_legacy_archive(
         "layers": layers,
     }, sort_keys=True).encode()
     manifest_digest = Digest.of(manifest)
-    store.put(manifest, manifest_digest, f"{name} manifest")
-    record = ImageRecord(name, manifest_digest, config_digest)
+    store.put(manifest, manifest_digest, f"{where} manifest")
+    record = ImageRecord(name or str(manifest_digest), manifest_digest, config_digest)
     store.tag(record)
     return record

@@ -1,0 +1,132 @@
+"""Images made by real tools (Debian's umoci and skopeo), for differential tests against ``umoci unpack``.
+
+Each builder runs the tools the way a person would and returns an OCI layout
+with its tag; the variants re-encode one image through skopeo (oci-archive,
+docker-archive, zstd, uncompressed) so the same tree must come out of each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .oci import Entry, ImageSpec, skopeo_copy, write_layout
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "cat", "id", "ls", "pwd", "test", "echo", "stat")
+LONG_NAME = "deep/" + "d" * 90 + "/" + "f" * 120  # past ustar's 100-byte name field: a PAX header
+
+
+def umoci(*args: str) -> None:
+    subprocess.run(["umoci", *args], check=True, capture_output=True)
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
+
+
+def _base_tree(root: Path) -> None:
+    """A busybox root with every kind of entry umoci insert records."""
+    shutil.copyfile(BUSYBOX, root / "busybox")
+    (root / "bin").mkdir(parents=True)
+    os.replace(root / "busybox", root / "bin" / "busybox")
+    (root / "bin" / "busybox").chmod(0o755)
+    for applet in APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    _write(root / "etc" / "passwd", b"root:x:0:0::/root:/bin/sh\napp:x:1234:5678::/data:/bin/sh\n")
+    _write(root / "etc" / "group", b"root:x:0:\ngrp:x:5678:\n")
+    tool = _write(root / "usr" / "bin" / "tool", b"#!/bin/sh\necho tool\n", 0o4755)
+    os.link(tool, root / "usr" / "bin" / "tool-hardlink")
+    (root / "usr" / "bin" / "tool-symlink").symlink_to("tool")
+    _write(root / "usr" / "bin" / "sgid", b"sgid", 0o2711)
+    data = root / "data"
+    _write(data / "owned", b"owned by 1234:5678", 0o640)
+    os.chown(data / "owned", 1234, 5678)
+    data.chmod(0o1777)
+    os.setxattr(data / "owned", "user.origin", b"umoci corpus")
+    os.mknod(root / "dev-null", 0o666 | 0o020000, os.makedev(1, 3))
+    _write(root / "gone" / "file", b"whited out later")
+    _write(root / "gone-dir" / "inner" / "file", b"whole directory whited out later")
+    _write(root / "opaque" / "old", b"hidden by an opaque layer")
+    _write(root / LONG_NAME, b"long name")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    layout: Path
+    tag: str
+
+
+def umoci_image(work: Path, user: str = "1234:5678") -> Corpus:
+    """``umoci new`` + several ``insert`` layers (plain, ``--whiteout`` of a file and a directory,
+    ``--opaque``) + ``umoci config`` with user, workdir, env, entrypoint and cmd."""
+    layout, image = work / "umoci-layout", f"{work / 'umoci-layout'}:base"
+    umoci("init", "--layout", str(layout))
+    umoci("new", "--image", image)
+    base = work / "umoci-base"
+    base.mkdir()
+    _base_tree(base)
+    umoci("insert", "--image", image, str(base), "/")
+    umoci("insert", "--image", image, "--whiteout", "/gone/file")
+    umoci("insert", "--image", image, "--whiteout", "/gone-dir")
+    fresh = work / "umoci-opaque"
+    _write(fresh / "new", b"after the opaque marker")
+    umoci("insert", "--image", image, "--opaque", str(fresh), "/opaque")
+    umoci(
+        "config", "--image", image, "--config.user", user, "--config.workingdir", "/data",
+        "--config.env", "GREETING=hello from umoci", "--config.entrypoint", "/bin/sh",
+        "--config.cmd", "-c", "--config.cmd", "echo from-cmd",
+    )
+    return Corpus(layout, "base")
+
+
+def edge_layers_image(work: Path) -> Corpus:
+    """Hand-made layers umoci insert cannot write: a hardlink to a lower layer's file, a file
+    replaced by a directory and a directory by a file, an empty layer, a whiteout of a whole
+    directory followed by new content in it."""
+    busybox = Entry("bin/busybox", data=BUSYBOX.read_bytes(), mode=0o755)
+    applets = [Entry(f"bin/{name}", tarfile.SYMTYPE, linkname="busybox") for name in APPLETS]
+    lower = [
+        Entry("bin", tarfile.DIRTYPE), busybox, *applets,
+        Entry("lib", tarfile.DIRTYPE), Entry("lib/shared", data=b"shared content", mode=0o600, uid=7, gid=8),
+        Entry("was-file", data=b"a file below"),
+        Entry("was-dir", tarfile.DIRTYPE), Entry("was-dir/child", data=b"child"),
+        Entry("redo", tarfile.DIRTYPE), Entry("redo/old", data=b"old"),
+    ]
+    upper = [
+        Entry("lib/shared-link", tarfile.LNKTYPE, linkname="lib/shared"),
+        Entry("was-file", tarfile.DIRTYPE), Entry("was-file/inside", data=b"now a directory"),
+        Entry("was-dir", data=b"now a file"),
+        Entry(".wh.redo"), Entry("redo", tarfile.DIRTYPE), Entry("redo/new", data=b"new"),
+    ]
+    layout = write_layout(work / "edge-layout", "edges", ImageSpec([lower, [], upper]))
+    return Corpus(layout, "edges")
+
+
+def skopeo_variants(corpus: Corpus, work: Path) -> dict[str, Path]:
+    """The image re-encoded by skopeo: name -> the layout or archive it wrote."""
+    source = f"oci:{corpus.layout}:{corpus.tag}"
+    variants = {
+        "oci-archive": work / "image.oci.tar",
+        "docker-archive": work / "image.docker.tar",
+        "zstd": work / "zstd-layout",
+        "uncompressed": work / "plain-layout",
+    }
+    skopeo_copy(source, f"oci-archive:{variants['oci-archive']}:test/corpus:1")
+    skopeo_copy(source, f"docker-archive:{variants['docker-archive']}:test/corpus:1")
+    skopeo_copy(source, f"oci:{variants['zstd']}:{corpus.tag}", "--dest-compress-format", "zstd")
+    skopeo_copy(source, f"oci:{variants['uncompressed']}:{corpus.tag}", "--dest-decompress")
+    return variants
+
+
+def umoci_unpack(corpus: Corpus, bundle: Path) -> Path:
+    """The reference tree: ``umoci unpack`` of the image; returns its rootfs."""
+    umoci("unpack", "--image", f"{corpus.layout}:{corpus.tag}", str(bundle))
+    return bundle / "rootfs"
