@@ -130,3 +130,68 @@ def umoci_unpack(corpus: Corpus, bundle: Path) -> Path:
     """The reference tree: ``umoci unpack`` of the image; returns its rootfs."""
     umoci("unpack", "--image", f"{corpus.layout}:{corpus.tag}", str(bundle))
     return bundle / "rootfs"
+
+
+def buildah_images(work: Path) -> dict[str, Path]:
+    """``buildah from scratch`` + ``copy`` + ``config`` + ``commit``, pushed to an oci-archive and a
+    docker-archive (vfs storage of its own under ``work``, no daemon)."""
+    storage = ["--root", str(work / "storage"), "--runroot", str(work / "run"), "--storage-driver", "vfs"]
+
+    def buildah(*args: str) -> str:
+        done = subprocess.run(["buildah", *storage, *args], check=True, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    context = work / "context"
+    _write(context / "hello.txt", b"hello from buildah\n")
+    container = buildah("from", "scratch")
+    buildah("copy", container, str(BUSYBOX), "/bin/busybox")
+    buildah("copy", container, str(context / "hello.txt"), "/srv/hello.txt")
+    buildah("config", "--workingdir", "/srv", "--env", "GREETING=hello from buildah", "--user", "4321:4321",
+            "--cmd", '["/bin/busybox", "cat", "/srv/hello.txt"]', container)
+    buildah("commit", container, "corpus-buildah:1")
+    archives = {"buildah-oci-archive": work / "buildah.oci.tar", "buildah-docker-archive": work / "buildah.docker.tar"}
+    buildah("push", "corpus-buildah:1", f"oci-archive:{archives['buildah-oci-archive']}:corpus-buildah:1")
+    buildah("push", "corpus-buildah:1", f"docker-archive:{archives['buildah-docker-archive']}:corpus-buildah:1")
+    return archives
+
+
+def layout_of_archive(archive: Path, directory: Path, tag: str) -> Corpus:
+    """An OCI archive unpacked into the layout it holds (for ``umoci unpack``)."""
+    with tarfile.open(archive) as tar:
+        tar.extractall(directory, filter="data")
+    return Corpus(directory, tag)
+
+
+DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+DEBIAN_SUITE = "bookworm"
+DEBOOTSTRAP_RECIPE = "minbase-1"
+
+
+def debian_mirror() -> str:
+    """The Debian archive this machine's apt uses (the first ``URIs:`` of its deb822 sources)."""
+    for line in DEBIAN_SOURCES.read_text().splitlines():
+        if line.startswith("URIs:"):
+            return line.split()[1]
+    raise RuntimeError(f"no URIs: line in {DEBIAN_SOURCES}")
+
+
+def debootstrap_image(cache: Path) -> Corpus:
+    """A Debian root made with ``debootstrap --variant=minbase`` (usrmerge symlinks, hardlinks,
+    setuid binaries, thousands of files), as one ``umoci insert`` layer. Built once into ``cache``."""
+    layout = cache / f"debootstrap-{DEBIAN_SUITE}-{DEBOOTSTRAP_RECIPE}"
+    if (layout / "index.json").is_file():
+        return Corpus(layout, DEBIAN_SUITE)
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = cache / f"{layout.name}.building-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    root = staging / "root"
+    subprocess.run(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(root), debian_mirror()],
+                   check=True, capture_output=True)
+    image = f"{staging / 'layout'}:{DEBIAN_SUITE}"
+    umoci("init", "--layout", str(staging / "layout"))
+    umoci("new", "--image", image)
+    umoci("insert", "--image", image, str(root), "/")
+    umoci("config", "--image", image, "--config.env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+    os.replace(staging / "layout", layout)
+    shutil.rmtree(staging)
+    return Corpus(layout, DEBIAN_SUITE)

@@ -18,11 +18,21 @@ import anyio
 import pytest
 
 from asupermachine import Image, ImageError, Machine
+from asupermachine._cache import cache_root
 from asupermachine.image.rootdisk import apply_layers
 from asupermachine.image.store import Store
 
 from ..exec_output import stdout_of
-from .corpus import Corpus, edge_layers_image, skopeo_variants, umoci_image, umoci_unpack
+from .corpus import (
+    Corpus,
+    buildah_images,
+    debootstrap_image,
+    edge_layers_image,
+    layout_of_archive,
+    skopeo_variants,
+    umoci_image,
+    umoci_unpack,
+)
 from .oci import running_registry, skopeo_copy
 from .tree_diff import differences
 
@@ -37,8 +47,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Corpu
     found: dict[str, Corpus | Path | str] = {"base": base, "edges": edges, "named": named}
     (work / "variants").mkdir()
     found.update(skopeo_variants(base, work / "variants"))
+    (work / "buildah").mkdir()
+    found.update(buildah_images(work / "buildah"))
+    found["buildah"] = layout_of_archive(found["buildah-oci-archive"], work / "buildah-layout", "corpus-buildah:1")
+    debian = found["debian"] = debootstrap_image(cache_root() / "test-corpus")
     with running_registry(work / "registry") as registry:
         skopeo_copy(f"oci:{base.layout}:{base.tag}", f"docker://{registry}/test/corpus:1", "--dest-tls-verify=false")
+        skopeo_copy(f"oci:{debian.layout}:{debian.tag}", f"docker://{registry}/test/debian:bookworm",
+                    "--dest-tls-verify=false")
         found["registry"] = registry
         yield found
 
@@ -49,9 +65,11 @@ def store(tmp_path: Path) -> Store:
 
 
 async def image_of(corpus: dict[str, Corpus | Path | str], variant: str, store: Store) -> Image:
-    source = corpus[variant]
     if variant == "registry":
-        return await Image.pull(f"{source}/test/corpus:1", store=store)
+        return await Image.pull(f"{corpus['registry']}/test/corpus:1", store=store)
+    if variant == "debian-registry":
+        return await Image.pull(f"{corpus['registry']}/test/debian:bookworm", store=store)
+    source = corpus[variant]
     if isinstance(source, Corpus):
         return await Image.from_oci_layout(source.layout, source.tag, store=store)
     if variant in ("zstd", "uncompressed"):
@@ -71,6 +89,7 @@ def unpacked_by_us(image: Image, store: Store, tree: Path) -> Path:
     [
         ("base", "base"), ("named", "named"), ("edges", "edges"), ("oci-archive", "base"),
         ("docker-archive", "base"), ("zstd", "base"), ("uncompressed", "base"), ("registry", "base"),
+        ("buildah-oci-archive", "buildah"), ("buildah-docker-archive", "buildah"), ("debian-registry", "debian"),
     ],
 )
 async def test_every_corpus_image_unpacks_to_the_tree_umoci_unpacks(
@@ -126,16 +145,29 @@ def test_the_cli_loads_an_archive_and_says_what_it_loaded(corpus: dict[str, Corp
     assert "docker.io/test/corpus:1" in listed.stdout
 
 
-@pytest.mark.parametrize("variant", ["base", "named", "edges"])
+# What each booted image must show of its content and config, by running a command in it.
+BOOT_CHECKS = {
+    "edges": (["sh", "-c", "cat lib/shared-link was-file/inside was-dir; ls redo"],
+              b"shared contentnow a directorynow a filenew\n"),
+    "buildah-docker-archive": (["/bin/busybox", "sh", "-c", "id -u; pwd; echo $GREETING; /bin/busybox cat hello.txt"],
+                               b"4321\n/srv\nhello from buildah\nhello from buildah\n"),
+    "debian-registry": (["sh", "-c", "readlink /bin; stat -c %a /usr/bin/passwd; . /etc/os-release; echo $VERSION_CODENAME"],
+                        b"usr/bin\n4755\nbookworm\n"),
+}
+
+
+# One backend: a boot is dear, and what the guest shows does not depend on the host's event loop.
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("variant", ["base", "named", *BOOT_CHECKS])
 async def test_corpus_images_boot_and_run_with_their_content_and_config(
     corpus: dict[str, Corpus | Path | str], store: Store, variant: str
 ) -> None:
     image = await image_of(corpus, variant, store)
     with anyio.fail_after(600):
         async with Machine.start(image) as vm:
-            if variant == "edges":
-                seen = stdout_of(await vm.exec(["sh", "-c", "cat lib/shared-link was-file/inside was-dir; ls redo"], cwd="/"))
-                assert seen == b"shared contentnow a directorynow a filenew\n"
+            if variant in BOOT_CHECKS:
+                argv, expected = BOOT_CHECKS[variant]
+                assert stdout_of(await vm.exec(argv)) == expected
                 return
             seen = stdout_of(await vm.exec(
                 ["sh", "-c", "id -u; id -g; pwd; echo $GREETING; test ! -e /gone/file && test ! -e /gone-dir && ls /opaque"]
