@@ -38,12 +38,16 @@ MEMORY_MIB = 256
 RESULT = re.compile(r"^(vector_stress|string_stress|without AVX-free settings|pipelines|seconds):.*$", re.M)
 
 
+# The guest command (kernel command-line words cannot hold quotes): the script is on the tools disk.
+GUEST_COMMAND = ["sh", "-c", "mkdir -p /tmp/tools; mount -t erofs -o ro /dev/vdb /tmp/tools || exit 99; sh /tmp/tools/run.sh"]
+
+
 def guest_script(rounds: int, pipelines: int) -> str:
     return (
-        "mount -t erofs -o ro /dev/vdb /mnt || exit 99; printf 'a\\nb\\nc\\n' > /tmp/t; "
+        "printf 'a\\nb\\nc\\n' > /tmp/t; "
         "start=$(cut -d' ' -f1 /proc/uptime); "
-        f"/mnt/vector_stress 3 4 {rounds}; /mnt/string_stress 3 {rounds}; "
-        f"echo -n 'without AVX-free settings: '; env -u GLIBC_TUNABLES /mnt/string_stress 3 {rounds}; "
+        f"/tmp/tools/vector_stress 3 4 {rounds}; /tmp/tools/string_stress 3 {rounds}; "
+        f"echo -n 'without AVX-free settings: '; env -u GLIBC_TUNABLES /tmp/tools/string_stress 3 {rounds}; "
         "now=$(cut -d' ' -f1 /proc/uptime); echo \"seconds: stress $start $now\"; "
         f"bad=0; i=0; while [ $i -lt {pipelines} ]; do n=$(cat /tmp/t | wc -l); "
         "[ \"$n\" = 3 ] || bad=$((bad+1)); i=$((i+1)); done; "
@@ -51,18 +55,19 @@ def guest_script(rounds: int, pipelines: int) -> str:
     )
 
 
-def tools_disk(directory: Path) -> Path:
+def tools_disk(directory: Path, script: str) -> Path:
     tree = directory / "tools"
     tree.mkdir()
+    (tree / "run.sh").write_text(script)
     for name, build in (("vector_stress", build_vector_stress), ("string_stress", build_string_stress)):
         (tree / name).write_bytes(build(directory))
         (tree / name).chmod(0o755)
     image = directory / "tools.erofs"
-    subprocess.run(["mkfs.erofs", "-q", str(image), str(tree)], check=True)
+    subprocess.run(["mkfs.erofs", "--quiet", str(image), str(tree)], check=True)
     return image
 
 
-def run_asupermachine(disk: Path, script: str) -> tuple[str, int, float]:
+def run_asupermachine(disk: Path) -> tuple[str, int, float]:
     """The guest's output, and the count and host seconds of extended-state port writes."""
     writes: list[float] = []
     original = VectorStatePorts.write
@@ -76,7 +81,7 @@ def run_asupermachine(disk: Path, script: str) -> tuple[str, int, float]:
 
     async def once() -> str:
         output: list[str] = []
-        async with Machine.boot(command=["sh", "-c", script], disks=[Disk(disk)]) as vm:
+        async with Machine.boot(command=GUEST_COMMAND, disks=[Disk(disk)]) as vm:
             async for line in vm.console.lines():
                 output.append(line)
             await vm.wait()
@@ -88,10 +93,9 @@ def run_asupermachine(disk: Path, script: str) -> tuple[str, int, float]:
         VectorStatePorts.write = original  # type: ignore[method-assign]
 
 
-def run_qemu(disk: Path, script: str) -> str:
+def run_qemu(disk: Path) -> str:
     command = qemu_command(
-        resolve_assets(), vcpus=1, memory_mib=MEMORY_MIB, model=detect_cpu_model(),
-        command=["sh", "-c", script], disks=[disk],
+        resolve_assets(), vcpus=1, memory_mib=MEMORY_MIB, model=detect_cpu_model(), command=GUEST_COMMAND, disks=[disk]
     )
     result = subprocess.run(command, capture_output=True, timeout=3600)
     if exit_status(result.returncode) == 99:
@@ -113,11 +117,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--pipelines", type=int, default=20)
     args = parser.parse_args()
-    script = guest_script(args.rounds, args.pipelines)
     with tempfile.TemporaryDirectory() as scratch:
-        disk = tools_disk(Path(scratch))
-        ours, writes, seconds = run_asupermachine(disk, script)
-        qemu = run_qemu(disk, script)
+        disk = tools_disk(Path(scratch), guest_script(args.rounds, args.pipelines))
+        ours, writes, seconds = run_asupermachine(disk)
+        qemu = run_qemu(disk)
     print(f"\nvector state across context switches, CPU model {detect_cpu_model().value}, 1 vCPU")
     for name, output in (("asupermachine", ours), ("qemu -M microvm", qemu)):
         print(f"{name}:")
