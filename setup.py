@@ -2,4 +2,4 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["asupermachine/kvm/_build.py:ffibuilder"])
+setup(cffi_modules=["asupermachine/_core/kvm/_build.py:ffibuilder"])

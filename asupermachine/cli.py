@@ -9,12 +9,12 @@ from collections.abc import Sequence
 import anyio
 
 from ._errors import AsupermachineError
-from .agent.exec import ExecResult
-from .devices.shutdown_ports import ShutdownReason
+from ._core.agent.exec import ExecResult
+from ._core.devices.shutdown_ports import ShutdownReason
 from .image.digest import Digest
 from .image.image import Image
 from .image.store import Store
-from .machine import Machine
+from ._machine import Machine
 
 # Shell convention for "ended by something other than a normal exit".
 STATUS_ABNORMAL_END = 128

@@ -24,7 +24,7 @@ from pathlib import Path
 import anyio
 
 from asupermachine import Disk, Machine
-from asupermachine.arch.x86_64.cpuid import detect_cpu_model
+from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
 from asupermachine.guest import GuestAssets, resolve_assets
 
 from _qemu import qemu_command

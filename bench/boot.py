@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import anyio
 
 from asupermachine import Machine, ShutdownReason
-from asupermachine.arch.x86_64.cpuid import detect_cpu_model
+from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
 from asupermachine.guest import READY_MARKER, GuestAssets, resolve_assets
 
 from _qemu import exit_status, qemu_command

@@ -32,7 +32,7 @@ from pathlib import Path
 import anyio
 
 from asupermachine import Image, Machine, Snapshot
-from asupermachine.arch.x86_64.cpuid import detect_cpu_model
+from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
 from asupermachine.guest import READY_MARKER, resolve_assets
 
 from _qemu import qemu_command

@@ -25,8 +25,8 @@ from pathlib import Path
 import anyio
 
 from asupermachine import Disk, Machine
-from asupermachine.arch.x86_64.cpuid import detect_cpu_model
-from asupermachine.devices.vector_state import VectorStatePorts
+from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
+from asupermachine._core.devices.vector_state import VectorStatePorts
 from asupermachine.guest import resolve_assets
 
 from _qemu import exit_status, qemu_command

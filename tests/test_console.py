@@ -3,7 +3,7 @@ import threading
 import anyio
 import pytest
 
-from asupermachine.console import Console
+from asupermachine._core.console import Console
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from asupermachine import GuestError, GuestExit, Machine, ShutdownReason
-from asupermachine.arch.x86_64.cpuid import CpuModel, detect_cpu_model
+from asupermachine._core.arch.x86_64.cpuid import CpuModel, detect_cpu_model
 
 from .elf_images import code_kernel
 from .resources import assert_nothing_left, held

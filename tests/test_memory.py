@@ -1,7 +1,7 @@
 import pytest
 
 from asupermachine import GuestMemoryError
-from asupermachine.memory import GuestMemory
+from asupermachine._core.memory import GuestMemory
 
 MIB = 1 << 20
 

@@ -187,7 +187,7 @@ class Image:
 
         See :func:`asupermachine.snapshot.bake.bake` for the options.
         """
-        from ..snapshot.bake import bake  # baking boots machines, whose module imports this one
+        from .._bake import bake  # baking boots machines, whose module imports this one
 
         return await bake(self, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib)
 

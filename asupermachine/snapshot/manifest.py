@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..devices.uart import UartState
-from ..kvm.state import StateKind
-from ..arch.x86_64.cpuid import CpuModel
-from ..recipe import ExecDefaults, VmRecipe
-from ..virtio.blk import Disk
-from ..virtio.mmio import TransportState
-from ..virtio.queue import QueueState
+from .._core.devices.uart import UartState
+from .._core.kvm.state import StateKind
+from .._core.arch.x86_64.cpuid import CpuModel
+from .._core.recipe import ExecDefaults, VmRecipe
+from .._core.virtio.blk import Disk
+from .._core.virtio.mmio import TransportState
+from .._core.virtio.queue import QueueState
 from .errors import SnapshotError
 from .memory_file import MemoryImage
 from .state import MachineState, VcpuState

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._cache import file_sha256
-from ..arch.x86_64.cpuid import guest_cpuid
+from .._core.arch.x86_64.cpuid import guest_cpuid
 from ..guest import resolve_assets
-from ..kvm import Kvm
-from ..microvm import MIB, MicroVm, RestorePoint
-from ..recipe import VmRecipe
-from ..virtio.blk import Disk
+from .._core.kvm import Kvm
+from .._core.microvm import MIB, MicroVm, RestorePoint
+from .._core.recipe import VmRecipe
+from .._core.virtio.blk import Disk
 from .errors import SnapshotError
 from .manifest import Manifest, decode, encode
 from .memory_file import verify_memory, write_memory

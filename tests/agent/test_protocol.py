@@ -2,7 +2,7 @@ import struct
 
 import pytest
 
-from asupermachine.agent.protocol import (
+from asupermachine._core.agent.protocol import (
     FRAME_HEADER,
     MAX_FRAME,
     PROTOCOL_VERSION,

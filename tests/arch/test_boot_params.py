@@ -2,8 +2,8 @@ import struct
 
 import pytest
 
-from asupermachine.arch.x86_64 import boot_params as bp
-from asupermachine.arch.x86_64.boot_params import E820Entry, build_zero_page, e820_map
+from asupermachine._core.arch.x86_64 import boot_params as bp
+from asupermachine._core.arch.x86_64.boot_params import E820Entry, build_zero_page, e820_map
 
 
 def test_e820_map_reserves_the_ebda_and_bios_area() -> None:

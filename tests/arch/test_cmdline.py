@@ -1,7 +1,7 @@
 import pytest
 
-from asupermachine.arch.x86_64.cmdline import INIT_COMMAND_MARKER, InitOptions, kernel_cmdline, quote_init_argument
-from asupermachine.arch.x86_64.cpuid import CpuModel
+from asupermachine._core.arch.x86_64.cmdline import INIT_COMMAND_MARKER, InitOptions, kernel_cmdline, quote_init_argument
+from asupermachine._core.arch.x86_64.cpuid import CpuModel
 
 
 def test_command_follows_the_kernel_separator_and_init_marker() -> None:

@@ -1,4 +1,4 @@
-from asupermachine.arch.x86_64.cpuid import (
+from asupermachine._core.arch.x86_64.cpuid import (
     EMULATOR_REFUSED_FEATURES,
     KVM_HYPERCALL_FEATURES,
     CpuModel,

@@ -1,8 +1,8 @@
 import pytest
 
 from asupermachine import KernelImageError
-from asupermachine.arch.x86_64.elf import load_vmlinux, load_vmlinux_bytes
-from asupermachine.memory import GuestMemory
+from asupermachine._core.arch.x86_64.elf import load_vmlinux, load_vmlinux_bytes
+from asupermachine._core.memory import GuestMemory
 
 from ..elf_images import elf_image
 

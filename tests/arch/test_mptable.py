@@ -2,7 +2,7 @@ import struct
 
 import pytest
 
-from asupermachine.arch.x86_64.mptable import IOAPIC_PINS, mptable
+from asupermachine._core.arch.x86_64.mptable import IOAPIC_PINS, mptable
 
 
 def _entries(table: bytes, count: int) -> list[bytes]:

@@ -1,8 +1,8 @@
 import struct
 
-from asupermachine.arch.x86_64 import layout
-from asupermachine.arch.x86_64.gdt import boot_segments, gdt_bytes, gdt_entry
-from asupermachine.arch.x86_64.paging import identity_page_tables
+from asupermachine._core.arch.x86_64 import layout
+from asupermachine._core.arch.x86_64.gdt import boot_segments, gdt_bytes, gdt_entry
+from asupermachine._core.arch.x86_64.paging import identity_page_tables
 
 
 def test_page_tables_identity_map_the_first_gib_with_2mib_pages() -> None:

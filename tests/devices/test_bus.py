@@ -1,7 +1,7 @@
 import pytest
 
-from asupermachine.devices.bus import Bus
-from asupermachine.devices.shutdown_ports import (
+from asupermachine._core.devices.bus import Bus
+from asupermachine._core.devices.shutdown_ports import (
     EXIT_STATUS_PORT,
     I8042_DATA_PORT,
     POWER_OFF_PORT,

@@ -1,5 +1,5 @@
-from asupermachine.devices import uart as u
-from asupermachine.devices.uart import Uart
+from asupermachine._core.devices import uart as u
+from asupermachine._core.devices.uart import Uart
 
 
 class Recorder:

@@ -1,6 +1,6 @@
 import struct
 
-from asupermachine.devices.vector_state import (
+from asupermachine._core.devices.vector_state import (
     XSAVE_EXTENDED_OFFSET,
     XSAVE_HEADER_OFFSET,
     XSTATE_BV,

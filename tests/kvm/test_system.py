@@ -3,8 +3,8 @@ import errno
 import pytest
 
 from asupermachine import KVMUnavailable
-from asupermachine.kvm import Kvm
-from asupermachine.kvm._kvm_cffi import lib
+from asupermachine._core.kvm import Kvm
+from asupermachine._core.kvm._kvm_cffi import lib
 
 
 def test_missing_device_is_reported_as_kvm_unavailable() -> None:

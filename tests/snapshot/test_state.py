@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from asupermachine.devices.uart import UartState
-from asupermachine.kvm.state import StateKind
+from asupermachine._core.devices.uart import UartState
+from asupermachine._core.kvm.state import StateKind
 from asupermachine.snapshot.state import MSR_IA32_TSC, MachineState, VcpuState, advanced
 
 TSC_KHZ = 2_000_000  # 2 GHz

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from asupermachine.memory import GuestMemory
-from asupermachine.virtio.queue import (
+from asupermachine._core.memory import GuestMemory
+from asupermachine._core.virtio.queue import (
     AVAIL_ENTRY,
     DESCRIPTOR,
     RING_HEADER,

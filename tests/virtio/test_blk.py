@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 
 from asupermachine import Disk, DiskError
-from asupermachine.memory import GuestMemory
-from asupermachine.virtio import blk as b
-from asupermachine.virtio.blk import Block
-from asupermachine.virtio.queue import VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
+from asupermachine._core.memory import GuestMemory
+from asupermachine._core.virtio import blk as b
+from asupermachine._core.virtio.blk import Block
+from asupermachine._core.virtio.queue import VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 
 from .driver import DATA, Driver
 

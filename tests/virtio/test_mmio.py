@@ -6,10 +6,10 @@ import pytest
 
 from asupermachine import VirtqueueError
 
-from asupermachine.memory import GuestMemory
-from asupermachine.virtio import mmio as m
-from asupermachine.virtio.mmio import MmioTransport
-from asupermachine.virtio.queue import Virtqueue
+from asupermachine._core.memory import GuestMemory
+from asupermachine._core.virtio import mmio as m
+from asupermachine._core.virtio.mmio import MmioTransport
+from asupermachine._core.virtio.queue import Virtqueue
 
 from .driver import AVAIL_RING, DESC_TABLE, USED_RING
 

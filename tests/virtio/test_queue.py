@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asupermachine import VirtqueueError
-from asupermachine.memory import GuestMemory
-from asupermachine.virtio.queue import (
+from asupermachine._core.memory import GuestMemory
+from asupermachine._core.virtio.queue import (
     DESCRIPTOR,
     VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_DESC_F_INDIRECT,

@@ -1,5 +1,5 @@
-from asupermachine.vsock.connection import Connected, Data, PeerShutdown, Reset, State, VsockConnection
-from asupermachine.vsock.packet import VIRTIO_VSOCK_SHUTDOWN_SEND, Op, Packet
+from asupermachine._core.vsock.connection import Connected, Data, PeerShutdown, Reset, State, VsockConnection
+from asupermachine._core.vsock.packet import VIRTIO_VSOCK_SHUTDOWN_SEND, Op, Packet
 
 GUEST = 3
 

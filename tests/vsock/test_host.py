@@ -7,9 +7,9 @@ import errno
 import anyio
 import pytest
 
-from asupermachine.vsock.host import LISTEN_BACKLOG, VsockHost
-from asupermachine.vsock.muxer import VsockMuxer
-from asupermachine.vsock.packet import VMADDR_CID_HOST, Op, Packet
+from asupermachine._core.vsock.host import LISTEN_BACKLOG, VsockHost
+from asupermachine._core.vsock.muxer import VsockMuxer
+from asupermachine._core.vsock.packet import VMADDR_CID_HOST, Op, Packet
 
 pytestmark = pytest.mark.anyio
 GUEST = 3

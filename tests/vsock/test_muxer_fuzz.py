@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asupermachine.vsock.connection import State
-from asupermachine.vsock.muxer import VsockMuxer
-from asupermachine.vsock.packet import VMADDR_CID_HOST, Op, Packet
+from asupermachine._core.vsock.connection import State
+from asupermachine._core.vsock.muxer import VsockMuxer
+from asupermachine._core.vsock.packet import VMADDR_CID_HOST, Op, Packet
 
 GUEST = 3
 U32 = st.integers(0, (1 << 32) - 1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
-from .._errors import AsupermachineError
+from ..._errors import AsupermachineError
 from .process import Process
 
 

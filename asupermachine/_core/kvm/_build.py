@@ -276,7 +276,7 @@ int amv_kick(unsigned long thread) { return -pthread_kill((pthread_t)thread, amv
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
-ffibuilder.set_source("asupermachine.kvm._kvm_cffi", SOURCE)
+ffibuilder.set_source("asupermachine._core.kvm._kvm_cffi", SOURCE)
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)

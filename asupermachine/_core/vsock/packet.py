@@ -6,7 +6,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from .._errors import AsupermachineError
+from ..._errors import AsupermachineError
 
 VIRTIO_ID_VSOCK = 19
 VMADDR_CID_HOST = 2

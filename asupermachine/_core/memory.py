@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import GuestMemoryError
+from .._errors import GuestMemoryError
 
 # <sys/mman.h>: Python's mmap module does not export it.
 MAP_NORESERVE = 0x4000

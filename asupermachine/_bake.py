@@ -9,15 +9,15 @@ from pathlib import Path
 
 import anyio
 
-from .._cache import cache_root, content_key, exclusive, file_sha256
-from .._errors import GuestError
-from ..agent.exec import ExecResult
-from ..guest import resolve_assets
-from ..image.image import Image
-from ..machine import AGENT_DEADLINE, Machine
-from ..vsock.host import VsockConnectionReset
-from .errors import SnapshotError
-from .snapshot import Snapshot
+from ._cache import cache_root, content_key, exclusive, file_sha256
+from ._errors import GuestError
+from ._core.agent.exec import ExecResult
+from .guest import resolve_assets
+from .image.image import Image
+from ._machine import AGENT_DEADLINE, Machine
+from ._core.vsock.host import VsockConnectionReset
+from .snapshot.errors import SnapshotError
+from .snapshot.snapshot import Snapshot
 
 PORT_POLL_INTERVAL = 0.05
 # A finished warm-up leaves the guest kernel work (process teardown): let it finish

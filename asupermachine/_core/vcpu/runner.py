@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
-from .._errors import GuestError
+from ..._errors import GuestError
 from ..devices.bus import Bus
 from ..devices.shutdown_ports import GuestExit, ShutdownReason
 from ..kvm import VcpuFd

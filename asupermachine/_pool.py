@@ -11,7 +11,7 @@ from types import TracebackType
 import anyio
 import anyio.abc
 
-from .machine import Machine
+from ._machine import Machine
 from .snapshot.snapshot import Snapshot
 
 

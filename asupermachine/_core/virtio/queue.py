@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from .._errors import GuestMemoryError, VirtqueueError
+from ..._errors import GuestMemoryError, VirtqueueError
 from ..memory import GuestMemory
 
 # 2.7.5 The Virtqueue Descriptor Table

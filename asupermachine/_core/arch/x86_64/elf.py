@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..._errors import GuestMemoryError, KernelImageError
+from ...._errors import GuestMemoryError, KernelImageError
 from ...memory import GuestMemory
 
 _ELF_MAGIC = b"\x7fELF"

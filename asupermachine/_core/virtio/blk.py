@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._errors import AsupermachineError
+from ..._errors import AsupermachineError
 from .queue import Buffer, DescriptorChain, Virtqueue
 from .request_queue import RequestQueueDevice
 

@@ -11,29 +11,29 @@ from typing import Any, TypeVar
 import anyio
 
 from ._errors import AsupermachineError, GuestError
-from .arch.x86_64.cmdline import InitOptions, kernel_cmdline
-from .arch.x86_64.cpuid import detect_cpu_model
-from .console import DEFAULT_CAPACITY, Console
-from .devices.shutdown_ports import GuestExit, ShutdownReason
+from ._core.arch.x86_64.cmdline import InitOptions, kernel_cmdline
+from ._core.arch.x86_64.cpuid import detect_cpu_model
+from ._core.console import DEFAULT_CAPACITY, Console
+from ._core.devices.shutdown_ports import GuestExit, ShutdownReason
 from ._groups import unwrap_single_error
 from .guest import resolve_assets
 from .image.image import Image
-from .microvm import BootConfig, MicroVm, RestorePoint
-from .recipe import ExecDefaults, VmRecipe
+from ._core.microvm import BootConfig, MicroVm, RestorePoint
+from ._core.recipe import ExecDefaults, VmRecipe
 from .snapshot.errors import SnapshotError
 from .snapshot.snapshot import Snapshot, write_snapshot
-from .vcpu.pause import VmStopped
-from .agent import files
-from .agent.exec import ExecResult, ExecTimeout, collect
-from .agent.process import Process, greet
-from .agent.protocol import AGENT_PORT, VectorState
-from .virtio.blk import Block, Disk
-from .virtio.mmio import VirtioDevice
-from .virtio.rng import Rng
-from .virtio.service import MmioSlot
-from .vsock.device import EVENT_QUEUE, RX_QUEUE, VsockDevice
-from .vsock.host import VsockConnectionReset, VsockHost, VsockListener, VsockStream
-from .vsock.muxer import VsockMuxer
+from ._core.vcpu.pause import VmStopped
+from ._core.agent import files
+from ._core.agent.exec import ExecResult, ExecTimeout, collect
+from ._core.agent.process import Process, greet
+from ._core.agent.protocol import AGENT_PORT, VectorState
+from ._core.virtio.blk import Block, Disk
+from ._core.virtio.mmio import VirtioDevice
+from ._core.virtio.rng import Rng
+from ._core.virtio.service import MmioSlot
+from ._core.vsock.device import EVENT_QUEUE, RX_QUEUE, VsockDevice
+from ._core.vsock.host import VsockConnectionReset, VsockHost, VsockListener, VsockStream
+from ._core.vsock.muxer import VsockMuxer
 
 # Every VM has its own vsock device, so all can use the first guest CID.
 GUEST_CID = 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from .._errors import KVMUnavailable
+from ..._errors import KVMUnavailable
 from ._check import check
 from ._flexible import new_flexible
 from ._kvm_cffi import lib

@@ -12,7 +12,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import AsupermachineError
+from ..._errors import AsupermachineError
 from .protocol import I32_PAIR, U32, AgentProtocolError, Frame, FrameDecoder, Hello, Kind, decode_hello, encode_exec
 from .protocol import encode_frame
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import AssetError, KernelImageError, VirtqueueError
+from .._errors import AssetError, KernelImageError, VirtqueueError
 from .arch.x86_64 import layout
 from .arch.x86_64.boot_params import build_zero_page, e820_map
 from .arch.x86_64.cpu_state import boot_memory_contents, setup_boot_vcpu, setup_common_vcpu_state
@@ -25,8 +25,8 @@ from .kvm import Kvm, VcpuFd, VmFd
 from .kvm._kvm_cffi import lib
 from .kvm.state import StateKind, get_state
 from .memory import GuestMemory
-from .snapshot.errors import SnapshotError
-from .snapshot.state import CpuidRows, MachineState, advanced, capture_vcpu, capture_vm, restore_vcpu, restore_vm
+from ..snapshot.errors import SnapshotError
+from ..snapshot.state import CpuidRows, MachineState, advanced, capture_vcpu, capture_vm, restore_vcpu, restore_vm
 from .vcpu.pause import PauseGate
 from .vcpu.runner import VcpuRunner
 from .vcpu.stop import StopLatch

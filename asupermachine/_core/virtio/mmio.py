@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .._errors import VirtqueueError
+from ..._errors import VirtqueueError
 from ..memory import GuestMemory
 from .queue import QueueState, Virtqueue
 

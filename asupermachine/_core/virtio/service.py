@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from .._errors import VirtqueueError
+from ..._errors import VirtqueueError
 from ..devices.bus import Bus
 from ..kvm import VmFd
 from ..memory import GuestMemory

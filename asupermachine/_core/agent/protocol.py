@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .._errors import AsupermachineError
+from ..._errors import AsupermachineError
 
 AGENT_PORT = 1024
 PROTOCOL_VERSION = 3

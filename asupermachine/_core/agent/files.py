@@ -6,7 +6,7 @@ import os
 
 import anyio.abc
 
-from .._errors import AsupermachineError
+from ..._errors import AsupermachineError
 from .process import agent_error, expect_started, greet, next_frame
 from .protocol import U32, AgentProtocolError, Frame, FrameDecoder, Kind, encode_frame, encode_path
 
