@@ -2,17 +2,18 @@
 
 vCPU threads ``feed`` bytes into a bounded buffer; when it is full the oldest
 bytes are dropped and counted. One consumer reads chunks or lines with
-``async for``. The wakeup crosses threads through an eventfd, written only
-when a reader may be waiting, so the vCPU's hot path stays a lock and an append.
+``async for``. The wakeup crosses threads through an :class:`EventFd`, signalled
+only when a reader may be waiting, so the vCPU's hot path stays a lock and an append.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import AsyncIterator, Callable
 
 import anyio
+
+from .eventfd import EventFd
 
 DEFAULT_CAPACITY = 1 << 20
 TAIL_SIZE = 8192
@@ -29,7 +30,7 @@ class Console:
         self._buffer = bytearray()
         self._tail = bytearray()
         self._lock = threading.Lock()
-        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wakeup = EventFd()
         self._wakeup_armed = True
         self._closed = False
         self.dropped = 0
@@ -51,7 +52,7 @@ class Console:
             wake = self._wakeup_armed
             self._wakeup_armed = False
         if wake:
-            self._signal()
+            self._wakeup.signal()  # a no-op once released: nobody is left to wake
 
     def close(self) -> None:
         """No more output will come: readers get the rest, then end."""
@@ -59,13 +60,7 @@ class Console:
             if self._closed:
                 return
             self._closed = True
-        self._signal()
-
-    def _signal(self) -> None:
-        wakeup = self._wakeup
-        if wakeup < 0:
-            return  # released at teardown: nobody is left to wake
-        os.eventfd_write(wakeup, 1)
+        self._wakeup.signal()
 
     def tail(self, limit: int = 4096) -> str:
         """The last ``limit`` bytes the guest printed, read or not, as text."""
@@ -86,10 +81,9 @@ class Console:
                     raise anyio.EndOfStream
                 self._wakeup_armed = True
             try:
-                await anyio.wait_readable(self._wakeup)
-                os.eventfd_read(self._wakeup)
-            except (BlockingIOError, anyio.ClosedResourceError):
-                pass  # spurious wakeup, or released: the loop re-checks the buffer and the end
+                await self._wakeup.wait()
+            except anyio.ClosedResourceError:
+                pass  # released, which closed the console first: the loop ends the stream
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
@@ -130,7 +124,4 @@ class Console:
     async def release(self) -> None:
         """Free the eventfd once the VM's threads are gone; a waiting reader sees the end of the stream."""
         self.close()
-        wakeup, self._wakeup = self._wakeup, -1
-        if wakeup >= 0:
-            anyio.notify_closing(wakeup)
-            os.close(wakeup)
+        self._wakeup.close()

@@ -9,7 +9,6 @@ transport through the vCPU's MMIO exits.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import anyio
 
 from ..._errors import VirtqueueError
 from ..devices.bus import Bus
+from ..eventfd import EventFd
 from ..kvm import VmFd
 from ..memory import GuestMemory
 from .mmio import VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_SIZE, MmioTransport, VirtioDevice
@@ -52,13 +52,13 @@ class VirtioService:
 
     def __init__(self, vm: VmFd, bus: Bus, memory: GuestMemory, device: VirtioDevice, slot: MmioSlot) -> None:
         self.slot = slot
-        self._fds: list[int] = []
+        self._eventfds: list[EventFd] = []
         try:
             self._irq = self._eventfd()
-            vm.register_irqfd(self._irq, slot.irq)
+            vm.register_irqfd(self._irq.fileno(), slot.irq)
             self._notify = [self._eventfd() for _ in device.queue_max_sizes]
-            for index, fd in enumerate(self._notify):
-                vm.register_ioeventfd(slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, fd, datamatch=index)
+            for index, notify in enumerate(self._notify):
+                vm.register_ioeventfd(slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, notify.fileno(), datamatch=index)
             self.transport = MmioTransport(
                 device, memory, interrupt=self._raise_interrupt, queue_notify=self._notify_queue
             )
@@ -68,13 +68,13 @@ class VirtioService:
             self.close()
             raise
 
-    def _eventfd(self) -> int:
-        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._fds.append(fd)
-        return fd
+    def _eventfd(self) -> EventFd:
+        eventfd = EventFd()
+        self._eventfds.append(eventfd)
+        return eventfd
 
     def _raise_interrupt(self) -> None:
-        os.eventfd_write(self._irq, 1)
+        self._irq.signal()  # KVM takes the count and injects the interrupt
 
     def _notify_queue(self, index: int) -> None:
         # Reached only for a notification KVM did not match (e.g. a narrower write).
@@ -82,21 +82,20 @@ class VirtioService:
 
     def kick(self, index: int) -> None:
         """Have queue ``index`` served as if the guest had notified it (host-side work is waiting)."""
-        os.eventfd_write(self._notify[index], 1)
+        self._notify[index].signal()
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tasks:
-            for index, fd in enumerate(self._notify):
-                tasks.start_soon(self._serve_queue, index, fd)
+            for index, notify in enumerate(self._notify):
+                tasks.start_soon(self._serve_queue, index, notify)
 
-    async def _serve_queue(self, index: int, fd: int) -> None:
+    async def _serve_queue(self, index: int, notify: EventFd) -> None:
         in_thread = self.transport.device.blocking_io
         while True:
-            await anyio.wait_readable(fd)
             try:
-                os.eventfd_read(fd)
-            except BlockingIOError:
-                continue
+                await notify.wait()
+            except anyio.ClosedResourceError:
+                return  # closed: the VM is gone
             if in_thread:
                 # Not abandoned on cancellation: the VM's memory must outlive the IO into it.
                 await anyio.to_thread.run_sync(self._process, index)
@@ -122,6 +121,6 @@ class VirtioService:
 
     def close(self) -> None:
         """Close the eventfds; call after :meth:`run` has ended and the VM fd is closed."""
-        for fd in self._fds:
-            os.close(fd)
-        self._fds.clear()
+        for eventfd in self._eventfds:
+            eventfd.close()
+        self._eventfds.clear()

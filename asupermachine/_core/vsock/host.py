@@ -2,14 +2,13 @@
 
 The muxer lives under the vsock device's lock and its events may be raised on a
 vCPU thread (a device reset), so they cross into the event loop through an
-eventfd-backed inbox that one task in the VM's task group drains.
+inbox and an :class:`EventFd` that one task in the VM's task group drains.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from ..eventfd import EventFd
 from .connection import Connected, Data, PeerShutdown, Reset
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -60,7 +60,7 @@ class VsockHost:
         self._backlogs: dict[int, MemoryObjectSendStream[VsockStream]] = {}
         self._inbox: deque[tuple[PortPair, MuxEvent]] = deque()
         self._inbox_lock = threading.Lock()
-        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wakeup = EventFd()
 
     def attach(self, device_lock: threading.Lock, kick_rx: Callable[[], None]) -> None:
         """Share the device's lock, and learn how to have its RX queue served."""
@@ -72,17 +72,17 @@ class VsockHost:
     def post(self, events: list[tuple[PortPair, MuxEvent]]) -> None:
         with self._inbox_lock:
             self._inbox.extend(events)
-        os.eventfd_write(self._wakeup, 1)
+        self._wakeup.signal()
 
     # -- on the event loop -----------------------------------------------------------------
 
     async def run(self) -> None:
+        """Dispatch the inbox's events until cancelled, or until :meth:`close`."""
         while True:
-            await anyio.wait_readable(self._wakeup)
             try:
-                os.eventfd_read(self._wakeup)
-            except BlockingIOError:
-                continue
+                await self._wakeup.wait()
+            except anyio.ClosedResourceError:
+                return
             with self._inbox_lock:
                 events = list(self._inbox)
                 self._inbox.clear()
@@ -181,10 +181,8 @@ class VsockHost:
         self._kick_rx()
 
     def close(self) -> None:
-        """Release the inbox eventfd; call once :meth:`run` has ended."""
-        if self._wakeup >= 0:
-            os.close(self._wakeup)
-            self._wakeup = -1
+        """Release the inbox eventfd (on the event loop's thread): a :meth:`run` still waiting ends."""
+        self._wakeup.close()
 
 
 class VsockStream(anyio.abc.ByteStream):
