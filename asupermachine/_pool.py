@@ -7,10 +7,15 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+from ._hooks import default_runtime
 from ._machine import Machine
 from .snapshot.snapshot import Snapshot
 
@@ -41,8 +46,8 @@ class Pool:
     Replacements are restored in the background as VMs are taken. With
     ``restore_on_release`` (the default) a returned VM is discarded and a fresh
     restore takes its place, so every caller gets the snapshot's state exactly;
-    without it, a VM goes back to the pool as its last user left it. Every VM
-    lives in the pool's task group: leaving the block ends them all.
+    without it, a VM goes back to the pool as its last user left it. The VMs
+    run on ``runtime`` (default: the event loop's); leaving the block closes them all.
     """
 
     def __init__(
@@ -52,12 +57,14 @@ class Pool:
         min: int = 1,
         max: int = 8,
         restore_on_release: bool = True,
+        runtime: Runtime | None = None,
     ) -> None:
         if not 0 <= min <= max or max < 1:
             raise ValueError(f"need 0 <= min <= max and max >= 1, not min={min}, max={max}")
         self._source = snapshot
         self._min, self._max = min, max
         self._restore_on_release = restore_on_release
+        self._runtime = runtime
         self._idle: list[_Slot] = []
         self._in_use = self._restoring = self._waiters = 0
         self._restored = self._recycled = 0
@@ -70,6 +77,8 @@ class Pool:
             self._snapshot = source
         else:
             self._snapshot = await anyio.to_thread.run_sync(Snapshot.load, source)
+        if self._runtime is None:
+            self._runtime = await default_runtime()
         self._tasks = await self._exit.enter_async_context(anyio.create_task_group())
         self._exit.callback(self._tasks.cancel_scope.cancel)
         self._tasks.start_soon(self._keep_filled, name="pool-filler")
@@ -129,8 +138,9 @@ class Pool:
     async def _serve_one(self) -> None:
         """Restore one VM, offer it, and keep it alive until it is released."""
         restoring = True
+        assert self._runtime is not None, "set on entry"
         try:
-            async with Machine.restore(self._snapshot) as vm:
+            async with await self._runtime.restore(self._snapshot) as vm:
                 slot = _Slot(vm, anyio.Event())
                 self._restoring -= 1
                 restoring = False

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import anyio
 
 from ._errors import AsupermachineError
-from ._core.agent.exec import ExecResult
-from ._core.devices.shutdown_ports import ShutdownReason
+from ._outcome import ExecResult, ShutdownReason
 from .image.digest import Digest
 from .image.image import Image
 from .image.store import Store
@@ -149,7 +148,14 @@ async def _images(args: argparse.Namespace) -> int:
 
 
 def _env(items: list[str]) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in items if "=" in item)
+    """``-e KEY=VALUE`` words as a mapping; a later KEY wins. Exits on a word without ``=``."""
+    env: dict[str, str] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise SystemExit(f"asupermachine: -e {item}: give KEY=VALUE (a value may be empty: {item}=)")
+        env[key] = value
+    return env
 
 
 async def _stream_console_and_wait(vm: Machine) -> int:

@@ -1,4 +1,4 @@
-"""How a VM is made: what booting it takes, and what a snapshot of it must reproduce."""
+"""What makes one VM: the description the builder assembles for a boot, and a snapshot keeps for a restore."""
 
 from __future__ import annotations
 
@@ -11,22 +11,28 @@ from .virtio.blk import Disk
 
 
 @dataclass(frozen=True)
-class ExecDefaults:
-    """What :meth:`Machine.exec` starts from when the call does not say."""
+class ProcessDefaults:
+    """What the VM's main command and every exec start from unless told otherwise (an image's config)."""
 
     env: Mapping[str, str] = field(default_factory=dict)
-    cwd: str = ""
+    workdir: str = ""
     user: str = ""
 
 
 @dataclass(frozen=True)
 class VmRecipe:
+    """One VM, described: files, shape, devices and what init runs. Plain values only."""
+
     kernel: Path
     initramfs: Path
     disks: tuple[Disk, ...]
-    """In slot order: the root first."""
-    cmdline: str
-    vcpus: int
-    memory_mib: int
+    """In slot order: the root first (``/dev/vda``), then ``/dev/vdb``, ..."""
     cpu_model: CpuModel
-    exec_defaults: ExecDefaults
+    vcpus: int = 1
+    memory_mib: int = 256
+    command: tuple[str, ...] = ()
+    """init's main process; empty: the VM serves execs until it is closed."""
+    defaults: ProcessDefaults = ProcessDefaults()
+    hostname: str = ""
+    kernel_log: bool = False
+    cmdline_extra: str = ""

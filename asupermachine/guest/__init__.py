@@ -15,13 +15,19 @@ from ..image.builtin import ensure_default_root
 class GuestAssets:
     kernel: Path
     initramfs: Path
-    default_root: Path
+    default_root: Path | None
+    """The built-in busybox root, when asked for."""
 
 
-def resolve_assets(kernel: Path | None = None, initramfs: Path | None = None) -> GuestAssets:
-    """The given paths, or the project's own assets, built and cached on first use (blocking)."""
+def resolve_assets(
+    kernel: Path | None = None, initramfs: Path | None = None, *, default_root: bool = False
+) -> GuestAssets:
+    """The given paths, or the project's own assets, built and cached on first use (blocking).
+
+    The default root filesystem is built only with ``default_root``.
+    """
     return GuestAssets(
         kernel=kernel if kernel is not None else ensure_kernel(),
         initramfs=initramfs if initramfs is not None else ensure_initramfs(),
-        default_root=ensure_default_root(),
+        default_root=ensure_default_root() if default_root else None,
     )

@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .errors import DigestMismatch, ManifestError
+from .._errors import DigestMismatch, ManifestError
 
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 _FORM = re.compile(r"(sha256|sha512):([0-9a-f]+)")

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .._groups import unwrap_single_error
+from .._hooks import default_runtime
 from .builtin import BUILTIN_TAG, ensure_builtin_layout
 from .digest import Digest
-from .errors import DigestMismatch, ManifestError
+from .._errors import DigestMismatch, ManifestError
 from .layers import Limits
 from .manifest import ACCEPTED_TYPES, LINUX_AMD64, ImageConfig, Manifest, Platform, parse_config, parse_document
 from .reference import Reference
@@ -183,13 +184,12 @@ class Image:
         vcpus: int = 1,
         memory_mib: int = 256,
     ) -> Snapshot:
-        """Boot this image once and snapshot it ready (cached): restore it with ``Machine.restore``.
+        """Boot this image once and snapshot it ready (cached), on the default runtime.
 
-        See :func:`asupermachine.snapshot.bake.bake` for the options.
+        Restore it with ``Machine.create(snapshot)``; see :meth:`Runtime.bake` for the options.
         """
-        from .._bake import bake  # baking boots machines, whose module imports this one
-
-        return await bake(self, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib)
+        runtime = await default_runtime()
+        return await runtime.bake(self, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib)
 
     async def root_disk(self, limits: Limits = Limits()) -> Path:
         """The image's read-only root filesystem (erofs), built once and cached by config digest."""

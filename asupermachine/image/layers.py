@@ -29,7 +29,7 @@ from typing import IO, Any, cast
 
 import zstandard
 
-from .errors import LayerError
+from .._errors import LayerError
 from .tar_stream import TarStreamError, members, open_tar_stream
 
 WHITEOUT_PREFIX = ".wh."

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ImageError, InvalidReference
+from .._errors import ImageError, InvalidReference
 from .manifest import Descriptor, Platform
 from .reference import Reference
 from .sources import (

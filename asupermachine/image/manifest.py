@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .digest import Digest
-from .errors import ManifestError, PlatformNotFound
+from .._errors import ManifestError, PlatformNotFound
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -85,14 +85,15 @@ class ImageConfig:
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    working_dir: str = ""
+    workdir: str = ""
+    """The config's ``WorkingDir``."""
     user: str = ""
     exposed_ports: tuple[str, ...] = ()
     platform: Platform = LINUX_AMD64
 
     @property
-    def command(self) -> tuple[str, ...]:
-        """Entrypoint followed by cmd, as ``docker run IMAGE`` runs it."""
+    def args(self) -> tuple[str, ...]:
+        """Entrypoint followed by cmd, as ``docker run IMAGE`` runs it (the OCI runtime's ``process.args``)."""
         return self.entrypoint + self.cmd
 
 
@@ -177,7 +178,7 @@ def parse_config(data: bytes) -> ImageConfig:
         entrypoint=_strings(config.get("Entrypoint"), "Entrypoint"),
         cmd=_strings(config.get("Cmd"), "Cmd"),
         env=env,
-        working_dir=str(config.get("WorkingDir") or ""),
+        workdir=str(config.get("WorkingDir") or ""),
         user=str(config.get("User") or ""),
         exposed_ports=tuple(sorted(ports)),
         platform=Platform(str(document.get("os", "linux")), str(document.get("architecture", "amd64")),

@@ -20,7 +20,7 @@ from types import TracebackType
 import anyio
 import httpx
 
-from .errors import AuthenticationError, ImageError, RegistryError
+from .._errors import AuthenticationError, ImageError, RegistryError
 from .manifest import MAX_DOCUMENT
 from .reference import DOCKER_HUB, Reference
 from .store import BlobWriter

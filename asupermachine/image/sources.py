@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from .digest import Digest
-from .errors import ImageError, ManifestError, PlatformNotFound
+from .._errors import ImageError, ManifestError, PlatformNotFound
 from .manifest import (
     DOCKER_CONFIG,
     OCI_INDEX,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .._cache import cache_root
 from .digest import Digest, Hasher
-from .errors import ImageError
+from .._errors import ImageError
 from .manifest import MAX_DOCUMENT, Manifest, parse_document
 
 COPY_CHUNK = 1 << 20

@@ -18,15 +18,15 @@ from typing import Any
 from .._core.devices.uart import UartState
 from .._core.kvm.state import StateKind
 from .._core.arch.x86_64.cpuid import CpuModel
-from .._core.recipe import ExecDefaults, VmRecipe
+from .._core.recipe import ProcessDefaults, VmRecipe
 from .._core.virtio.blk import Disk
 from .._core.virtio.mmio import TransportState
 from .._core.virtio.queue import QueueState
-from .errors import SnapshotError
+from .._errors import SnapshotError
 from .memory_file import MemoryImage
-from .state import MachineState, VcpuState
+from .._core.persist import MachineState, VcpuState
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FORMAT_NAME = "asupermachine-snapshot"
 
 
@@ -49,11 +49,14 @@ def encode(manifest: Manifest) -> bytes:
             "kernel": str(recipe.kernel),
             "initramfs": str(recipe.initramfs),
             "disks": [str(disk.path) for disk in recipe.disks],
-            "cmdline": recipe.cmdline,
+            "cpu_model": recipe.cpu_model.value,
             "vcpus": recipe.vcpus,
             "memory_mib": recipe.memory_mib,
-            "cpu_model": recipe.cpu_model.value,
-            "exec_defaults": {**asdict(recipe.exec_defaults), "env": dict(recipe.exec_defaults.env)},
+            "command": list(recipe.command),
+            "defaults": {**asdict(recipe.defaults), "env": dict(recipe.defaults.env)},
+            "hostname": recipe.hostname,
+            "kernel_log": recipe.kernel_log,
+            "cmdline_extra": recipe.cmdline_extra,
         },
         "sha256": dict(manifest.sha256),
         "memory": asdict(manifest.memory),
@@ -102,11 +105,18 @@ def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
         kernel=Path(body["kernel"]),
         initramfs=Path(body["initramfs"]),
         disks=tuple(Disk(Path(path), read_only=True) for path in body["disks"]),
-        cmdline=str(body["cmdline"]),
+        cpu_model=CpuModel(body["cpu_model"]),
         vcpus=int(body["vcpus"]),
         memory_mib=int(body["memory_mib"]),
-        cpu_model=CpuModel(body["cpu_model"]),
-        exec_defaults=ExecDefaults(**body["exec_defaults"]),
+        command=tuple(str(word) for word in body["command"]),
+        defaults=ProcessDefaults(
+            env={str(name): str(value) for name, value in body["defaults"]["env"].items()},
+            workdir=str(body["defaults"]["workdir"]),
+            user=str(body["defaults"]["user"]),
+        ),
+        hostname=str(body["hostname"]),
+        kernel_log=bool(body["kernel_log"]),
+        cmdline_extra=str(body["cmdline_extra"]),
     )
 
 

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SnapshotError
+from .._errors import SnapshotError
 
 PAGE = mmap.PAGESIZE
 # Scanned in chunks this large: a zero chunk (most of a fresh guest's RAM) costs one compare.

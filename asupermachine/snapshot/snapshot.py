@@ -10,6 +10,7 @@ import dataclasses
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +18,14 @@ from .._cache import file_sha256
 from .._core.arch.x86_64.cpuid import guest_cpuid
 from ..guest import resolve_assets
 from .._core.kvm import Kvm
-from .._core.microvm import MIB, MicroVm, RestorePoint
+from .._core.builder import RestorePoint
+from .._core.microvm import MIB
+from .._core.persist import MachineState
 from .._core.recipe import VmRecipe
 from .._core.virtio.blk import Disk
-from .errors import SnapshotError
+from .._errors import SnapshotError
 from .manifest import Manifest, decode, encode
-from .memory_file import verify_memory, write_memory
+from .memory_file import MemoryImage, verify_memory
 
 MANIFEST_NAME = "snapshot.json"
 MEMORY_NAME = "memory"
@@ -67,14 +70,14 @@ class Snapshot:
         return RestorePoint(self.manifest.state, self.memory_file)
 
 
-def write_snapshot(microvm: MicroVm, recipe: VmRecipe, path: Path, idle_within: float = 0.0) -> Snapshot:
-    """Snapshot a running VM into the new directory ``path`` (blocking); the VM runs on afterwards.
+def write_snapshot(
+    path: Path, recipe: VmRecipe, capture: Callable[[Path], tuple[MachineState, MemoryImage]]
+) -> Snapshot:
+    """Write a snapshot of a running VM of ``recipe`` into the new directory ``path`` (blocking).
 
-    The VM is held still only while its state and memory are written; with
-    ``idle_within`` it is first given up to that long to go idle (see
-    :meth:`MicroVm.quiesced`). Raises
-    :class:`SnapshotError` for a VM with a writable disk, and ``FileExistsError``
-    if ``path`` exists.
+    ``capture(memory_path)`` writes the VM's memory file there and returns its state,
+    holding the VM still meanwhile. Raises :class:`SnapshotError` for a VM with a
+    writable disk, and ``FileExistsError`` if ``path`` exists.
     """
     writable = [str(disk.path) for disk in recipe.disks if not disk.read_only]
     if writable:
@@ -92,10 +95,7 @@ def write_snapshot(microvm: MicroVm, recipe: VmRecipe, path: Path, idle_within: 
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     staging.mkdir(parents=True)
     try:
-        with microvm.quiesced(idle_within):
-            state = microvm.capture()
-            with microvm.memory.whole as memory:
-                image = write_memory(memory, staging / MEMORY_NAME)
+        state, image = capture(staging / MEMORY_NAME)
         manifest = Manifest(recipe=recipe, sha256=sha256, memory=image, state=state)
         _write_synced(staging / MANIFEST_NAME, encode(manifest))
         os.rename(staging, path)

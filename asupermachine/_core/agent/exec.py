@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import anyio
 import anyio.abc
 
-from ..._errors import AsupermachineError
+from ..._outcome import ExecResult
 from .process import Process
-
-
-class ExecTimeout(AsupermachineError):
-    """The command outlived its timeout; it was killed."""
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """How a command ended: ``exit_code`` if it exited, ``signal`` if a signal killed it."""
-
-    exit_code: int | None
-    signal: int | None
-    stdout: bytes
-    stderr: bytes
 
 
 async def collect(process: Process, stdin: bytes | None) -> ExecResult:
@@ -40,4 +24,4 @@ async def collect(process: Process, stdin: bytes | None) -> ExecResult:
             await process.stdin.send(stdin)
         await process.stdin.aclose()
     status = await process.wait()
-    return ExecResult(status.exit_code, status.signal, bytes(stdout), bytes(stderr))
+    return ExecResult(status, bytes(stdout), bytes(stderr))

@@ -6,19 +6,12 @@ import os
 
 import anyio.abc
 
-from ..._errors import AsupermachineError
+from ..._errors import GuestFileError
 from .process import agent_error, expect_started, greet, next_frame
-from .protocol import U32, AgentProtocolError, Frame, FrameDecoder, Kind, encode_frame, encode_path
+from .protocol import U32, Frame, FrameDecoder, Kind, encode_frame, encode_path
+from ..._errors import AgentProtocolError
 
 CHUNK = 65536
-
-
-class GuestFileError(AsupermachineError):
-    """The guest could not open, read or write the file; ``errno`` says why."""
-
-    def __init__(self, message: str, errno_value: int) -> None:
-        super().__init__(message)
-        self.errno = errno_value
 
 
 async def write_file(connection: anyio.abc.ByteStream, path: str, data: bytes, mode: int) -> None:

@@ -12,8 +12,10 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..._errors import AsupermachineError
-from .protocol import I32_PAIR, U32, AgentProtocolError, Frame, FrameDecoder, Hello, Kind, decode_hello, encode_exec
+from ..._errors import ExecError
+from ..._outcome import ExitStatus
+from .protocol import I32_PAIR, U32, Frame, FrameDecoder, Hello, Kind, decode_hello, encode_exec
+from ..._errors import AgentProtocolError
 from .protocol import encode_frame
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -22,20 +24,6 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_BUFFER_CHUNKS = 64
 
 
-class ExecError(AsupermachineError):
-    """The agent could not start the command (for example, no such program)."""
-
-    def __init__(self, message: str, errno_value: int) -> None:
-        super().__init__(message)
-        self.errno = errno_value
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    """``exit_code`` if the process exited, ``signal`` if a signal killed it."""
-
-    exit_code: int | None
-    signal: int | None
 
 
 class _Output(anyio.abc.ByteReceiveStream):
@@ -71,8 +59,11 @@ class Process:
     command if it still runs.
     """
 
-    def __init__(self, connection: anyio.abc.ByteStream, pid: int) -> None:
+    def __init__(
+        self, connection: anyio.abc.ByteStream, pid: int, lost: Callable[[], BaseException] | None = None
+    ) -> None:
         self.pid = pid
+        self._lost = lost
         self._connection = connection
         self._send_lock = anyio.Lock()
         out_send, out_receive = anyio.create_memory_object_stream[bytes](OUTPUT_BUFFER_CHUNKS)
@@ -92,18 +83,23 @@ class Process:
         argv: Sequence[str],
         *,
         env: Mapping[str, str] | None,
-        cwd: str,
+        workdir: str,
         user: str,
+        lost: Callable[[], BaseException] | None = None,
     ) -> tuple[Process, FrameDecoder]:
-        """Greet the agent, ask it to spawn ``argv``; the caller then runs :meth:`pump`."""
+        """Greet the agent, ask it to spawn ``argv``; the caller then runs :meth:`pump`.
+
+        ``lost()`` is what :meth:`wait` raises if the pump ends without an exit status
+        (the VM went away).
+        """
         _, decoder = await greet(connection)
-        await connection.send(encode_exec(argv, {"PATH": DEFAULT_PATH, **(env or {})}, cwd, user))
+        await connection.send(encode_exec(argv, {"PATH": DEFAULT_PATH, **(env or {})}, workdir, user))
 
         def refused(code: int, detail: str) -> ExecError:
             return ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
 
         started = await expect_started(connection, decoder, refused)
-        return cls(connection, U32.unpack(started)[0]), decoder
+        return cls(connection, U32.unpack(started)[0], lost), decoder
 
     async def pump(self, decoder: FrameDecoder) -> None:
         """Route the agent's frames to the output streams until the process ends (a task's job)."""
@@ -132,6 +128,8 @@ class Process:
         """Wait for the process to end (read its output meanwhile, or it may stall)."""
         await self._done.wait()
         if self._status is None:
+            if self._failure is None and self._lost is not None:
+                raise self._lost()
             raise self._failure or AgentProtocolError("the process ended without an exit status")
         return self._status
 

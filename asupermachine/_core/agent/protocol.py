@@ -12,18 +12,14 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..._errors import AsupermachineError
+from ..._errors import AgentProtocolError
 
 AGENT_PORT = 1024
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 I32_PAIR = struct.Struct("<ii")
 U32 = struct.Struct("<I")
-
-
-class AgentProtocolError(AsupermachineError):
-    """The guest agent sent something that breaks the protocol."""
 
 
 class Kind(enum.IntEnum):
@@ -38,6 +34,7 @@ class Kind(enum.IntEnum):
     EXITED = 9
     WRITE_FILE = 10
     READ_FILE = 11
+    HOSTNAME = 12
 
 
 class VectorState(enum.IntEnum):
@@ -89,11 +86,11 @@ def encode_frame(kind: Kind, payload: bytes = b"") -> bytes:
     return FRAME_HEADER.pack(len(payload), kind, 0) + payload
 
 
-def encode_exec(argv: Sequence[str], env: Mapping[str, str], cwd: str, user: str = "") -> bytes:
-    """The EXEC frame: counts, then NUL-terminated cwd, user, argv and ``KEY=value`` strings."""
+def encode_exec(argv: Sequence[str], env: Mapping[str, str], workdir: str, user: str = "") -> bytes:
+    """The EXEC frame: counts, then NUL-terminated workdir, user, argv and ``KEY=value`` strings."""
     if not argv:
         raise ValueError("exec needs at least a program name")
-    strings = [cwd, user, *argv, *(f"{key}={value}" for key, value in env.items())]
+    strings = [workdir, user, *argv, *(f"{key}={value}" for key, value in env.items())]
     for text in strings:
         if "\0" in text:
             raise ValueError(f"{text!r} contains a NUL byte")
@@ -102,6 +99,17 @@ def encode_exec(argv: Sequence[str], env: Mapping[str, str], cwd: str, user: str
             raise ValueError(f"environment name {key!r} is empty or contains '='")
     body = b"".join(text.encode() + b"\0" for text in strings)
     return encode_frame(Kind.EXEC, U32.pack(len(argv)) + U32.pack(len(env)) + body)
+
+
+HOSTNAME_MAX = 64
+
+
+def encode_hostname(name: str) -> bytes:
+    """The HOSTNAME frame that names the guest before a connection's request (a restored clone's id)."""
+    data = name.encode()
+    if not 1 <= len(data) <= HOSTNAME_MAX or b"\0" in data:
+        raise ValueError(f"hostname {name!r} must be 1 to {HOSTNAME_MAX} bytes without NUL")
+    return encode_frame(Kind.HOSTNAME, data)
 
 
 def encode_path(path: str) -> bytes:

@@ -2,31 +2,9 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 
-
-class ShutdownReason(enum.Enum):
-    """Why a VM stopped."""
-
-    EXIT = "exit"
-    """The guest's init reported its command's exit status."""
-    POWER_OFF = "power-off"
-    RESET = "reset"
-    """The guest rebooted (i8042 reset line or a KVM reset event)."""
-    PANIC = "panic"
-    TRIPLE_FAULT = "triple-fault"
-    HOST = "host"
-    """The host stopped the VM (context exit, cancellation)."""
-
-
-@dataclass(frozen=True)
-class GuestExit:
-    """How a VM ended: the reason and, for :attr:`ShutdownReason.EXIT`, the exit status (0..255)."""
-
-    reason: ShutdownReason
-    status: int | None = None
+from ..._outcome import GuestExit, ShutdownReason
 
 
 ShutdownRequest = Callable[[GuestExit], None]

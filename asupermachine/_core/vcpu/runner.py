@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ..._errors import GuestError
 from ..devices.bus import Bus
-from ..devices.shutdown_ports import GuestExit, ShutdownReason
+from ..._outcome import GuestExit, ShutdownReason
 from ..kvm import VcpuFd
 from ..kvm._kvm_cffi import lib
 from ..memory import GuestMemory

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from ..devices.shutdown_ports import GuestExit
+from ..._outcome import GuestExit
 from ..kvm import VcpuFd
 
 

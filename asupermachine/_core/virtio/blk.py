@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..._errors import AsupermachineError
+from ..._errors import DiskError
 from .queue import Buffer, DescriptorChain, Virtqueue
 from .request_queue import RequestQueueDevice
 
@@ -35,10 +35,6 @@ QUEUE_SIZE = 128
 # indirect descriptors a request takes one ring slot). Without VIRTIO_BLK_F_SEG_MAX
 # Linux sends one segment per request: a page at a time.
 SEGMENTS_PER_REQUEST = QUEUE_SIZE - 2
-
-
-class DiskError(AsupermachineError):
-    """A disk image cannot be used (missing, not a regular file, or not a whole number of sectors)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ transport through the vCPU's MMIO exits.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import anyio
 
@@ -19,33 +18,8 @@ from ..devices.bus import Bus
 from ..eventfd import EventFd
 from ..kvm import VmFd
 from ..memory import GuestMemory
+from ..device_manager import MmioSlot
 from .mmio import VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_SIZE, MmioTransport, VirtioDevice
-
-# Device slots sit in the MMIO gap below 4 GiB; their IRQs start above COM1's 4.
-VIRTIO_MMIO_BASE = 0xD000_0000
-FIRST_VIRTIO_IRQ = 5
-LAST_VIRTIO_IRQ = 23
-
-
-@dataclass(frozen=True)
-class MmioSlot:
-    """Where a virtio-mmio device lives: its register window and its interrupt line."""
-
-    base: int
-    irq: int
-
-    @classmethod
-    def numbered(cls, index: int) -> MmioSlot:
-        irq = FIRST_VIRTIO_IRQ + index
-        if irq > LAST_VIRTIO_IRQ:
-            raise ValueError(f"at most {LAST_VIRTIO_IRQ - FIRST_VIRTIO_IRQ + 1} virtio devices fit")
-        return cls(VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE, irq)
-
-    @property
-    def kernel_argument(self) -> str:
-        """How the guest learns of the device (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES)."""
-        return f"virtio_mmio.device=4K@{self.base:#x}:{self.irq}"
-
 
 class VirtioService:
     """A device on its transport, wired to KVM; :meth:`run` serves it until cancelled."""

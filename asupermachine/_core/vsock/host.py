@@ -22,16 +22,12 @@ from .connection import Connected, Data, PeerShutdown, Reset
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .muxer import Accepted, MuxEvent, PortPair, VsockMuxer
-from .packet import VsockError
+from ..._errors import VsockConnectionReset, VsockError
 
 RX_QUEUE = 0
 MAX_RECEIVE = 65536
 # Guest connections a listener holds before it is asked to accept; more are reset.
 LISTEN_BACKLOG = 64
-
-
-class VsockConnectionReset(VsockError):
-    """The guest refused or reset the vsock connection."""
 
 
 class _Channel:

@@ -6,7 +6,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from ..._errors import AsupermachineError
+from ..._errors import VsockError
 
 VIRTIO_ID_VSOCK = 19
 VMADDR_CID_HOST = 2
@@ -17,10 +17,6 @@ VIRTIO_VSOCK_SHUTDOWN_RCV = 1
 VIRTIO_VSOCK_SHUTDOWN_SEND = 2
 # Linux never puts more than 64 KiB in one packet (VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
 MAX_PAYLOAD = 64 * 1024
-
-
-class VsockError(AsupermachineError):
-    """A malformed vsock packet from the guest, or a vsock connection that failed."""
 
 
 class Op(enum.IntEnum):

@@ -17,6 +17,10 @@
  *   host  -> agent READ_FILE path\0;            the agent answers STDOUT data...
  *   agent -> host  STARTED u32 0 | ERROR i32 errno, path; at the end EXITED 0, 0 (or ERROR)
  *
+ * Before its request, a connection may name the guest (a restored clone's new id):
+ *
+ *   host  -> agent HOSTNAME name (1..64 bytes, no NUL); no answer
+ *
  * Every frame is u32 payload length, u16 kind, u16 zero, then the payload
  * (little-endian). asupermachine/agent/protocol.py is the host's side of this.
  */
@@ -52,14 +56,14 @@ struct sockaddr_vm {
 };
 
 #define AGENT_PORT 1024
-#define PROTOCOL_VERSION 3
+#define PROTOCOL_VERSION 4
 #define MAX_FRAME (1u << 20)
 #define MAX_SESSIONS 64
 /* Bytes queued toward the host or a process beyond which the side feeding them is not read. */
 #define HIGH_WATER (256u << 10)
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
-    WRITE_FILE = 10, READ_FILE = 11,
+    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12,
 };
 
 /* Bytes waiting for a non-blocking fd that was not ready. */
@@ -246,6 +250,8 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
         start(s, p, len);
     } else if ((kind == WRITE_FILE || kind == READ_FILE) && idle) {
         open_file(s, kind, p, len);
+    } else if (kind == HOSTNAME && idle && len >= 1 && len <= 64 && !memchr(p, 0, len)) {
+        sethostname((const char *)p, len);
     } else if (kind == STDIN && s->in >= 0 && !s->in_eof) {
         if (len == 0) s->in_eof = 1;
         else append(&s->to_in, p, len);

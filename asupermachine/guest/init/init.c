@@ -17,6 +17,7 @@
  *   asupermachine.root=DEVICE    the root filesystem
  *   asupermachine.env=NAME=VALUE the command's environment (repeatable)
  *   asupermachine.workdir=DIR    the command's working directory
+ *   asupermachine.hostname=NAME  the guest's hostname
  *   asupermachine.user=USER      the command's user: name, uid, user:group, uid:gid
  */
 #define _GNU_SOURCE
@@ -87,7 +88,7 @@ static void print_ready_line(void) {
 }
 
 struct options {
-    const char *root, *workdir, *user;
+    const char *root, *workdir, *user, *hostname;
     char *env[MAX_ENV + 1];
     int env_count;
 };
@@ -215,6 +216,7 @@ int main(int argc, char **argv) {
         else if (strncmp(*word, OPTION_PREFIX, strlen(OPTION_PREFIX)) != 0 || value == NULL) continue;
         else if (strncmp(*word, OPTION_PREFIX "root=", value - *word + 1) == 0) options.root = value + 1;
         else if (strncmp(*word, OPTION_PREFIX "workdir=", value - *word + 1) == 0) options.workdir = value + 1;
+        else if (strncmp(*word, OPTION_PREFIX "hostname=", value - *word + 1) == 0) options.hostname = value + 1;
         else if (strncmp(*word, OPTION_PREFIX "user=", value - *word + 1) == 0) options.user = value + 1;
         else if (strncmp(*word, OPTION_PREFIX "env=", value - *word + 1) == 0 && strchr(value + 1, '=')) put_env(&options, value + 1);
     }
@@ -230,6 +232,8 @@ int main(int argc, char **argv) {
             end_vm(STATUS_INIT_FAILURE);
         }
     }
+    if (options.hostname && sethostname(options.hostname, strlen(options.hostname)) < 0)
+        report("set hostname", options.hostname, errno);
     enum vector_state vectors = check_vector_state(&options);
     print_ready_line();
     start_agent(agent, vectors);

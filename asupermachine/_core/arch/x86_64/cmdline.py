@@ -40,15 +40,16 @@ INIT_OPTION_PREFIX = "asupermachine."
 
 @dataclass(frozen=True)
 class InitOptions:
-    """What init sets up: the root device, and the environment, directory and user of its command."""
+    """What init sets up: the root device, the hostname, and the environment, directory and user of its command."""
 
     root: str = ""
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str = ""
     user: str = ""
+    hostname: str = ""
 
     def words(self) -> list[str]:
-        pairs = [("root", self.root), ("workdir", self.workdir), ("user", self.user)]
+        pairs = [("root", self.root), ("workdir", self.workdir), ("user", self.user), ("hostname", self.hostname)]
         for name, value in self.env.items():
             if not name or "=" in name:
                 raise ValueError(f"environment name {name!r} is empty or contains '='")

@@ -1,4 +1,4 @@
-"""A paused VM's state as plain values: KVM's per-vCPU and VM blobs, MSRs, devices, the UART."""
+"""A paused VM's state as plain values (KVM's per-vCPU and VM blobs, MSRs, devices, the UART), and its capture."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import dataclasses
 import struct
 from dataclasses import dataclass
 
-from .._core.devices.uart import UartState
-from .._core.kvm import VcpuFd, VmFd
-from .._core.kvm.state import VCPU_LATE_STATE_KINDS, VCPU_STATE_KINDS, VM_STATE_KINDS, StateKind, get_state, set_state
-from .._core.virtio.mmio import TransportState
+from .devices.uart import UartState
+from .kvm import VcpuFd, VmFd
+from .kvm.state import VCPU_LATE_STATE_KINDS, VCPU_STATE_KINDS, VM_STATE_KINDS, StateKind, get_state, set_state
+from .virtio.mmio import TransportState
 
 # Not every KVM offers these (no XSAVE without the CPU feature); a snapshot may lack them.
 OPTIONAL_KINDS = frozenset({StateKind.XSAVE, StateKind.XCRS, StateKind.DEBUGREGS})

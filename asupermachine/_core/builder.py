@@ -1,0 +1,230 @@
+"""Build one VM from its recipe: KVM objects, memory, devices, vCPUs; then boot state or a snapshot's (blocking).
+
+As Firecracker's ``builder.rs``: the same recipe feeds a boot and a restore, and
+the running VM (:class:`MicroVm`) never builds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._errors import AssetError, KernelImageError, SnapshotError, VirtqueueError
+from .arch.x86_64 import layout
+from .arch.x86_64.boot_params import build_zero_page, e820_map
+from .arch.x86_64.cmdline import InitOptions, kernel_cmdline
+from .arch.x86_64.cpu_state import boot_memory_contents, setup_boot_vcpu, setup_common_vcpu_state
+from .arch.x86_64.cpuid import guest_cpuid
+from .arch.x86_64.elf import load_vmlinux
+from .arch.x86_64.mptable import mptable
+from .arch.x86_64.paging import identity_page_tables
+from .console import Console
+from .device_manager import MmioDeviceManager
+from .devices.bus import Bus
+from .devices.shutdown_ports import EXIT_STATUS_PORT, I8042_DATA_PORT, ExitPorts, I8042
+from .devices.uart import COM1_BASE, COM1_IRQ, UART_PORT_COUNT, Uart
+from .devices.vector_state import XSTATE_PORT_RANGE, XSTATE_SAVE_PORT, TaskVectorStates, VectorStatePorts
+from .kvm import Kvm
+from .memory import GuestMemory
+from .microvm import MIB, MicroVm
+from .persist import MachineState, advanced, restore_vcpu, restore_vm
+from .recipe import VmRecipe
+from .vcpu.stop import StopLatch
+from .virtio.blk import Block
+from .virtio.mmio import VirtioDevice
+from .virtio.rng import Rng
+from .virtio.service import VirtioService
+from .vsock.device import VsockDevice
+from .vsock.host import VsockHost
+
+MIN_MEMORY_MIB = 64
+MAX_VCPUS = 254
+I8042_PORT_COUNT = 5
+EXIT_PORT_COUNT = 2
+ROOT_DEVICE = "/dev/vda"
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    """Where a restored VM starts: its saved state and the file holding its memory."""
+
+    state: MachineState
+    memory_file: Path
+
+
+def check_shape(recipe: VmRecipe) -> None:
+    """Raise ``ValueError`` for a VM that cannot exist (before anything is allocated for it)."""
+    if not 1 <= recipe.vcpus <= MAX_VCPUS:
+        raise ValueError(f"vcpus must be between 1 and {MAX_VCPUS}, not {recipe.vcpus}")
+    if recipe.memory_mib < MIN_MEMORY_MIB:
+        raise ValueError(f"memory_mib must be at least {MIN_MEMORY_MIB}, not {recipe.memory_mib}")
+
+
+def build(recipe: VmRecipe, console: Console, vsock: VsockHost, restore: RestorePoint | None) -> MicroVm:
+    """The VM ``recipe`` describes, booted from its kernel or resumed from ``restore``, ready to run.
+
+    Raises :class:`KernelImageError`, :class:`AssetError`, :class:`DiskError`,
+    :class:`SnapshotError` (a saved state KVM refuses) or ``ValueError``.
+    """
+    check_shape(recipe)
+    with contextlib.ExitStack() as undo:
+        kvm = Kvm()
+        undo.callback(kvm.close)
+        if recipe.vcpus > kvm.max_vcpus:
+            raise ValueError(f"this host's KVM allows at most {kvm.max_vcpus} vCPUs per VM")
+        vm_fd = kvm.create_vm()
+        undo.callback(vm_fd.close)
+        memory = GuestMemory(
+            layout.ram_layout(recipe.memory_mib * MIB), backing=None if restore is None else restore.memory_file
+        )
+        undo.callback(memory.close)
+        vm = MicroVm(recipe, kvm, vm_fd, memory, console, StopLatch(), Bus(), Bus())
+        _create_platform(vm)
+        _attach_platform_devices(vm)
+        devices = MmioDeviceManager()
+        blocks = [Block(disk) for disk in recipe.disks]
+        for block in blocks:
+            undo.callback(block.close)
+        vsock_device = VsockDevice(vsock.muxer, on_events=vsock.post)
+        virtio_devices: tuple[VirtioDevice, ...] = (Rng(), vsock_device, *blocks)
+        for device in virtio_devices:
+            slot = devices.register(device)
+            vm.virtio.append(VirtioService(vm_fd, vm.mmio, memory, device, slot))
+            undo.callback(vm.virtio[-1].close)
+        vm.vsock, vm.vsock_device = vm.virtio[1], vsock_device
+        vsock.attach(vm.vsock.lock, vm.kick_vsock_rx)
+        vm.blocks = blocks
+        entry = None if restore is not None else _load_guest(vm, kernel_cmdline_for(recipe, devices))
+        undo.callback(vm.close_vcpus)
+        _create_vcpus(vm, entry)
+        if restore is not None:
+            _restore(vm, restore.state)
+        undo.pop_all()
+        return vm
+
+
+def kernel_cmdline_for(recipe: VmRecipe, devices: MmioDeviceManager) -> str:
+    defaults = recipe.defaults
+    return kernel_cmdline(
+        cpu_model=recipe.cpu_model,
+        kernel_log=recipe.kernel_log,
+        extra=recipe.cmdline_extra,
+        devices=devices.kernel_arguments,
+        init=InitOptions(
+            root=ROOT_DEVICE if recipe.disks else "",
+            env=defaults.env,
+            workdir=defaults.workdir,
+            user=defaults.user,
+            hostname=recipe.hostname,
+        ),
+        command=recipe.command,
+    )
+
+
+def _create_platform(vm: MicroVm) -> None:
+    fd = vm.vm_fd
+    fd.set_identity_map_addr(layout.KVM_IDENTITY_MAP_ADDR)
+    fd.set_tss_addr(layout.KVM_TSS_ADDR)
+    fd.create_irqchip()
+    fd.create_pit2()
+    for slot, region in enumerate(vm.memory.regions):
+        fd.set_user_memory_region(slot, region.guest_phys_addr, region.size, vm.memory.host_address(region))
+
+
+def _attach_platform_devices(vm: MicroVm) -> None:
+    request, fd = vm.stop.request, vm.vm_fd
+
+    def pulse_com1() -> None:
+        fd.set_irq_line(COM1_IRQ, True)
+        fd.set_irq_line(COM1_IRQ, False)
+
+    vm.uart = uart = Uart(output=vm.console.feed, interrupt=pulse_com1)
+    vm.uart_lock = uart_lock = vm.pio.register(COM1_BASE, UART_PORT_COUNT, uart)
+
+    def type_into_console(data: bytes) -> int:
+        with uart_lock:
+            return uart.receive(data)
+
+    vm.console.attach_input(type_into_console)
+    vm.pio.register(I8042_DATA_PORT, I8042_PORT_COUNT, I8042(request))
+    vm.pio.register(EXIT_STATUS_PORT, EXIT_PORT_COUNT, ExitPorts(request))
+    vm.vector_states = VectorStatePorts(TaskVectorStates())
+    vm.pio.register(XSTATE_SAVE_PORT, XSTATE_PORT_RANGE, vm.vector_states)
+
+
+def _load_guest(vm: MicroVm, cmdline: str) -> int:
+    """Place kernel, initramfs, command line and boot tables; return the kernel entry point."""
+    if len(cmdline) + 1 > layout.CMDLINE_MAX_SIZE:
+        raise ValueError(f"kernel command line is {len(cmdline)} bytes; the limit is {layout.CMDLINE_MAX_SIZE - 1}")
+    memory, recipe = vm.memory, vm.recipe
+    kernel = load_vmlinux(recipe.kernel, memory)
+    initrd_addr, initrd_size = _load_initramfs(vm, kernel.end)
+    encoded = cmdline.encode() + b"\0"
+    memory.write(layout.CMDLINE_ADDR, encoded)
+    contents = {**identity_page_tables(), **boot_memory_contents()}
+    contents[layout.MPTABLE_ADDR] = mptable(layout.MPTABLE_ADDR, recipe.vcpus)
+    ram = [(region.guest_phys_addr, region.size) for region in memory.regions]
+    contents[layout.ZERO_PAGE_ADDR] = build_zero_page(
+        cmdline_addr=layout.CMDLINE_ADDR,
+        cmdline_size=len(encoded) - 1,
+        e820=e820_map(ram),
+        initrd_addr=initrd_addr,
+        initrd_size=initrd_size,
+    )
+    for gpa, data in contents.items():
+        memory.write(gpa, data)
+    return kernel.entry
+
+
+def _load_initramfs(vm: MicroVm, kernel_end: int) -> tuple[int, int]:
+    """Put the initramfs at the top of low RAM, page-aligned, clear of the kernel."""
+    path = vm.recipe.initramfs
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise AssetError(f"cannot read initramfs {path}: {e.strerror}") from None
+    low_ram_end = vm.memory.regions[0].end
+    addr = (low_ram_end - len(data)) & ~(layout.PAGE_SIZE - 1)
+    if addr < kernel_end:
+        raise KernelImageError(
+            f"kernel and a {len(data)}-byte initramfs do not fit in {vm.recipe.memory_mib} MiB of RAM"
+        )
+    vm.memory.write(addr, data)
+    return addr, len(data)
+
+
+def _create_vcpus(vm: MicroVm, entry: int | None) -> None:
+    """Create the vCPUs with this host's CPUID for the model; set boot state unless restoring."""
+    supported = vm.kvm.supported_cpuid()
+    count = vm.recipe.vcpus
+    for index in range(count):
+        vcpu = vm.vm_fd.create_vcpu(index)
+        vm.vcpus.append(vcpu)
+        cpuid = tuple(guest_cpuid(supported, vm.recipe.cpu_model, index, count))
+        vm.cpuid.append(cpuid)
+        vcpu.set_cpuid(list(cpuid))
+        if entry is not None:
+            setup_common_vcpu_state(vcpu)
+            if index == 0:
+                setup_boot_vcpu(vcpu, entry)
+    vm.arm_pause()
+
+
+def _restore(vm: MicroVm, state: MachineState) -> None:
+    """Put back a snapshot's KVM and device state (memory is already the snapshot's).
+
+    Raises :class:`SnapshotError` if KVM or a device refuses the saved state.
+    """
+    state = advanced(state, time.time_ns() - state.captured_at_ns)
+    try:
+        restore_vm(vm.vm_fd, state.vm)
+        for vcpu, vcpu_state in zip(vm.vcpus, state.vcpus, strict=True):
+            restore_vcpu(vcpu, vcpu_state)
+        for service, transport_state in zip(vm.virtio, state.transports, strict=True):
+            service.transport.restore(transport_state)
+    except (OSError, ValueError, VirtqueueError) as error:
+        raise SnapshotError("state", f"the saved VM state was refused: {error}") from error
+    vm.uart.restore(state.uart)
+    vm.vector_states.states = TaskVectorStates(state.task_vector_states)

@@ -1,0 +1,167 @@
+"""One VM while it runs: its vCPU threads and device tasks in one task group, and how it ended."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+import anyio.abc
+
+from .._errors import AsupermachineError, GuestError, GuestStopped, GuestUnresponsive
+from .._groups import unwrap_single_error
+from .._outcome import GuestExit, ShutdownReason
+from .builder import RestorePoint, build
+from .console import Console
+from .microvm import MicroVm
+from .recipe import VmRecipe
+from .vcpu.runner import VcpuRunner
+from .vsock.device import EVENT_QUEUE
+from .vsock.host import VsockHost
+from .vsock.muxer import VsockMuxer
+
+# Every VM has its own vsock device, so all can use the first guest CID.
+GUEST_CID = 3
+# How long a call waits for the guest (its agent, a port); a boot under software KVM takes ~30 s.
+GUEST_DEADLINE = 180.0
+KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
+
+T = TypeVar("T")
+
+
+class RunningVm:
+    """A built VM served by tasks in ``tasks``; :attr:`stopped` is set once every vCPU has ended."""
+
+    def __init__(self, microvm: MicroVm, vsock: VsockHost, tasks: anyio.abc.TaskGroup) -> None:
+        self.microvm = microvm
+        self.vsock = vsock
+        self.tasks = tasks
+        self.stopped = anyio.Event()
+        self._vcpus_running = len(microvm.vcpus)
+
+    @property
+    def console(self) -> Console:
+        return self.microvm.console
+
+    @property
+    def recipe(self) -> VmRecipe:
+        return self.microvm.recipe
+
+    def start(self) -> None:
+        self.tasks.start_soon(self.vsock.run, name="vsock-events")
+        for service in self.microvm.virtio:
+            self.tasks.start_soon(service.run, name=f"virtio@{service.slot.base:#x}")
+        for index, runner in enumerate(self.microvm.runners()):
+            self.tasks.start_soon(self._run_vcpu, runner, index, name=f"vcpu-{index}")
+
+    async def _run_vcpu(self, runner: VcpuRunner, index: int) -> None:
+        """Run one vCPU on its own (daemon) thread; return only once that thread has ended."""
+        done = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+
+        def loop() -> None:
+            try:
+                runner.run()
+            except BaseException:
+                pass  # recorded in the stop latch, which result() reports
+            finally:
+                os.eventfd_write(done, 1)
+
+        thread = threading.Thread(target=loop, name=f"asupermachine-vcpu-{index}", daemon=True)
+        thread.start()
+        try:
+            await anyio.wait_readable(done)
+        finally:
+            with anyio.CancelScope(shield=True):
+                self.microvm.stop.request(GuestExit(ShutdownReason.HOST))  # no-op once stopped
+                while thread.is_alive():
+                    await anyio.wait_readable(done)
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(done)
+                thread.join()
+                os.close(done)
+                self._vcpus_running -= 1
+                if self._vcpus_running == 0:
+                    self.console.close()
+                    self.stopped.set()
+
+    def result(self) -> GuestExit:
+        """How the guest ended (call once :attr:`stopped`); raises :class:`GuestError` if a vCPU failed."""
+        stop = self.microvm.stop
+        if stop.failure is not None:
+            if isinstance(stop.failure, AsupermachineError):
+                raise stop.failure
+            raise GuestError(f"vCPU thread failed: {stop.failure!r}") from stop.failure
+        result = stop.result
+        assert result is not None, "vCPUs stop only through the latch"
+        if result.reason is ShutdownReason.RESET and KERNEL_PANIC_MARKER in self.console.tail():
+            return GuestExit(ShutdownReason.PANIC)
+        return result
+
+    def stopped_error(self) -> AsupermachineError:
+        """What a call on the stopped guest raises: its vCPU's :class:`GuestError`, or :class:`GuestStopped`."""
+        try:
+            exit = self.result()
+        except AsupermachineError as error:
+            return error
+        return GuestStopped(f"the guest stopped ({_describe(exit)})", exit, self.console.tail())
+
+    async def until_guest(self, step: Callable[[], Awaitable[T]], what: str) -> T:
+        """Await ``step`` unless the guest stops first or it takes longer than :data:`GUEST_DEADLINE`."""
+        outcome: list[T] = []
+        with unwrap_single_error():
+            async with anyio.create_task_group() as race:
+
+                async def run_step() -> None:
+                    outcome.append(await step())
+                    race.cancel_scope.cancel()
+
+                race.start_soon(run_step)
+                with anyio.move_on_after(GUEST_DEADLINE) as deadline:
+                    await self.stopped.wait()
+                race.cancel_scope.cancel()
+        if outcome:
+            return outcome[0]
+        if deadline.cancelled_caught:
+            raise GuestUnresponsive(f"the guest has not {what} within {GUEST_DEADLINE:.0f} s")
+        raise self.stopped_error()
+
+
+def _describe(exit: GuestExit) -> str:
+    return exit.reason.value + (f" {exit.exit_code}" if exit.exit_code is not None else "")
+
+
+@contextlib.asynccontextmanager
+async def running(recipe: VmRecipe, console_capacity: int, restore: RestorePoint | None) -> AsyncIterator[RunningVm]:
+    """Build the VM and run it for the block; leaving stops it and frees every thread, fd and mapping."""
+    console = Console(console_capacity)
+    vsock = VsockHost(VsockMuxer(GUEST_CID))
+    built: list[MicroVm] = []
+    try:
+        # Appending inside the thread means a cancellation during assembly still
+        # leaves us holding the VM, so the finally below can free it.
+        await anyio.to_thread.run_sync(lambda: built.append(build(recipe, console, vsock, restore)))
+        microvm = built[0]
+        vsock_reset = anyio.Event()
+        if restore is not None:
+            # The guest's connections were to a host side that is gone.
+            microvm.vsock.serve(lambda: microvm.vsock_device.post_transport_reset(vsock_reset.set), EVENT_QUEUE)
+        with unwrap_single_error():
+            async with anyio.create_task_group() as tasks:
+                engine = RunningVm(microvm, vsock, tasks)
+                engine.start()
+                try:
+                    if restore is not None:
+                        await engine.until_guest(vsock_reset.wait, "took in the vsock reset")
+                    yield engine
+                finally:
+                    microvm.stop.request(GuestExit(ShutdownReason.HOST))
+                    # Device tasks serve until the VM goes; vCPU threads end once kicked.
+                    tasks.cancel_scope.cancel()
+    finally:
+        for microvm in built:
+            microvm.close()
+        vsock.close()
+        await console.release()

@@ -1,0 +1,322 @@
+"""``Runtime``: owns machines (their threads, tasks and helpers) in one task group, with limits.
+
+``async with Runtime() as rt: vm = await rt.start(...)`` gives handles any task on
+the loop may use and close; leaving the block closes them all. Code that never
+makes one gets a default runtime per event loop (:func:`default_runtime`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Unpack
+
+import anyio
+import anyio.abc
+import sniffio
+
+from . import _bake, _hooks
+from ._core.arch.x86_64.cpuid import detect_cpu_model
+from ._core.builder import RestorePoint, check_shape
+from ._core.console import DEFAULT_CAPACITY
+from ._core.recipe import ProcessDefaults, VmRecipe
+from ._core.running import running
+from ._core.virtio.blk import Disk
+from ._errors import CapacityExceeded
+from ._machine import Machine
+from ._options import BootOptions, RestoreOptions, StartOptions
+from .guest import resolve_assets
+from .image.image import Image
+from .snapshot.snapshot import Snapshot
+
+ID_BYTES = 4
+logger = logging.getLogger("asupermachine")
+_live: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+class Runtime:
+    """Owner of machines: every VM it starts runs in its task group until closed, timed out, or the block ends.
+
+    ``max_machines`` and ``max_memory_mib`` bound what is alive at once; a start
+    beyond them waits for room (or raises :class:`CapacityExceeded` with ``wait=False``).
+    """
+
+    def __init__(self, *, max_machines: int | None = None, max_memory_mib: int | None = None) -> None:
+        self.max_machines = max_machines
+        self.max_memory_mib = max_memory_mib
+        self._machines: dict[str, Machine] = {}
+        self._admitted = self._admitted_mib = 0
+        self._capacity_changed = anyio.Event()
+        self._closing = False
+        self._exit = contextlib.AsyncExitStack()
+        self._tasks: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Runtime:
+        self._tasks = await self._exit.enter_async_context(anyio.create_task_group())
+        _live.add(self)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> bool | None:
+        self._closing = True
+        for machine in list(self._machines.values()):
+            machine.request_close("runtime")
+        try:
+            return await self._exit.__aexit__(kind, error, traceback)
+        finally:
+            _live.discard(self)
+
+    def machines(self) -> list[Machine]:
+        """The machines alive now, oldest first."""
+        return list(self._machines.values())
+
+    def get(self, machine_id: str) -> Machine:
+        """The live machine with ``id``; raises ``KeyError`` if there is none."""
+        return self._machines[machine_id]
+
+    # -- starting ----------------------------------------------------------------
+
+    async def start(self, image: Image | str | None = None, **options: Unpack[StartOptions]) -> Machine:
+        """Start an image (an :class:`Image`, a reference found locally or pulled, None: the built-in one).
+
+        The image's root filesystem becomes the guest's root. Without ``command`` or
+        ``run`` the machine is a sandbox for :meth:`Machine.exec`, whose processes get
+        the image's env, working directory and user unless told otherwise.
+        ``command`` runs ``entrypoint + command`` as the main process (docker's CMD
+        override), ``run=True`` the image's own entrypoint and cmd; the machine ends
+        with it and :meth:`Machine.wait` returns its exit code. See
+        :class:`StartOptions` for the rest. Raises :class:`ImageError` and what
+        :meth:`boot` raises.
+        """
+        chosen = image if isinstance(image, Image) else await Image.resolve(image, insecure=options.get("insecure", False))
+        config = chosen.config
+        command = options.get("command")
+        main: Sequence[str] = ()
+        if command is not None:
+            main = (*config.entrypoint, *command)
+        elif options.get("run", False):
+            main = config.args
+            if not main:
+                raise ValueError(f"image {chosen.name} has no entrypoint or cmd to run")
+        boot: BootOptions = {key: value for key, value in options.items() if key not in ("run", "insecure")}  # type: ignore[assignment]
+        boot["command"] = main
+        boot["env"] = {**config.env, **(options.get("env") or {})}
+        boot["workdir"] = options.get("workdir") or config.workdir
+        boot["user"] = options.get("user") or config.user
+        boot["root"] = Disk(await chosen.root_disk())
+        return await self.boot(**boot)
+
+    async def boot(self, kernel: str | os.PathLike[str] | None = None, **options: Unpack[BootOptions]) -> Machine:
+        """Boot the project's kernel and init (or ``kernel``/``initramfs``) with no image.
+
+        The root is ``root`` (default: the project's busybox root). The guest's init
+        starts the agent (for :meth:`Machine.exec` and friends) and runs ``command``,
+        ending the machine with its exit code; without one the machine serves until
+        it is closed. Raises :class:`KVMUnavailable` without usable KVM,
+        :class:`KernelImageError` for a bad kernel, :class:`AssetError` when the
+        default assets cannot be built, :class:`DiskError` for an unusable disk,
+        ``ValueError`` for an impossible shape (vCPUs, memory, command).
+        """
+        root = options.get("root")
+        initramfs = options.get("initramfs")
+        assets = await anyio.to_thread.run_sync(
+            lambda: resolve_assets(
+                None if kernel is None else Path(kernel),
+                None if initramfs is None else Path(initramfs),
+                default_root=root is None,
+            )
+        )
+        machine_id = self._new_id()
+        if root is None:
+            assert assets.default_root is not None, "asked for above"
+            root = Disk(assets.default_root)
+        recipe = VmRecipe(
+            kernel=assets.kernel,
+            initramfs=assets.initramfs,
+            disks=(root, *options.get("disks", ())),
+            cpu_model=detect_cpu_model(),
+            vcpus=options.get("vcpus", 1),
+            memory_mib=options.get("memory_mib", 256),
+            command=tuple(options.get("command") or ()),
+            defaults=ProcessDefaults(
+                env=dict(options.get("env") or {}), workdir=options.get("workdir", ""), user=options.get("user", "")
+            ),
+            hostname=machine_id,
+            kernel_log=options.get("kernel_log", False),
+            cmdline_extra=options.get("cmdline_extra", ""),
+        )
+        return await self._launch(machine_id, recipe, None, options)
+
+    async def restore(self, snapshot: Snapshot | str | os.PathLike[str], **options: Unpack[RestoreOptions]) -> Machine:
+        """Resume a machine from ``snapshot`` (a :class:`Snapshot` or its directory, then loaded first).
+
+        The guest carries on where the snapshot was taken: its processes, files and
+        memory are as they were. Its vsock connections are reset (the agent keeps
+        listening, so :meth:`Machine.exec` works at once). Memory is mapped
+        copy-on-write from the snapshot's file, so machines restored from one
+        snapshot share the pages none of them has written. Raises
+        :class:`SnapshotError` for a snapshot that fails a check.
+        """
+        if not isinstance(snapshot, Snapshot):
+            snapshot = await anyio.to_thread.run_sync(Snapshot.load, snapshot)
+        return await self._launch(self._new_id(), snapshot.manifest.recipe, snapshot.restore_point(), options)
+
+    async def bake(
+        self,
+        image: Image,
+        *,
+        warmup: Sequence[str] = (),
+        wait_for_port: int | None = None,
+        vcpus: int = 1,
+        memory_mib: int = 256,
+    ) -> Snapshot:
+        """The snapshot of ``image`` booted and ready, from the cache or made now on this runtime.
+
+        ``warmup`` runs to completion (it must exit 0, else :class:`WarmupFailed`)
+        before the snapshot, so what it does (imports, caches) is done in every
+        restored machine; ``wait_for_port`` waits until something in the guest
+        accepts vsock connections there. The cache key covers the image, the guest
+        assets and these options.
+        """
+        return await _bake.bake(self, image, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib)
+
+    # -- running -----------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        while (machine_id := secrets.token_hex(ID_BYTES)) in self._machines:
+            pass
+        return machine_id
+
+    async def _launch(
+        self, machine_id: str, recipe: VmRecipe, restore: RestorePoint | None, options: RestoreOptions
+    ) -> Machine:
+        if self._tasks is None or self._closing:
+            raise RuntimeError("this runtime is not running: use it inside 'async with Runtime() as rt'")
+        check_shape(recipe)
+        await self._admit(recipe.memory_mib, options.get("wait", True))
+        try:
+            machine: Machine = await self._tasks.start(
+                self._serve, machine_id, recipe, restore, options.get("console_capacity", DEFAULT_CAPACITY),
+                options.get("timeout"), name=f"machine-{machine_id}",
+            )
+        except BaseException:
+            self._release(recipe.memory_mib)
+            raise
+        return machine
+
+    async def _serve(
+        self, machine_id: str, recipe: VmRecipe, restore: RestorePoint | None, console_capacity: int,
+        timeout: float | None, *, task_status: anyio.abc.TaskStatus[Machine],
+    ) -> None:
+        """Run one machine until it is closed, times out or its guest stops; never disturb the others."""
+        machine: Machine | None = None
+        reason = "stopped"
+        try:
+            async with running(recipe, console_capacity, restore) as engine:
+                machine = Machine(engine, machine_id, rename_guest=restore is not None)
+                self._machines[machine_id] = machine
+                if self._closing:
+                    machine.request_close("runtime")
+                task_status.started(machine)
+                reason = await machine.serve(timeout)
+        except Exception:
+            if machine is None:
+                raise  # the caller of start() gets it
+            logger.exception("machine %s failed; it is closed", machine_id)
+        finally:
+            if machine is not None:
+                self._machines.pop(machine_id, None)
+                self._release(recipe.memory_mib)
+                machine.mark_closed(reason)
+
+    async def _admit(self, memory_mib: int, wait: bool) -> None:
+        if self.max_memory_mib is not None and memory_mib > self.max_memory_mib:
+            raise CapacityExceeded(f"a {memory_mib} MiB machine exceeds this runtime's max_memory_mib={self.max_memory_mib}")
+        while not self._fits(memory_mib):
+            if not wait:
+                raise CapacityExceeded(
+                    f"this runtime holds {self._admitted} machines, {self._admitted_mib} MiB "
+                    f"(max_machines={self.max_machines}, max_memory_mib={self.max_memory_mib})"
+                )
+            await self._capacity_changed.wait()
+        self._admitted += 1
+        self._admitted_mib += memory_mib
+
+    def _fits(self, memory_mib: int) -> bool:
+        machines_ok = self.max_machines is None or self._admitted < self.max_machines
+        memory_ok = self.max_memory_mib is None or self._admitted_mib + memory_mib <= self.max_memory_mib
+        return machines_ok and memory_ok
+
+    def _release(self, memory_mib: int) -> None:
+        self._admitted -= 1
+        self._admitted_mib -= memory_mib
+        self._capacity_changed.set()
+        self._capacity_changed = anyio.Event()
+
+
+# -- the default runtime, one per event loop ----------------------------------------
+
+
+class _DefaultRuntime:
+    def __init__(self) -> None:
+        self.runtime = Runtime()
+        self.ready = anyio.Event()
+        self.task: Any = None  # asyncio: the hosting task, kept referenced
+
+
+_defaults: dict[object, _DefaultRuntime] = {}
+
+
+async def default_runtime() -> Runtime:
+    """This event loop's default runtime, started on first use as a background (system) task.
+
+    It closes its machines when the loop ends (``asyncio.run`` and ``trio.run``
+    cancel it) or the interpreter exits.
+    """
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        key: object = trio.lowlevel.current_trio_token()
+    else:
+        import asyncio
+
+        key = asyncio.get_running_loop()
+    entry = _defaults.get(key)
+    if entry is None:
+        entry = _defaults[key] = _DefaultRuntime()
+        if library == "trio":
+            trio.lowlevel.spawn_system_task(_host, key, entry, name="asupermachine-default-runtime")
+        else:
+            entry.task = asyncio.get_running_loop().create_task(_host(key, entry), name="asupermachine-default-runtime")
+    await entry.ready.wait()
+    return entry.runtime
+
+
+async def _host(key: object, entry: _DefaultRuntime) -> None:
+    try:
+        async with entry.runtime:
+            entry.ready.set()
+            await anyio.sleep_forever()
+    finally:
+        _defaults.pop(key, None)
+
+
+def _stop_everything() -> None:
+    """At interpreter exit, stop every guest still running (vCPU threads are daemons; this is the clean way)."""
+    for runtime in list(_live):
+        for machine in runtime.machines():
+            machine._halt()
+
+
+threading._register_atexit(_stop_everything)  # type: ignore[attr-defined]
+_hooks.register_default_runtime(default_runtime)
+
