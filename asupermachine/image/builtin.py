@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .._errors import AssetError
 from .._cache import build_once, cache_root, content_key, file_digest
+from .._environment import DEFAULT_PATH
 from .digest import Digest
 from .manifest import LINUX_AMD64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Manifest, parse_document
 from .rootdisk import build_root_disk, root_disk_path
@@ -24,7 +25,6 @@ from .store import Store
 BUSYBOX = Path("/bin/busybox")
 BUILTIN_TAG = "latest"
 _RECIPE_VERSION = b"1"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"
     "daemon:x:1:1:daemon:/usr/sbin:/bin/false\n"

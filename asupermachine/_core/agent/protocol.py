@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..._environment import check_environment_name
 from ..._errors import AgentProtocolError
 
 AGENT_PORT = 1024
@@ -95,8 +96,7 @@ def encode_exec(argv: Sequence[str], env: Mapping[str, str], workdir: str, user:
         if "\0" in text:
             raise ValueError(f"{text!r} contains a NUL byte")
     for key in env:
-        if not key or "=" in key:
-            raise ValueError(f"environment name {key!r} is empty or contains '='")
+        check_environment_name(key)
     body = b"".join(text.encode() + b"\0" for text in strings)
     return encode_frame(Kind.EXEC, U32.pack(len(argv)) + U32.pack(len(env)) + body)
 
