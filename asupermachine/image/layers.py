@@ -30,6 +30,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from .._errors import LayerError
+from .store import COPY_CHUNK
 from .tar_stream import TarStreamError, members, open_tar_stream
 
 WHITEOUT_PREFIX = ".wh."
@@ -37,7 +38,6 @@ OPAQUE_MARKER = ".wh..wh..opq"
 XATTR_PAX_PREFIX = "SCHILY.xattr."
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-COPY_CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Components = tuple[str, ...]

@@ -23,11 +23,10 @@ import httpx
 from .._errors import AuthenticationError, ImageError, RegistryError
 from .manifest import MAX_DOCUMENT
 from .reference import DOCKER_HUB, Reference
-from .store import BlobWriter
+from .store import COPY_CHUNK, BlobWriter
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
-WRITE_CHUNK = 1 << 20
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 _CHALLENGE_PARAMETER = re.compile(r'(\w+)="([^"]*)"')
 
@@ -112,7 +111,7 @@ class RegistryClient:
             pending = bytearray()
             async for chunk in response.aiter_bytes():
                 pending += chunk
-                if len(pending) >= WRITE_CHUNK:
+                if len(pending) >= COPY_CHUNK:
                     await anyio.to_thread.run_sync(writer.write, bytes(pending))
                     progress(len(pending))
                     pending.clear()

@@ -18,6 +18,7 @@ from .digest import Digest
 from .._errors import ImageError, ManifestError, PlatformNotFound
 from .manifest import (
     DOCKER_CONFIG,
+    MAX_DOCUMENT,
     OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
@@ -168,7 +169,7 @@ def open_archive(path: Path, kind: str) -> Iterator[tuple[set[str], OpenMember]]
 
 def archived_layout(open_member: OpenMember) -> tuple[OpenBlob, bytes]:
     with open_member("index.json") as index:
-        index_data = index.read(1 << 20)
+        index_data = index.read(MAX_DOCUMENT + 1)  # larger is refused by its parser
     return (lambda digest: open_member(f"blobs/{digest.algorithm}/{digest.hex}")), index_data
 
 
@@ -216,7 +217,7 @@ def legacy_entries(open_member: OpenMember, name: str) -> list[dict[str, Any]]:
     """The images a ``docker save`` archive's ``manifest.json`` lists."""
     with open_member("manifest.json") as source:
         try:
-            entries = json.loads(source.read(1 << 20))
+            entries = json.loads(source.read(MAX_DOCUMENT + 1))
         except ValueError:
             raise ManifestError(f"{name}: manifest.json is not JSON") from None
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):

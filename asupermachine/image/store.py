@@ -25,6 +25,7 @@ from .digest import Digest, Hasher
 from .._errors import ImageError
 from .manifest import MAX_DOCUMENT, Manifest, parse_document
 
+# Bytes per read and write when copying blob or file data (the store, layers, pulls).
 COPY_CHUNK = 1 << 20
 
 
