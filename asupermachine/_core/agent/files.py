@@ -8,10 +8,8 @@ import anyio.abc
 
 from ..._errors import GuestFileError
 from .process import agent_error, expect_started, greet, next_frame
-from .protocol import U32, Frame, FrameDecoder, Kind, encode_frame, encode_path
+from .protocol import STDIN_CHUNK, U32, Frame, FrameDecoder, Kind, encode_frame, encode_path
 from ..._errors import AgentProtocolError
-
-CHUNK = 65536
 
 
 async def write_file(connection: anyio.abc.ByteStream, path: str, data: bytes, mode: int) -> None:
@@ -20,8 +18,8 @@ async def write_file(connection: anyio.abc.ByteStream, path: str, data: bytes, m
     await connection.send(encode_frame(Kind.WRITE_FILE, U32.pack(mode) + encode_path(path)))
     await _expect_started(connection, decoder, path)
     view = memoryview(data)
-    for offset in range(0, len(view), CHUNK):
-        await connection.send(encode_frame(Kind.STDIN, bytes(view[offset : offset + CHUNK])))
+    for offset in range(0, len(view), STDIN_CHUNK):
+        await connection.send(encode_frame(Kind.STDIN, bytes(view[offset : offset + STDIN_CHUNK])))
     await connection.send(encode_frame(Kind.STDIN))  # end of content
     await _expect_exited(connection, decoder, path)
 

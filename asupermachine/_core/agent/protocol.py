@@ -19,6 +19,8 @@ AGENT_PORT = 1024
 PROTOCOL_VERSION = 4
 FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
+# Host data (a process's stdin, a file's content) goes in STDIN frames of at most this many bytes.
+STDIN_CHUNK = 64 * 1024
 I32_PAIR = struct.Struct("<ii")
 U32 = struct.Struct("<I")
 
