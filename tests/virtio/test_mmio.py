@@ -166,6 +166,13 @@ def test_config_space_is_the_devices_at_any_width(harness: Harness) -> None:
     assert harness.device.config[0] == 0x99
 
 
+
+def test_a_config_space_reads_little_endian_and_zero_past_its_end() -> None:
+    config = bytes([0x11, 0x22, 0x33])
+    assert m.read_config_space(config, 0, 2) == 0x2211
+    assert m.read_config_space(config, 1, 4) == 0x3322
+    assert m.read_config_space(config, 8, 4) == 0
+
 @pytest.mark.parametrize("offset", [0, 1, 2, 0x0FD, 0x0FF, 0x052])
 def test_unaligned_or_narrow_register_accesses_are_ignored(harness: Harness, offset: int) -> None:
     assert harness.transport.read(offset, 1) == 0

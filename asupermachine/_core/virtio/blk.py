@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..._errors import DiskError
+from .mmio import read_config_space
 from .queue import Buffer, DescriptorChain, Virtqueue
 from .request_queue import RequestQueueDevice
 
@@ -79,8 +80,7 @@ class Block(RequestQueueDevice):
 
     def read_config(self, offset: int, size: int) -> int:
         # 5.2.4: capacity, size_max (not offered), seg_max.
-        config = struct.pack("<QII", self.capacity_sectors, 0, SEGMENTS_PER_REQUEST)
-        return int.from_bytes(config[offset : offset + size].ljust(size, b"\0"), "little")
+        return read_config_space(struct.pack("<QII", self.capacity_sectors, 0, SEGMENTS_PER_REQUEST), offset, size)
 
     def serve(self, queue: Virtqueue, chain: DescriptorChain) -> int:
         """Serve one request; returns the bytes written into the guest's buffers (data + status)."""

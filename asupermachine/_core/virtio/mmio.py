@@ -94,6 +94,11 @@ class VirtioDevice(Protocol):
     def reset(self) -> None: ...
 
 
+def read_config_space(config: bytes, offset: int, size: int) -> int:
+    """The ``size`` bytes at ``offset`` of a device's config space ``config``, little-endian; zero past its end."""
+    return int.from_bytes(config[offset : offset + size].ljust(size, b"\0"), "little")
+
+
 @dataclass(frozen=True)
 class TransportState:
     """A snapshot of the register file and queues; the device rebuilds the rest on activation."""

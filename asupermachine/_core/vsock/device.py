@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from ..virtio.mmio import read_config_space
 from ..virtio.queue import Virtqueue
 from .muxer import MuxEvent, PortPair, VsockMuxer
 from .packet import HEADER, MAX_PAYLOAD, VIRTIO_ID_VSOCK, Packet
@@ -38,8 +39,7 @@ class VsockDevice:
         self._on_reset_handled: Callable[[], None] | None = None
 
     def read_config(self, offset: int, size: int) -> int:
-        config = self.muxer.guest_cid.to_bytes(GUEST_CID_CONFIG_SIZE, "little")
-        return int.from_bytes(config[offset : offset + size].ljust(size, b"\0"), "little")
+        return read_config_space(self.muxer.guest_cid.to_bytes(GUEST_CID_CONFIG_SIZE, "little"), offset, size)
 
     def write_config(self, offset: int, size: int, value: int) -> None:
         pass  # 5.10.4: the configuration is read-only
