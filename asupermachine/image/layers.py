@@ -18,7 +18,6 @@ import errno
 import gzip
 import io
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
