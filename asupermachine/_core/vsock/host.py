@@ -22,7 +22,7 @@ from .connection import Connected, Data, PeerShutdown, Reset
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .muxer import Accepted, MuxEvent, PortPair, VsockMuxer
-from ..._errors import VsockConnectionReset, VsockError
+from ..._errors import VsockConnectionReset
 
 RX_QUEUE = 0
 MAX_RECEIVE = 65536
