@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -16,6 +15,7 @@ from .._groups import unwrap_single_error
 from .._outcome import GuestExit, ShutdownReason
 from .builder import RestorePoint, build
 from .console import Console
+from .eventfd import EventFd
 from .microvm import MicroVm
 from .recipe import VmRecipe
 from .vcpu.runner import VcpuRunner
@@ -59,7 +59,7 @@ class RunningVm:
 
     async def _run_vcpu(self, runner: VcpuRunner, index: int) -> None:
         """Run one vCPU on its own (daemon) thread; return only once that thread has ended."""
-        done = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        done = EventFd()
 
         def loop() -> None:
             try:
@@ -67,21 +67,23 @@ class RunningVm:
             except BaseException:
                 pass  # recorded in the stop latch, which result() reports
             finally:
-                os.eventfd_write(done, 1)
+                done.signal()
 
         thread = threading.Thread(target=loop, name=f"asupermachine-vcpu-{index}", daemon=True)
         thread.start()
+        ended = False
         try:
-            await anyio.wait_readable(done)
+            await done.wait()
+            ended = True
         finally:
             with anyio.CancelScope(shield=True):
                 self.microvm.stop.request(GuestExit(ShutdownReason.HOST))  # no-op once stopped
-                while thread.is_alive():
-                    await anyio.wait_readable(done)
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(done)
+                if not ended:
+                    await done.wait()
+                # Only returning is left to the thread once it has signalled; waiting on
+                # is_alive() instead could miss that and wait for a signal that never comes.
                 thread.join()
-                os.close(done)
+                done.close()
                 self._vcpus_running -= 1
                 if self._vcpus_running == 0:
                     self.console.close()
