@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import anyio
+import anyio.abc
 
 from ._errors import AsupermachineError
-from ._outcome import ExecResult, ShutdownReason
+from ._bake import bake_options, cached
+from ._outcome import ExecResult, ExitStatus, ShutdownReason
 from .image.digest import Digest
 from .image.image import Image
 from .image.store import Store
@@ -41,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-w", "--workdir", default="", help="working directory in the guest")
     run.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
     run.add_argument("--timeout", type=float, help="seconds before the command is killed")
+    run.add_argument("--cold", action="store_true", help="boot afresh instead of restoring the baked snapshot")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     pull = commands.add_parser("pull", help="pull an image from a registry into the local store")
     pull.add_argument("reference", help="e.g. busybox, registry:5000/name:tag, name@sha256:...")
@@ -59,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("-w", "--workdir", default="", help="working directory in the guest")
     start.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
     start.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
+    start.add_argument(
+        "--cold", action="store_true", help="boot afresh (console shown) instead of restoring the image's baked snapshot"
+    )
     start.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...] instead of the image's cmd")
     bake = commands.add_parser("bake", help="boot an image once and keep a snapshot of it ready; prints its path")
     bake.add_argument("image", nargs="?", help="an image reference (default: the built-in busybox)")
@@ -115,19 +122,51 @@ async def _run(args: argparse.Namespace) -> int:
         if not command:
             raise SystemExit("asupermachine run --snapshot DIR: give a command after --")
         async with Machine.restore(args.snapshot) as vm:
-            return _print_result(await vm.exec(command, env=_env(args.env), cwd=args.workdir, user=args.user))
-    async with Machine.start(
-        args.image,
-        command=command or None,
-        run=True,
-        env=_env(args.env),
-        workdir=args.workdir,
-        user=args.user,
-        insecure=args.insecure,
-        vcpus=args.vcpus,
-        memory_mib=args.memory,
-    ) as vm:
-        return await _stream_console_and_wait(vm)
+            return await _stream_process(vm, command, args)
+    image = await Image.resolve(args.image, insecure=args.insecure)
+    if args.cold:
+        _say("booting cold")
+        async with Machine.start(
+            image, command=command or None, run=True, env=_env(args.env), workdir=args.workdir, user=args.user,
+            vcpus=args.vcpus, memory_mib=args.memory,
+        ) as vm:
+            return await _stream_console_and_wait(vm)
+    argv = [*image.config.entrypoint, *command] if command else list(image.config.args)
+    if not argv:
+        raise SystemExit(f"asupermachine run: image {image.name} has no entrypoint or cmd; give a command")
+    async with await _restore_baked(image, args) as vm:
+        return await _stream_process(vm, argv, args)
+
+
+async def _restore_baked(image: Image, args: argparse.Namespace) -> Machine:
+    """A machine restored from ``image``'s baked snapshot, baking it first when the cache has none."""
+    options = bake_options((), None, args.vcpus, args.memory)
+    snapshot = await cached(image, options)
+    if snapshot is None:
+        _say(f"baking {image.name} once (the next runs restore it; --cold boots afresh)")
+        snapshot = await image.bake(vcpus=args.vcpus, memory_mib=args.memory)
+    _say(f"restoring the baked snapshot {snapshot.path}")
+    return await Machine.create(snapshot)
+
+
+async def _stream_process(vm: Machine, argv: list[str], args: argparse.Namespace) -> int:
+    """Run ``argv`` through the agent with the CLI's env, workdir and user; copy its output; its status."""
+    async with await vm.spawn(argv, env=_env(args.env), workdir=args.workdir, user=args.user) as process:
+        await process.stdin.aclose()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_copy, process.stdout, sys.stdout.buffer)
+            tasks.start_soon(_copy, process.stderr, sys.stderr.buffer)
+        return _exit_code(await process.wait())
+
+
+async def _copy(source: anyio.abc.ByteReceiveStream, target: BinaryIO) -> None:
+    async for chunk in source:
+        target.write(chunk)
+        target.flush()
+
+
+def _say(message: str) -> None:
+    print(f"asupermachine: {message}", file=sys.stderr, flush=True)
 
 
 async def _load(args: argparse.Namespace) -> int:
@@ -175,9 +214,14 @@ async def _exec(args: argparse.Namespace) -> int:
     if not command:
         raise SystemExit("asupermachine exec: give a command after --")
     env = _env(args.env)
-    async with Machine.boot(vcpus=args.vcpus, memory_mib=args.memory) as vm:
+    if args.cold:
+        _say("booting cold")
+        vm = await Machine.create(None, vcpus=args.vcpus, memory_mib=args.memory)
+    else:
+        vm = await _restore_baked(await Image.builtin(), args)
+    async with vm:
         return _print_result(
-            await vm.exec(command, env=env, cwd=args.workdir, user=args.user, timeout=args.timeout)
+            await vm.exec(command, env=env, workdir=args.workdir, user=args.user, timeout=args.timeout)
         )
 
 
@@ -197,9 +241,13 @@ def _print_result(result: ExecResult) -> int:
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.buffer.write(result.stderr)
-    if result.exit_code is not None:
-        return result.exit_code
-    return STATUS_ABNORMAL_END + (result.signal or 0)
+    return _exit_code(result.status)
+
+
+def _exit_code(status: ExitStatus) -> int:
+    if status.exit_code is not None:
+        return status.exit_code
+    return STATUS_ABNORMAL_END + (status.signal or 0)
 
 
 SUBCOMMANDS = {

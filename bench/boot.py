@@ -43,7 +43,7 @@ def boot_asupermachine(assets: GuestAssets, vcpus: int) -> Sample:
                 if line.startswith(READY_MARKER):
                     ready = time.perf_counter() - start
             result = await vm.wait()
-        if result.reason is not ShutdownReason.EXIT or result.status != 0:
+        if result.reason is not ShutdownReason.EXIT or result.exit_code != 0:
             raise RuntimeError(f"asupermachine guest ended badly: {result}")
         return Sample(ready, time.perf_counter() - start)
 

@@ -34,7 +34,7 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
             assert (both.stdout, both.stderr) == (b"out\n", b"err\n")
             killed = await vm.exec(["sh", "-c", "kill -9 $$"])
             assert (killed.exit_code, killed.signal) == (None, signal.SIGKILL)
-            applied = await vm.exec(["sh", "-c", "pwd; echo $GREETING"], cwd="/proc", env={"GREETING": "hi"})
+            applied = await vm.exec(["sh", "-c", "pwd; echo $GREETING"], workdir="/proc", env={"GREETING": "hi"})
             assert applied.stdout == b"/proc\nhi\n"
             as_nobody = await vm.exec(["sh", "-c", "id; echo $HOME"], user="nobody")
             assert as_nobody.stdout == b"uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n/nonexistent\n"
@@ -44,7 +44,7 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
             with pytest.raises(ExecError, match="user ghost"):
                 await vm.exec(["id"], user="ghost")
             with pytest.raises(ExecError, match="chdir"):
-                await vm.exec(["true"], cwd="/no/such/dir")
+                await vm.exec(["true"], workdir="/no/such/dir")
             assert (await vm.exec(["cat"], stdin=b"round\x00trip\n" * 100)).stdout == b"round\x00trip\n" * 100
 
             with pytest.raises(ExecError, match="No such file") as missing:

@@ -13,7 +13,7 @@ import pytest
 
 from asupermachine import Machine
 from asupermachine.image.builtin import BUSYBOX, busybox_layer
-from asupermachine.image.errors import AuthenticationError, DigestMismatch, PlatformNotFound, RegistryError
+from asupermachine._errors import AuthenticationError, DigestMismatch, PlatformNotFound, RegistryError
 from asupermachine.image.image import Image
 from asupermachine.image.registry import Credentials
 from asupermachine.image.store import Store
@@ -197,4 +197,4 @@ async def test_a_pulled_image_boots_with_its_config_and_exact_tree(images: dict[
             assert modes.stdout.split(b"\n")[:3] == [b"4750 1234 5678 1 0,0", b"644 0 0 2 0,0", b"666 0 0 1 1,3"]
         async with Machine.start(image, run=True) as vm:
             output = b"".join([chunk async for chunk in vm.console])
-            assert b"from-cmd" in output and (await vm.wait()).status == 0
+            assert b"from-cmd" in output and (await vm.wait()).exit_code == 0
