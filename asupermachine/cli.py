@@ -53,7 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     start = commands.add_parser(
         "run", help="boot an image (default: the built-in busybox) and run its entrypoint/cmd or CMD"
     )
-    start.add_argument("image", nargs="?", help="an image reference (pulled if not in the store)")
     start.add_argument(
         "--snapshot", metavar="DIR", help="restore this snapshot (from 'bake') and run CMD in it through the agent"
     )
@@ -66,7 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--cold", action="store_true", help="boot afresh (console shown) instead of restoring the image's baked snapshot"
     )
-    start.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...] instead of the image's cmd")
+    start.add_argument(
+        "words", nargs=argparse.REMAINDER, metavar="[IMAGE] [-- CMD [ARG...]]",
+        help="an image reference (default: the built-in busybox; pulled if not stored), then a command instead of its cmd",
+    )
     bake = commands.add_parser("bake", help="boot an image once and keep a snapshot of it ready; prints its path")
     bake.add_argument("image", nargs="?", help="an image reference (default: the built-in busybox)")
     bake.add_argument("--vcpus", type=int, default=1)
@@ -114,16 +116,28 @@ async def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_target(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """``run``'s image reference (None: the built-in one) and command override, from its words.
+
+    ``run IMAGE CMD...``, ``run IMAGE -- CMD...`` and ``run -- CMD...`` (the built-in
+    image); with ``--snapshot`` every word is the command (the snapshot has its image).
+    """
+    words: list[str] = args.words
+    if args.snapshot or words[:1] == ["--"]:
+        return None, _command(words)
+    if not words:
+        return None, []
+    return words[0], _command(words[1:])
+
+
 async def _run(args: argparse.Namespace) -> int:
-    command = _command(args.command)
+    reference, command = run_target(args)
     if args.snapshot:
-        # A snapshot has its image: the first word argparse took for one begins the command.
-        command = [args.image, *command] if args.image else command
         if not command:
             raise SystemExit("asupermachine run --snapshot DIR: give a command after --")
         async with Machine.restore(args.snapshot) as vm:
             return await _stream_process(vm, command, args)
-    image = await Image.resolve(args.image, insecure=args.insecure)
+    image = await Image.resolve(reference, insecure=args.insecure)
     if args.cold:
         _say("booting cold")
         async with Machine.start(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asupermachine.cli import SUBCOMMANDS, _command, _env, _parser, main
+from asupermachine.cli import run_target, SUBCOMMANDS, _command, _env, _parser, main
 
 SUBCOMMANDS_WITH_VCPUS = ["boot", "exec", "run", "bake"]
 
@@ -147,37 +147,31 @@ def test_images_prunes_only_when_asked() -> None:
 
 def test_run_defaults_to_the_builtin_image_and_its_own_command() -> None:
     args = parse("run")
-    assert picked(args, "image", "snapshot", "env", "workdir", "user", "insecure", "command") == {
-        "image": None, "snapshot": None, "env": [], "workdir": "", "user": "", "insecure": False, "command": [],
+    assert picked(args, "snapshot", "env", "workdir", "user", "insecure", "cold") == {
+        "snapshot": None, "env": [], "workdir": "", "user": "", "insecure": False, "cold": False,
     }
+    assert run_target(args) == (None, [])
 
 
 def test_run_parses_its_flags() -> None:
-    args = parse("run", "--snapshot", "snap", "-w", "/srv", "-u", "nobody", "--insecure", "busybox")
-    assert picked(args, "image", "snapshot", "workdir", "user", "insecure") == {
-        "image": "busybox", "snapshot": "snap", "workdir": "/srv", "user": "nobody", "insecure": True,
+    args = parse("run", "-w", "/srv", "-u", "nobody", "--insecure", "--cold", "busybox")
+    assert picked(args, "workdir", "user", "insecure", "cold") == {
+        "workdir": "/srv", "user": "nobody", "insecure": True, "cold": True,
     }
+    assert run_target(args) == ("busybox", [])
 
 
-def test_run_takes_the_words_after_the_image_as_the_command() -> None:
-    args = parse("run", "busybox", "--", "ls", "-l")
-    assert args.image == "busybox"
-    assert _command(args.command) == ["ls", "-l"]
+@pytest.mark.parametrize("words", [["busybox", "--", "ls", "-l"], ["busybox", "ls", "-l"]])
+def test_run_takes_the_words_after_the_image_as_the_command(words: list[str]) -> None:
+    assert run_target(parse("run", *words)) == ("busybox", ["ls", "-l"])
 
 
-def test_run_with_a_snapshot_parses_the_first_command_word_as_the_image() -> None:
-    # _run puts it back in front of the command: a snapshot has its image already.
-    args = parse("run", "--snapshot", "snap", "echo", "hi")
-    assert picked(args, "image", "command") == {"image": "echo", "command": ["hi"]}
+def test_run_with_a_snapshot_takes_every_word_as_the_command() -> None:
+    assert run_target(parse("run", "--snapshot", "snap", "echo", "hi")) == (None, ["echo", "hi"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: argparse consumes the '--' and gives the first command word to the optional image",
-)
 def test_run_without_an_image_takes_the_words_after_double_dash_as_the_command() -> None:
-    args = parse("run", "--", "echo", "hi")
-    assert picked(args, "image", "command") == {"image": None, "command": ["--", "echo", "hi"]}
+    assert run_target(parse("run", "--", "echo", "hi")) == (None, ["echo", "hi"])
 
 
 # -- bake ----------------------------------------------------------------------

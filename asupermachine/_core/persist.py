@@ -6,6 +6,7 @@ import dataclasses
 import struct
 from dataclasses import dataclass
 
+from .arch.x86_64.msr import MSR_IA32_TSC
 from .devices.uart import UartState
 from .kvm import VcpuFd, VmFd
 from .kvm.state import VCPU_LATE_STATE_KINDS, VCPU_STATE_KINDS, VM_STATE_KINDS, StateKind, get_state, set_state
@@ -14,7 +15,6 @@ from .virtio.mmio import TransportState
 # Not every KVM offers these (no XSAVE without the CPU feature); a snapshot may lack them.
 OPTIONAL_KINDS = frozenset({StateKind.XSAVE, StateKind.XCRS, StateKind.DEBUGREGS})
 
-MSR_IA32_TSC = 0x10
 _CLOCK_VALUE = struct.Struct("<Q")  # kvm_clock_data.clock, in ns, at offset 0
 
 CpuidRows = tuple[tuple[int, int, int, int, int, int, int], ...]

@@ -6,7 +6,8 @@ import struct
 
 from asupermachine._core.devices.uart import UartState
 from asupermachine._core.kvm.state import StateKind
-from asupermachine.snapshot.state import MSR_IA32_TSC, MachineState, VcpuState, advanced
+from asupermachine._core.arch.x86_64.msr import MSR_IA32_TSC
+from asupermachine._core.persist import MachineState, VcpuState, advanced
 
 TSC_KHZ = 2_000_000  # 2 GHz
 

@@ -5,20 +5,19 @@ from __future__ import annotations
 import os
 import signal as signals
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ..._errors import ExecError
+from ..._environment import DEFAULT_PATH
+from ..._errors import AgentProtocolError, ExecError
 from ..._outcome import ExitStatus
-from .protocol import I32_PAIR, U32, Frame, FrameDecoder, Hello, Kind, decode_hello, encode_exec
-from ..._errors import AgentProtocolError
+from ..vsock.host import MAX_RECEIVE
+from .protocol import I32_PAIR, STDIN_CHUNK, U32, Frame, FrameDecoder, Hello, Kind, decode_hello, encode_exec
 from .protocol import encode_frame
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Output chunks held for a reader before the agent connection stops being read
 # (and vsock credit then stops the guest's writes).
 OUTPUT_BUFFER_CHUNKS = 64
@@ -30,7 +29,7 @@ class _Output(anyio.abc.ByteReceiveStream):
     def __init__(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
         self._receive = receive
 
-    async def receive(self, max_bytes: int = 65536) -> bytes:
+    async def receive(self, max_bytes: int = MAX_RECEIVE) -> bytes:
         try:
             return await self._receive.receive()
         except anyio.EndOfStream:
@@ -45,8 +44,8 @@ class _Input(anyio.abc.ByteSendStream):
         self._process = process
 
     async def send(self, item: bytes) -> None:
-        for offset in range(0, len(item), 65536):
-            await self._process._send(encode_frame(Kind.STDIN, item[offset : offset + 65536]))
+        for offset in range(0, len(item), STDIN_CHUNK):
+            await self._process._send(encode_frame(Kind.STDIN, item[offset : offset + STDIN_CHUNK]))
 
     async def aclose(self) -> None:
         await self._process._send(encode_frame(Kind.STDIN))  # empty STDIN: end of input

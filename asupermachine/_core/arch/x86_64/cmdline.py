@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ...._environment import check_environment_name
 from .cpuid import CpuModel, kernel_arguments
 
 # console on COM1; reboot through the i8042 (which we emulate); reboot at once on panic;
@@ -51,8 +52,7 @@ class InitOptions:
     def words(self) -> list[str]:
         pairs = [("root", self.root), ("workdir", self.workdir), ("user", self.user), ("hostname", self.hostname)]
         for name, value in self.env.items():
-            if not name or "=" in name:
-                raise ValueError(f"environment name {name!r} is empty or contains '='")
+            check_environment_name(name)
             pairs.append(("env", f"{name}={value}"))
         return [quote_init_argument(f"{INIT_OPTION_PREFIX}{key}={value}") for key, value in pairs if value]
 
