@@ -34,7 +34,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from asupermachine import (
-    ExecError, ExecTimeout, GuestFileError, GuestStopped, Image, ImageError, Machine, MachineClosed, Runtime, Snapshot,
+    ExecError,
+    ExecTimeout,
+    GuestFileError,
+    GuestStopped,
+    Image,
+    ImageError,
+    Machine,
+    MachineClosed,
+    Runtime,
+    Snapshot,
 )
 
 log = logging.getLogger("web_service")

@@ -20,6 +20,8 @@ import pytest
 
 from asupermachine import Snapshot
 
+from .processes import alive, describe, ended, kvm_fds
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "web_service.py"
 # Bounds that only turn a hang into a failure: nothing here is expected to come close.
@@ -74,18 +76,9 @@ class Server:
         return "".join(self.output)
 
     def kvm_fds(self) -> dict[int, int]:
-        """How many fds on KVM objects (``/dev/kvm``, VMs, vCPUs) the server and its workers hold."""
-        counts = {}
-        for process in [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]:
-            fd_dir = f"/proc/{process.pid}/fd"
-            targets = []
-            for fd in os.listdir(fd_dir):
-                try:
-                    targets.append(os.readlink(f"{fd_dir}/{fd}"))
-                except FileNotFoundError:
-                    pass  # closed while we looked
-            counts[process.pid] = sum("kvm" in target for target in targets)
-        return counts
+        """The fds on KVM objects the server and each of its workers hold, by pid."""
+        server = psutil.Process(self.process.pid)
+        return {process.pid: kvm_fds(process.pid) for process in [server, *server.children(recursive=True)]}
 
     async def stop(self) -> int:
         """SIGTERM, as a service manager stops it; its exit status once it and its output are gone."""
@@ -94,6 +87,8 @@ class Server:
         with anyio.fail_after(EXIT_DEADLINE):
             status = await self.process.wait()
             await self.output_closed.wait()  # nothing left behind holds the server's stdout
+        with anyio.move_on_after(EXIT_DEADLINE):  # the test names any that is still running
+            await ended(self.descendants)
         return status
 
 
@@ -132,13 +127,6 @@ async def serve(command: Sequence[str], port: int) -> AsyncIterator[Server]:
     finally:
         with anyio.CancelScope(shield=True):
             await process.aclose()
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def free_port() -> int:
@@ -193,10 +181,17 @@ async def test_sandboxes_run_commands_and_files_over_http_then_all_close(
             assert len(outputs) == SANDBOXES * EXECS_PER_SANDBOX
 
             first, second = ids[0], ids[1]
-            failed = (await http.post(f"/sandboxes/{first}/exec", json={"argv": ["sh", "-c", "echo no >&2; exit 3"]})).json()
+            exec_url = f"/sandboxes/{first}/exec"
+            failed = (await http.post(exec_url, json={"argv": ["sh", "-c", "echo no >&2; exit 3"]})).json()
             assert (failed["exit_code"], failed["signal"], failed["stderr"]) == (3, None, "no\n")
-            killed = (await http.post(f"/sandboxes/{first}/exec", json={"argv": ["sh", "-c", "kill -9 $$"]})).json()
+            killed = (await http.post(exec_url, json={"argv": ["sh", "-c", "kill -9 $$"]})).json()
             assert (killed["exit_code"], killed["signal"]) == (None, signal.SIGKILL)
+            missing = await http.post(exec_url, json={"argv": ["no-such-program"]})
+            assert missing.status_code == 422 and "error" in missing.json(), missing.text
+            overran = await http.post(exec_url, json={"argv": ["sleep", "600"], "timeout": 1})
+            assert overran.status_code == 504 and "error" in overran.json(), overran.text
+            malformed = await http.post(exec_url, json={"argv": "uname"})
+            assert malformed.status_code == 422, malformed.text
 
             data = bytes(range(256)) * 64
             put = await http.put(f"/sandboxes/{first}/files/tmp/data.bin", content=data)
@@ -238,5 +233,5 @@ async def test_sandboxes_run_commands_and_files_over_http_then_all_close(
     log = server.text()
     assert "shutting down: closing 1 live sandboxes" in log, log
     assert "shut down: 0 sandboxes left open" in log, log
-    assert [process for process in server.descendants if alive(process)] == []
+    assert [describe(process) for process in server.descendants if alive(process)] == [], log
     assert [p.pid for p in psutil.process_iter(["ppid"]) if p.info["ppid"] == server.process.pid] == []
