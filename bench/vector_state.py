@@ -32,7 +32,7 @@ from asupermachine.guest import resolve_assets
 from _qemu import exit_status, qemu_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.guest_tools import build_string_stress, build_vector_stress  # noqa: E402
+from tests.support.guest_tools import build_string_stress, build_vector_stress  # noqa: E402
 
 MEMORY_MIB = 256
 RESULT = re.compile(r"^(vector_stress|string_stress|without AVX-free settings|pipelines|seconds):.*$", re.M)

@@ -22,7 +22,7 @@ import anyio
 from asupermachine import Machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.guest_tools import build_vsock_tool  # noqa: E402
+from tests.support.guest_tools import build_vsock_tool  # noqa: E402
 
 CHUNK = 64 << 10
 TOOL = "/tmp/vsock_tool"

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import anyio
 import pytest
 
@@ -18,3 +20,16 @@ def baked() -> Snapshot:
         return await (await Image.builtin()).bake()
 
     return anyio.run(bake)
+
+
+# Tests under these folders boot guests (or drive /dev/kvm) throughout.
+KVM_FOLDERS = ("vm", "examples", "kvm")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs /dev/kvm as ``kvm``, so ``pytest -m "not kvm"`` runs the pure suite."""
+    here = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(here).parts[0]
+        if folder in KVM_FOLDERS or "baked" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kvm)

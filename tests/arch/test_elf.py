@@ -4,7 +4,7 @@ from asupermachine import KernelImageError
 from asupermachine._core.arch.x86_64.elf import load_vmlinux, load_vmlinux_bytes
 from asupermachine._core.memory import GuestMemory
 
-from ..elf_images import elf_image
+from tests.support.elf_images import elf_image
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from asupermachine.image.errors import LayerError
+from asupermachine._errors import LayerError
 from asupermachine.image.layers import LayerApplier, Limits, entry_path, symlink_stays_inside
 
 Build = Callable[[tarfile.TarFile], None]

@@ -185,6 +185,7 @@ async def test_concurrent_pulls_share_the_store_and_prune_keeps_what_names_use(
 
 
 @pytest.mark.skipif(shutil.which("mkfs.erofs") is None, reason="scripts/setup.sh installs erofs-utils")
+@pytest.mark.kvm
 async def test_a_pulled_image_boots_with_its_config_and_exact_tree(images: dict[str, object], store: Store) -> None:
     image = await Image.pull(f"{images['open']}/test/layered:1", store=store)
     with anyio.fail_after(600):

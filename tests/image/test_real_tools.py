@@ -22,7 +22,7 @@ from asupermachine._cache import cache_root
 from asupermachine.image.rootdisk import apply_layers
 from asupermachine.image.store import Store
 
-from ..exec_output import stdout_of
+from tests.support.exec_output import stdout_of
 from .corpus import (
     Corpus,
     buildah_images,
@@ -105,7 +105,7 @@ async def test_every_corpus_image_unpacks_to_the_tree_umoci_unpacks(
 
 async def test_umoci_config_is_honoured_as_written(corpus: dict[str, Corpus | Path | str], store: Store) -> None:
     config = (await image_of(corpus, "base", store)).config
-    assert (config.user, config.working_dir) == ("1234:5678", "/data")
+    assert (config.user, config.workdir) == ("1234:5678", "/data")
     assert config.env["GREETING"] == "hello from umoci"
     assert (config.entrypoint, config.cmd) == (("/bin/sh",), ("-c", "echo from-cmd"))
     assert (await image_of(corpus, "named", store)).config.user == "app"
@@ -159,6 +159,7 @@ BOOT_CHECKS = {
 # One backend: a boot is dear, and what the guest shows does not depend on the host's event loop.
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("variant", ["base", "named", *BOOT_CHECKS])
+@pytest.mark.kvm
 async def test_corpus_images_boot_and_run_with_their_content_and_config(
     corpus: dict[str, Corpus | Path | str], store: Store, variant: str
 ) -> None:

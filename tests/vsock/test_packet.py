@@ -1,6 +1,7 @@
 import pytest
 
-from asupermachine._core.vsock.packet import HEADER, MAX_PAYLOAD, Op, Packet, VsockError
+from asupermachine._core.vsock.packet import HEADER, MAX_PAYLOAD, Op, Packet
+from asupermachine._errors import VsockError
 
 
 def test_header_round_trips_through_the_wire_format() -> None:

@@ -14,8 +14,8 @@ import pytest
 from asupermachine import GuestError, GuestExit, Machine, ShutdownReason
 from asupermachine._core.arch.x86_64.cpuid import CpuModel, detect_cpu_model
 
-from .elf_images import code_kernel
-from .resources import assert_nothing_left, held
+from tests.support.elf_images import code_kernel
+from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
 UD2 = b"\x0f\x0b"

@@ -25,9 +25,9 @@ from asupermachine import (
 )
 from asupermachine._core.arch.x86_64.cpuid import CpuModel, detect_cpu_model
 
-from .elf_images import code_kernel
-from .exec_output import stdout_of
-from .resources import assert_nothing_left, held
+from tests.support.elf_images import code_kernel
+from tests.support.exec_output import stdout_of
+from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
 UD2 = b"\x0f\x0b"

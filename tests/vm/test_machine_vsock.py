@@ -12,9 +12,9 @@ import pytest
 
 from asupermachine import Machine, VsockConnectionReset, VsockStream
 
-from .exec_output import stdout_of
-from .guest_tools import build_vsock_tool
-from .resources import assert_nothing_left, held
+from tests.support.exec_output import stdout_of
+from tests.support.guest_tools import build_vsock_tool
+from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
 TOOL = "/tmp/vsock_tool"

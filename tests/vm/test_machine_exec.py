@@ -12,7 +12,7 @@ import pytest
 
 from asupermachine import Disk, ExecError, ExecResult, ExecTimeout, GuestFileError, Machine
 
-from .resources import assert_nothing_left, held
+from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
 CONCURRENT_EXECS = 20

@@ -9,8 +9,8 @@ import pytest
 
 from asupermachine import Machine, Pool, Snapshot
 
-from .exec_output import stdout_of
-from .resources import assert_nothing_left, held
+from tests.support.exec_output import stdout_of
+from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ import pytest
 from asupermachine import KernelImageError, Machine
 from asupermachine.guest.kernel import ensure_kernel
 
-from .resources import assert_nothing_left, held
+from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
 

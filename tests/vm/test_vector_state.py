@@ -14,8 +14,8 @@ import pytest
 
 from asupermachine import Machine, Snapshot, VectorState
 
-from .exec_output import stdout_of
-from .guest_tools import build_string_stress, build_vector_stress
+from tests.support.exec_output import stdout_of
+from tests.support.guest_tools import build_string_stress, build_vector_stress
 
 # One backend: what runs in the guest does not depend on the host's event loop, and it is slow here.
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]

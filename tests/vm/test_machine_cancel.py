@@ -8,7 +8,7 @@ import pytest
 from asupermachine import Machine
 from asupermachine.guest import READY_MARKER, resolve_assets
 
-from .resources import assert_nothing_left, held
+from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
 TEARDOWN_DEADLINE = 30

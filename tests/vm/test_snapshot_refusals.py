@@ -16,7 +16,7 @@ from asupermachine import Machine, Snapshot, SnapshotError
 from asupermachine.snapshot.manifest import Manifest, encode
 from asupermachine.snapshot.snapshot import MANIFEST_NAME, MEMORY_NAME
 
-from .resources import assert_nothing_left, held
+from tests.support.resources import assert_nothing_left, held
 
 
 def copy_of(snapshot: Snapshot, into: Path) -> Path:
