@@ -7,8 +7,9 @@ from asupermachine._core.memory import GuestMemory
 from asupermachine._core.virtio import blk as b
 from asupermachine._core.virtio.blk import Block
 from asupermachine._core.virtio.queue import VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
+from asupermachine.testing import VirtqueueDriver as Driver
 
-from .driver import DATA, Driver
+DATA = Driver.DATA
 
 HEADER, PAYLOAD, STATUS = DATA, DATA + 0x100, DATA + 0x8000
 

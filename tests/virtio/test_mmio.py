@@ -10,8 +10,9 @@ from asupermachine._core.memory import GuestMemory
 from asupermachine._core.virtio import mmio as m
 from asupermachine._core.virtio.mmio import MmioTransport
 from asupermachine._core.virtio.queue import Virtqueue
+from asupermachine.testing import VirtqueueDriver
 
-from .driver import AVAIL_RING, DESC_TABLE, USED_RING
+AVAIL_RING, DESC_TABLE, USED_RING = VirtqueueDriver.AVAIL_RING, VirtqueueDriver.DESC_TABLE, VirtqueueDriver.USED_RING
 
 FEATURE_X = 1 << 3
 

@@ -15,8 +15,9 @@ from asupermachine._core.virtio.queue import (
     Buffer,
     Virtqueue,
 )
+from asupermachine.testing import VirtqueueDriver as Driver
 
-from .driver import AVAIL_RING, DATA, DESC_TABLE, Driver
+AVAIL_RING, DATA, DESC_TABLE = Driver.AVAIL_RING, Driver.DATA, Driver.DESC_TABLE
 
 RAM = 1 << 20
 
