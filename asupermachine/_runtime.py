@@ -96,7 +96,9 @@ class Runtime:
         :class:`StartOptions` for the rest. Raises :class:`ImageError` and what
         :meth:`boot` raises.
         """
-        chosen = image if isinstance(image, Image) else await Image.resolve(image, insecure=options.get("insecure", False))
+        chosen = (
+            image if isinstance(image, Image) else await Image.resolve(image, insecure=options.get("insecure", False))
+        )
         config = chosen.config
         command = options.get("command")
         main: Sequence[str] = ()
@@ -186,7 +188,9 @@ class Runtime:
         accepts vsock connections there. The cache key covers the image, the guest
         assets and these options.
         """
-        return await _bake.bake(self, image, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib)
+        return await _bake.bake(
+            self, image, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib
+        )
 
     # -- running -----------------------------------------------------------------
 
@@ -239,7 +243,9 @@ class Runtime:
 
     async def _admit(self, memory_mib: int, wait: bool) -> None:
         if self.max_memory_mib is not None and memory_mib > self.max_memory_mib:
-            raise CapacityExceeded(f"a {memory_mib} MiB machine exceeds this runtime's max_memory_mib={self.max_memory_mib}")
+            raise CapacityExceeded(
+                f"a {memory_mib} MiB machine exceeds this runtime's max_memory_mib={self.max_memory_mib}"
+            )
         while not self._fits(memory_mib):
             if not wait:
                 raise CapacityExceeded(

@@ -64,7 +64,9 @@ async def host_to_guest(vm: Machine, mib: int) -> float:
 async def guest_pipe(vm: Machine, mib: int) -> float:
     count = (mib << 20) // CHUNK
     start = time.perf_counter()
-    await vm.exec(["sh", "-c", f"dd if=/dev/zero bs=64k count={count} 2>/dev/null | dd of=/dev/null bs=64k 2>/dev/null"])
+    await vm.exec(
+        ["sh", "-c", f"dd if=/dev/zero bs=64k count={count} 2>/dev/null | dd of=/dev/null bs=64k 2>/dev/null"]
+    )
     piped = time.perf_counter() - start
     start = time.perf_counter()
     await vm.exec(["sh", "-c", "dd if=/dev/zero bs=64k count=0 2>/dev/null | dd of=/dev/null bs=64k 2>/dev/null"])

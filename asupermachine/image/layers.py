@@ -208,7 +208,8 @@ class LayerApplier:
         if member.isreg():
             source = tar.extractfile(member)
             assert source is not None
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, 0o600, dir_fd=parent)
             with os.fdopen(fd, "wb") as target:
                 try:
                     shutil.copyfileobj(source, target, COPY_CHUNK)

@@ -57,7 +57,9 @@ def load_images(path: Path, platform: Platform, store: Store) -> list[ImageRecor
     raise ImageError(f"{path} is neither an OCI archive nor a docker archive (no index.json or manifest.json)")
 
 
-def _load_layout(open_blob: OpenBlob, index_data: bytes, platform: Platform, store: Store, where: str) -> list[ImageRecord]:
+def _load_layout(
+    open_blob: OpenBlob, index_data: bytes, platform: Platform, store: Store, where: str
+) -> list[ImageRecord]:
     return [
         _named(
             _descriptor_names(descriptor), store,

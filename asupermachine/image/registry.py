@@ -87,7 +87,9 @@ class RegistryClient:
     async def __aenter__(self) -> RegistryClient:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self._client.aclose()
 
     async def manifest(self, target: str, accept: Sequence[str]) -> tuple[bytes, str, str | None]:

@@ -34,7 +34,9 @@ def add_file(tar: tarfile.TarFile, name: str, data: bytes = b"", mode: int = 0o6
     tar.addfile(info, io.BytesIO(data))
 
 
-def add_entry(tar: tarfile.TarFile, name: str, kind: bytes, linkname: str = "", mode: int = 0o755, **fields: object) -> None:
+def add_entry(
+    tar: tarfile.TarFile, name: str, kind: bytes, linkname: str = "", mode: int = 0o755, **fields: object
+) -> None:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, linkname, mode
     for key, value in fields.items():

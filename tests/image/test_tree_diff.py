@@ -25,7 +25,10 @@ CHANGES: dict[str, Callable[[Path], None]] = {
     "dir/file": lambda root: (root / "dir" / "file").chmod(0o4755),
     "dir": lambda root: os.chown(root / "dir", 1, 1),
     "link": lambda root: ((root / "link").unlink(), (root / "link").symlink_to("dir/hard")),
-    "hard": lambda root: ((root / "dir" / "hard").unlink(), shutil.copyfile(root / "dir" / "file", root / "dir" / "hard")),
+    "hard": lambda root: (
+        (root / "dir" / "hard").unlink(),
+        shutil.copyfile(root / "dir" / "file", root / "dir" / "hard"),
+    ),
     "note": lambda root: os.setxattr(root / "dir" / "file", "user.note", b"two"),
     "extra": lambda root: (root / "extra").mkdir(),
 }

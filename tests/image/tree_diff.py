@@ -60,5 +60,7 @@ def differences(ours: Path, reference: Path) -> list[str]:
         if mine[path] != theirs[path]
     ]
     if (links := hardlink_groups(ours)) != (reference_links := hardlink_groups(reference)):
-        lines.append(f"hardlinks: ours {sorted(map(sorted, links))} vs reference {sorted(map(sorted, reference_links))}")
+        lines.append(
+            f"hardlinks: ours {sorted(map(sorted, links))} vs reference {sorted(map(sorted, reference_links))}"
+        )
     return lines

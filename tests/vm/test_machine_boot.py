@@ -56,7 +56,9 @@ SMP_SCRIPT = (
     "echo cpus=$(grep -c ^processor /proc/cpuinfo); "
     "i=0; while [ $i -lt 100 ]; do echo line-$i; i=$((i+1)); done; exit 5"
 )
-FLOOD_SCRIPT = "i=0; while [ $i -lt 60 ]; do echo flood-$i-................................................; i=$((i+1)); done"
+FLOOD_SCRIPT = (
+    "i=0; while [ $i -lt 60 ]; do echo flood-$i-................................................; i=$((i+1)); done"
+)
 FLOOD_CAPACITY = 512
 CONFIGURED_SCRIPT = "echo user=$(id -u):$(id -g) pwd=$(pwd) greeting=$GREETING; touch /etc/written"
 

@@ -80,7 +80,10 @@ class TaskVectorStates:
 
 
 class VectorStatePorts:
-    """The ports on the PIO bus (:data:`XSTATE_PORT_RANGE` from the first); each write is handled on the vCPU thread that made it."""
+    """The ports on the PIO bus (:data:`XSTATE_PORT_RANGE` from the first).
+
+    Each write is handled on the vCPU thread that made it.
+    """
 
     def __init__(self, states: TaskVectorStates) -> None:
         self.states = states

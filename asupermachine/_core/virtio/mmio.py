@@ -173,7 +173,7 @@ class MmioTransport:
         """
         if len(state.queues) != len(self.queues):
             raise VirtqueueError(f"saved state has {len(state.queues)} queues, the device {len(self.queues)}")
-        for queue, queue_state in zip(self.queues, state.queues):
+        for queue, queue_state in zip(self.queues, state.queues, strict=True):
             if queue_state.size > queue.max_size:
                 raise VirtqueueError(f"saved queue size {queue_state.size} exceeds {queue.max_size}")
             queue.restore(queue_state)
