@@ -28,7 +28,6 @@ from .image.image import Image
 from .snapshot.memory_file import MemoryImage, write_memory
 from .snapshot.snapshot import Snapshot, write_snapshot
 
-
 AGENT_RETRY_INTERVAL = 0.05
 PORT_POLL_INTERVAL = 0.05
 
@@ -71,12 +70,16 @@ class Machine:
         :meth:`Runtime.start` for the options.
         """
         runtime = await default_runtime()
-        if isinstance(source, Snapshot) or (source is not None and not isinstance(source, Image) and Path(source).is_dir()):
+        if isinstance(source, Snapshot) or (
+            source is not None and not isinstance(source, Image) and Path(source).is_dir()
+        ):
             restore_options: RestoreOptions = {
                 key: value for key, value in options.items() if key in RESTORE_KEYS
             }  # type: ignore[assignment]
             return await runtime.restore(source, **restore_options)
-        return await runtime.start(source if source is None or isinstance(source, Image) else os.fspath(source), **options)
+        return await runtime.start(
+            source if source is None or isinstance(source, Image) else os.fspath(source), **options
+        )
 
     @classmethod
     @contextlib.asynccontextmanager

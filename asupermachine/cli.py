@@ -10,13 +10,13 @@ from typing import BinaryIO
 import anyio
 import anyio.abc
 
-from ._errors import AsupermachineError
 from ._bake import bake_options, cached
+from ._errors import AsupermachineError
+from ._machine import Machine
 from ._outcome import ExecResult, ExitStatus, ShutdownReason
 from .image.digest import Digest
 from .image.image import Image
 from .image.store import Store
-from ._machine import Machine
 
 # Shell convention for "ended by something other than a normal exit".
 STATUS_ABNORMAL_END = 128
@@ -63,11 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
     start.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
     start.add_argument(
-        "--cold", action="store_true", help="boot afresh (console shown) instead of restoring the image's baked snapshot"
+        "--cold", action="store_true",
+        help="boot afresh (console shown) instead of restoring the image's baked snapshot",
     )
     start.add_argument(
         "words", nargs=argparse.REMAINDER, metavar="[IMAGE] [-- CMD [ARG...]]",
-        help="an image reference (default: the built-in busybox; pulled if not stored), then a command instead of its cmd",
+        help="an image reference (default: the built-in busybox; pulled if not stored), "
+        "then a command instead of its cmd",
     )
     bake = commands.add_parser("bake", help="boot an image once and keep a snapshot of it ready; prints its path")
     bake.add_argument("image", nargs="?", help="an image reference (default: the built-in busybox)")

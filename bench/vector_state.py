@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 import anyio
+from _qemu import exit_status, qemu_command
 
 from asupermachine import Disk, Machine
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
 from asupermachine._core.devices.vector_state import VectorStatePorts
 from asupermachine.guest import resolve_assets
-
-from _qemu import exit_status, qemu_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.guest_tools import build_string_stress, build_vector_stress  # noqa: E402
@@ -39,7 +38,9 @@ RESULT = re.compile(r"^(vector_stress|string_stress|without AVX-free settings|pi
 
 
 # The guest command (kernel command-line words cannot hold quotes): the script is on the tools disk.
-GUEST_COMMAND = ["sh", "-c", "mkdir -p /tmp/tools; mount -t erofs -o ro /dev/vdb /tmp/tools || exit 99; sh /tmp/tools/run.sh"]
+GUEST_COMMAND = [
+    "sh", "-c", "mkdir -p /tmp/tools; mount -t erofs -o ro /dev/vdb /tmp/tools || exit 99; sh /tmp/tools/run.sh"
+]
 
 
 def guest_script(rounds: int, pipelines: int) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asupermachine.cli import run_target, SUBCOMMANDS, _command, _env, _parser, main
+from asupermachine.cli import SUBCOMMANDS, _command, _env, _parser, main, run_target
 
 SUBCOMMANDS_WITH_VCPUS = ["boot", "exec", "run", "bake"]
 

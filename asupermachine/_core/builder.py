@@ -23,7 +23,7 @@ from .arch.x86_64.paging import identity_page_tables
 from .console import Console
 from .device_manager import MmioDeviceManager
 from .devices.bus import Bus
-from .devices.shutdown_ports import EXIT_STATUS_PORT, I8042_DATA_PORT, ExitPorts, I8042
+from .devices.shutdown_ports import EXIT_STATUS_PORT, I8042, I8042_DATA_PORT, ExitPorts
 from .devices.uart import COM1_BASE, COM1_IRQ, UART_PORT_COUNT, Uart
 from .devices.vector_state import XSTATE_PORT_RANGE, XSTATE_SAVE_PORT, TaskVectorStates, VectorStatePorts
 from .kvm import Kvm

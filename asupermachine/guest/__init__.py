@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..image.builtin import ensure_default_root
 from .initramfs import READY_MARKER as READY_MARKER
 from .initramfs import ensure_initramfs
 from .kernel import ensure_kernel
-from ..image.builtin import ensure_default_root
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-from .._errors import AssetError
 from .._cache import build_once, cache_root, content_key
+from .._errors import AssetError
 from .cpio import CpioEntry, cpio_archive
 
 INIT_SOURCE = Path(__file__).parent / "init" / "init.c"

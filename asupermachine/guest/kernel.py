@@ -14,8 +14,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-from .._errors import AssetError
 from .._cache import build_once, cache_root, content_key, file_digest
+from .._errors import AssetError
 
 KERNEL_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 _HERE = Path(__file__).parent / "kernel"

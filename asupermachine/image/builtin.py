@@ -13,9 +13,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from .._errors import AssetError
 from .._cache import build_once, cache_root, content_key, file_digest
 from .._environment import DEFAULT_PATH
+from .._errors import AssetError
 from .digest import Digest
 from .manifest import LINUX_AMD64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Manifest, parse_document
 from .rootdisk import build_root_disk, root_disk_path

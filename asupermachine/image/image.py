@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .._errors import DigestMismatch, ManifestError
 from .._groups import unwrap_single_error
 from .._hooks import default_runtime
 from .builtin import BUILTIN_TAG, ensure_builtin_layout
 from .digest import Digest
-from .._errors import DigestMismatch, ManifestError
 from .layers import Limits
+from .load import load_images
 from .manifest import ACCEPTED_TYPES, LINUX_AMD64, ImageConfig, Manifest, Platform, parse_config, parse_document
 from .reference import Reference
 from .registry import Credentials, RegistryClient, docker_config_credentials
 from .rootdisk import build_root_disk
-from .load import load_images
 from .sources import check_platform, import_docker_archive, import_oci_archive, import_oci_layout
 from .store import ImageRecord, Store
 
@@ -139,7 +139,10 @@ class Image:
         cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(LINUX_AMD64),
         store: Store | None = None,
     ) -> Image:
-        """The image ``tag`` names (its ``org.opencontainers.image.ref.name``, or the only one) in a tar of an OCI layout."""
+        """The image ``tag`` names in a tar of an OCI layout.
+
+        ``tag`` is matched against ``org.opencontainers.image.ref.name``; without it, the layout's only image.
+        """
         return await cls._import(import_oci_archive, Path(path), tag, platform, store)
 
     @classmethod

@@ -6,8 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .._errors import AssetError
 from .._cache import build_once
+from .._errors import AssetError
 from .digest import Digest
 from .layers import LayerApplier, Limits
 from .manifest import Manifest

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
-from .digest import Digest
 from .._errors import ImageError, ManifestError, PlatformNotFound
+from .digest import Digest
 from .manifest import (
     DOCKER_CONFIG,
     MAX_DOCUMENT,
@@ -67,7 +67,9 @@ def layout_index(index_data: bytes, name: str) -> Index:
     return index
 
 
-def import_layout(open_blob: OpenBlob, index_data: bytes, tag: str | None, platform: Platform, store: Store, name: str) -> ImageRecord:
+def import_layout(
+    open_blob: OpenBlob, index_data: bytes, tag: str | None, platform: Platform, store: Store, name: str
+) -> ImageRecord:
     """Copy the image ``tag`` names in an OCI layout (or its only image) into the store."""
     index = layout_index(index_data, name)
     candidates = list(index.manifests)
@@ -80,7 +82,8 @@ def import_layout(open_blob: OpenBlob, index_data: bytes, tag: str | None, platf
 
 
 def import_candidates(
-    open_blob: OpenBlob, candidates: list[Descriptor], platform: Platform, store: Store, name: str | None, where: str = ""
+    open_blob: OpenBlob, candidates: list[Descriptor], platform: Platform, store: Store, name: str | None,
+    where: str = "",
 ) -> ImageRecord:
     """Copy the image among ``candidates`` (one, or an index's platforms) into the store as ``name``.
 

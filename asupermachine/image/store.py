@@ -16,13 +16,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import IO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .._cache import cache_root
-from .digest import Digest, Hasher
 from .._errors import ImageError
+from .digest import Digest, Hasher
 from .manifest import MAX_DOCUMENT, Manifest, parse_document
 
 # Bytes per read and write when copying blob or file data (the store, layers, pulls).

@@ -18,8 +18,8 @@ from typing import IO, Any, Self
 # What tarfile raises when the stream ends before a member's data and padding do.
 _UNEXPECTED_END = "unexpected end of data"
 # tarfile's own header errors (in the module since Python 3.2, not in its typed API).
-_TRUNCATED_HEADER: type[Exception] = getattr(tarfile, "TruncatedHeaderError")
-_INVALID_HEADER: type[Exception] = getattr(tarfile, "InvalidHeaderError")
+_TRUNCATED_HEADER: type[Exception] = getattr(tarfile, "TruncatedHeaderError")  # noqa: B009
+_INVALID_HEADER: type[Exception] = getattr(tarfile, "InvalidHeaderError")  # noqa: B009
 
 
 class TarStreamError(Exception):

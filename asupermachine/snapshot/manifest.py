@@ -15,16 +15,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .._core.arch.x86_64.cpuid import CpuModel
 from .._core.devices.uart import UartState
 from .._core.kvm.state import StateKind
-from .._core.arch.x86_64.cpuid import CpuModel
+from .._core.persist import MachineState, VcpuState
 from .._core.recipe import ProcessDefaults, VmRecipe
 from .._core.virtio.blk import Disk
 from .._core.virtio.mmio import TransportState
 from .._core.virtio.queue import QueueState
 from .._errors import SnapshotError
 from .memory_file import MemoryImage
-from .._core.persist import MachineState, VcpuState
 
 FORMAT_VERSION = 3
 FORMAT_NAME = "asupermachine-snapshot"
@@ -148,7 +148,9 @@ def _encode_state(state: MachineState) -> dict[str, Any]:
         "uart": {**asdict(state.uart), "rx": base64.b64encode(state.uart.rx).decode()},
         "captured_at_ns": state.captured_at_ns,
         "tsc_khz": state.tsc_khz,
-        "task_vector_states": {str(pid): base64.b64encode(blob).decode() for pid, blob in state.task_vector_states.items()},
+        "task_vector_states": {
+            str(pid): base64.b64encode(blob).decode() for pid, blob in state.task_vector_states.items()
+        },
     }
 
 

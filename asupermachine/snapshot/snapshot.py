@@ -16,14 +16,14 @@ from pathlib import Path
 
 from .._cache import file_sha256
 from .._core.arch.x86_64.cpuid import guest_cpuid
-from ..guest import resolve_assets
-from .._core.kvm import Kvm
 from .._core.builder import RestorePoint
+from .._core.kvm import Kvm
 from .._core.microvm import MIB
 from .._core.persist import MachineState
 from .._core.recipe import VmRecipe
 from .._core.virtio.blk import Disk
 from .._errors import SnapshotError
+from ..guest import resolve_assets
 from .manifest import Manifest, decode, encode
 from .memory_file import MemoryImage, verify_memory
 

@@ -2,7 +2,19 @@ import struct
 
 import pytest
 
-from asupermachine._core.agent.protocol import FRAME_HEADER, MAX_FRAME, PROTOCOL_VERSION, Frame, FrameDecoder, Hello, Kind, VectorState, decode_hello, encode_exec, encode_frame
+from asupermachine._core.agent.protocol import (
+    FRAME_HEADER,
+    MAX_FRAME,
+    PROTOCOL_VERSION,
+    Frame,
+    FrameDecoder,
+    Hello,
+    Kind,
+    VectorState,
+    decode_hello,
+    encode_exec,
+    encode_frame,
+)
 from asupermachine._errors import AgentProtocolError
 
 

@@ -1,6 +1,11 @@
 import pytest
 
-from asupermachine._core.arch.x86_64.cmdline import INIT_COMMAND_MARKER, InitOptions, kernel_cmdline, quote_init_argument
+from asupermachine._core.arch.x86_64.cmdline import (
+    INIT_COMMAND_MARKER,
+    InitOptions,
+    kernel_cmdline,
+    quote_init_argument,
+)
 from asupermachine._core.arch.x86_64.cpuid import CpuModel
 
 

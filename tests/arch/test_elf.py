@@ -3,7 +3,6 @@ import pytest
 from asupermachine import KernelImageError
 from asupermachine._core.arch.x86_64.elf import load_vmlinux, load_vmlinux_bytes
 from asupermachine._core.memory import GuestMemory
-
 from tests.support.elf_images import elf_image
 
 

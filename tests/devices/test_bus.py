@@ -3,11 +3,11 @@ import pytest
 from asupermachine._core.devices.bus import Bus
 from asupermachine._core.devices.shutdown_ports import (
     EXIT_STATUS_PORT,
+    I8042,
     I8042_DATA_PORT,
     POWER_OFF_PORT,
     ExitPorts,
     GuestExit,
-    I8042,
     ShutdownReason,
 )
 

@@ -12,8 +12,8 @@ import anyio
 import pytest
 
 from asupermachine import Machine
-from asupermachine.image.builtin import BUSYBOX, busybox_layer
 from asupermachine._errors import AuthenticationError, DigestMismatch, PlatformNotFound, RegistryError
+from asupermachine.image.builtin import BUSYBOX, busybox_layer
 from asupermachine.image.image import Image
 from asupermachine.image.registry import Credentials
 from asupermachine.image.store import Store
@@ -108,7 +108,9 @@ async def test_pull_by_tag_and_by_digest_gives_the_same_verified_image(images: d
     assert [r.name for r in store.records()] == sorted([by_tag.name, by_digest.name])
 
 
-async def test_an_index_gives_the_amd64_manifest_or_lists_its_platforms(images: dict[str, object], store: Store) -> None:
+async def test_an_index_gives_the_amd64_manifest_or_lists_its_platforms(
+    images: dict[str, object], store: Store
+) -> None:
     image = await Image.pull(f"{images['open']}/test/multi:1", store=store)
     assert image.config.platform.architecture == "amd64"
     with pytest.raises(PlatformNotFound, match="linux/amd64, linux/arm64") as missing:

@@ -21,8 +21,8 @@ from asupermachine import Image, ImageError, Machine
 from asupermachine._cache import cache_root
 from asupermachine.image.rootdisk import apply_layers
 from asupermachine.image.store import Store
-
 from tests.support.exec_output import stdout_of
+
 from .corpus import (
     Corpus,
     buildah_images,
@@ -134,7 +134,9 @@ async def test_load_refuses_what_is_not_an_image(tmp_path: Path, store: Store) -
     assert store.records() == []
 
 
-def test_the_cli_loads_an_archive_and_says_what_it_loaded(corpus: dict[str, Corpus | Path | str], tmp_path: Path) -> None:
+def test_the_cli_loads_an_archive_and_says_what_it_loaded(
+    corpus: dict[str, Corpus | Path | str], tmp_path: Path
+) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     result = subprocess.run(
         [sys.executable, "-m", "asupermachine", "load", str(corpus["docker-archive"])],
@@ -151,8 +153,10 @@ BOOT_CHECKS = {
               b"shared contentnow a directorynow a filenew\n"),
     "buildah-docker-archive": (["/bin/busybox", "sh", "-c", "id -u; pwd; echo $GREETING; /bin/busybox cat hello.txt"],
                                b"4321\n/srv\nhello from buildah\nhello from buildah\n"),
-    "debian-registry": (["sh", "-c", "readlink /bin; stat -c %a /usr/bin/passwd; . /etc/os-release; echo $VERSION_CODENAME"],
-                        b"usr/bin\n4755\nbookworm\n"),
+    "debian-registry": (
+        ["sh", "-c", "readlink /bin; stat -c %a /usr/bin/passwd; . /etc/os-release; echo $VERSION_CODENAME"],
+        b"usr/bin\n4755\nbookworm\n",
+    ),
 }
 
 
@@ -171,7 +175,8 @@ async def test_corpus_images_boot_and_run_with_their_content_and_config(
                 assert stdout_of(await vm.exec(argv)) == expected
                 return
             seen = stdout_of(await vm.exec(
-                ["sh", "-c", "id -u; id -g; pwd; echo $GREETING; test ! -e /gone/file && test ! -e /gone-dir && ls /opaque"]
+                ["sh", "-c", "id -u; id -g; pwd; echo $GREETING; "
+                 "test ! -e /gone/file && test ! -e /gone-dir && ls /opaque"]
             ))
             assert seen == b"1234\n5678\n/data\nhello from umoci\nnew\n"
             assert stdout_of(await vm.exec(["stat", "-c", "%a", "/usr/bin/tool", "/usr/bin/sgid"])) == b"4755\n2711\n"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import struct
 
+from asupermachine._core.arch.x86_64.msr import MSR_IA32_TSC
 from asupermachine._core.devices.uart import UartState
 from asupermachine._core.kvm.state import StateKind
-from asupermachine._core.arch.x86_64.msr import MSR_IA32_TSC
 from asupermachine._core.persist import MachineState, VcpuState, advanced
 
 TSC_KHZ = 2_000_000  # 2 GHz
@@ -16,7 +16,9 @@ def saved(tsc: int, clock_ns: int) -> MachineState:
     vcpu = VcpuState(cpuid=(), kvm={}, msrs={MSR_IA32_TSC: tsc, 0x6E0: 5})
     clock = struct.pack("<Q", clock_ns) + bytes(40)
     uart = UartState(0, 3, 8, 0, 12, False, b"")
-    return MachineState((vcpu, vcpu), {StateKind.CLOCK: clock}, (), uart, captured_at_ns=0, tsc_khz=TSC_KHZ, task_vector_states={})
+    return MachineState(
+        (vcpu, vcpu), {StateKind.CLOCK: clock}, (), uart, captured_at_ns=0, tsc_khz=TSC_KHZ, task_vector_states={}
+    )
 
 
 def test_tsc_and_kvmclock_move_on_by_the_elapsed_time() -> None:

@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 
 from asupermachine import VirtqueueError
-
 from asupermachine._core.memory import GuestMemory
 from asupermachine._core.virtio import mmio as m
 from asupermachine._core.virtio.mmio import MmioTransport

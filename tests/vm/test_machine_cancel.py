@@ -7,7 +7,6 @@ import pytest
 
 from asupermachine import Machine
 from asupermachine.guest import READY_MARKER, resolve_assets
-
 from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio

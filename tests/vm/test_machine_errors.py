@@ -6,7 +6,6 @@ import pytest
 
 from asupermachine import KernelImageError, Machine
 from asupermachine.guest.kernel import ensure_kernel
-
 from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,6 @@ import anyio
 import pytest
 
 from asupermachine import Disk, ExecError, ExecResult, ExecTimeout, GuestFileError, Machine
-
 from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio

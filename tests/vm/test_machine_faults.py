@@ -13,7 +13,6 @@ import pytest
 
 from asupermachine import GuestError, GuestExit, Machine, ShutdownReason
 from asupermachine._core.arch.x86_64.cpuid import CpuModel, detect_cpu_model
-
 from tests.support.elf_images import code_kernel
 from tests.support.resources import assert_nothing_left, held
 

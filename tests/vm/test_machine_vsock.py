@@ -11,7 +11,6 @@ import anyio
 import pytest
 
 from asupermachine import Machine, VsockConnectionReset, VsockStream
-
 from tests.support.exec_output import stdout_of
 from tests.support.guest_tools import build_vsock_tool
 from tests.support.resources import assert_nothing_left, held

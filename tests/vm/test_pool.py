@@ -8,7 +8,6 @@ import anyio
 import pytest
 
 from asupermachine import Machine, Pool, Snapshot
-
 from tests.support.exec_output import stdout_of
 from tests.support.resources import assert_nothing_left, held
 

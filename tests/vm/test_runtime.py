@@ -24,7 +24,6 @@ from asupermachine import (
     Snapshot,
 )
 from asupermachine._core.arch.x86_64.cpuid import CpuModel, detect_cpu_model
-
 from tests.support.elf_images import code_kernel
 from tests.support.exec_output import stdout_of
 from tests.support.resources import assert_nothing_left, held

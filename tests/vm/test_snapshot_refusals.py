@@ -9,13 +9,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 import pytest
 
 from asupermachine import Machine, Snapshot, SnapshotError
 from asupermachine.snapshot.manifest import Manifest, encode
 from asupermachine.snapshot.snapshot import MANIFEST_NAME, MEMORY_NAME
-
 from tests.support.resources import assert_nothing_left, held
 
 

@@ -13,7 +13,6 @@ import anyio
 import pytest
 
 from asupermachine import Machine, Snapshot, VectorState
-
 from tests.support.exec_output import stdout_of
 from tests.support.guest_tools import build_string_stress, build_vector_stress
 
@@ -23,7 +22,8 @@ PIPELINE_ROUNDS = 5
 # The loop from the crash report: busybox (static glibc) children reading TLS after re-exec.
 PIPELINE = (
     "printf 'a\\nb\\nc\\n' > /tmp/t; bad=0; i=0; "
-    f"while [ $i -lt {PIPELINE_ROUNDS} ]; do n=$(cat /tmp/t | wc -l); [ \"$n\" = 3 ] || bad=$((bad+1)); i=$((i+1)); done; "
+    f"while [ $i -lt {PIPELINE_ROUNDS} ]; do n=$(cat /tmp/t | wc -l); "
+    "[ \"$n\" = 3 ] || bad=$((bad+1)); i=$((i+1)); done; "
     "echo $bad"
 )
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from asupermachine._core.memory import GuestMemory
-from asupermachine._core.virtio.queue import DESCRIPTOR, RING_HEADER, U16, USED_ELEM, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Virtqueue
+from asupermachine._core.virtio.queue import (
+    DESCRIPTOR,
+    RING_HEADER,
+    U16,
+    USED_ELEM,
+    VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE,
+    Virtqueue,
+)
 from asupermachine._core.vsock.connection import Connected, Data, Reset
 from asupermachine._core.vsock.device import EVENT_QUEUE, RX_QUEUE, TRANSPORT_RESET_EVENT, TX_QUEUE, VsockDevice
 from asupermachine._core.vsock.muxer import Accepted, VsockMuxer

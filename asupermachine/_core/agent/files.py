@@ -6,10 +6,9 @@ import os
 
 import anyio.abc
 
-from ..._errors import GuestFileError
+from ..._errors import AgentProtocolError, GuestFileError
 from .process import agent_error, expect_started, greet, next_frame
 from .protocol import STDIN_CHUNK, U32, Frame, FrameDecoder, Kind, encode_frame, encode_path
-from ..._errors import AgentProtocolError
 
 
 async def write_file(connection: anyio.abc.ByteStream, path: str, data: bytes, mode: int) -> None:

@@ -15,8 +15,18 @@ from ..._environment import DEFAULT_PATH
 from ..._errors import AgentProtocolError, ExecError
 from ..._outcome import ExitStatus
 from ..vsock.host import MAX_RECEIVE
-from .protocol import I32_PAIR, STDIN_CHUNK, U32, Frame, FrameDecoder, Hello, Kind, decode_hello, encode_exec
-from .protocol import encode_frame
+from .protocol import (
+    I32_PAIR,
+    STDIN_CHUNK,
+    U32,
+    Frame,
+    FrameDecoder,
+    Hello,
+    Kind,
+    decode_hello,
+    encode_exec,
+    encode_frame,
+)
 
 # Output chunks held for a reader before the agent connection stops being read
 # (and vsock credit then stops the guest's writes).

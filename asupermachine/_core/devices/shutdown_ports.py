@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 from ..._outcome import GuestExit, ShutdownReason
 
-
 ShutdownRequest = Callable[[GuestExit], None]
 
 # Our kernel patch (guest/kernel/patches/0004-exit-ports.patch) writes these.

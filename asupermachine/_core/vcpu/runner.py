@@ -10,8 +10,8 @@ import errno
 from collections.abc import Callable
 
 from ..._errors import GuestError
-from ..devices.bus import Bus
 from ..._outcome import GuestExit, ShutdownReason
+from ..devices.bus import Bus
 from ..kvm import VcpuFd
 from ..kvm._kvm_cffi import lib
 from ..memory import GuestMemory

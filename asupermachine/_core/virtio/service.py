@@ -14,12 +14,13 @@ from collections.abc import Callable
 import anyio
 
 from ..._errors import VirtqueueError
+from ..device_manager import MmioSlot
 from ..devices.bus import Bus
 from ..eventfd import EventFd
 from ..kvm import VmFd
 from ..memory import GuestMemory
-from ..device_manager import MmioSlot
 from .mmio import VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_SIZE, MmioTransport, VirtioDevice
+
 
 class VirtioService:
     """A device on its transport, wired to KVM; :meth:`run` serves it until cancelled."""

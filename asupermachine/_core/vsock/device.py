@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from ..._errors import VsockError
 from ..virtio.mmio import read_config_space
 from ..virtio.queue import Virtqueue
 from .muxer import MuxEvent, PortPair, VsockMuxer
 from .packet import HEADER, MAX_PAYLOAD, VIRTIO_ID_VSOCK, Packet
-from ..._errors import VsockError
 
 RX_QUEUE, TX_QUEUE, EVENT_QUEUE = 0, 1, 2
 # Linux posts a 4 KiB buffer in every RX slot at probe: 64 keep 256 KiB in flight, and

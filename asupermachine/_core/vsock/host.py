@@ -16,13 +16,12 @@ from typing import Any
 
 import anyio
 import anyio.abc
-
-from ..eventfd import EventFd
-from .connection import Connected, Data, PeerShutdown, Reset
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .muxer import Accepted, MuxEvent, PortPair, VsockMuxer
 from ..._errors import VsockConnectionReset
+from ..eventfd import EventFd
+from .connection import Connected, Data, PeerShutdown, Reset
+from .muxer import Accepted, MuxEvent, PortPair, VsockMuxer
 
 RX_QUEUE = 0
 MAX_RECEIVE = 65536

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import cast
 
-import pytest
-
 from asupermachine import GuestExit, ShutdownReason
 from asupermachine._core.kvm import VcpuFd
 from asupermachine._core.vcpu.pause import PauseGate, VmStopped
@@ -152,7 +150,7 @@ def test_resume_lets_parked_vcpus_run_again() -> None:
         vm.pause()
         parked = vm.entries()
         vm.gate.resume()
-        assert wait_until(lambda: all(now > then for now, then in zip(vm.entries(), parked)))
+        assert wait_until(lambda: all(now > then for now, then in zip(vm.entries(), parked, strict=True)))
 
 
 def test_pause_waits_for_a_vcpu_busy_outside_the_guest() -> None:
@@ -187,7 +185,9 @@ def test_every_pause_of_a_repeated_pause_and_resume_parks_all_vcpus() -> None:
         for _ in range(rounds):
             running = vm.entries()
             # Back in the guest first, so that this pause cannot count the last one's parking.
-            assert wait_until(lambda: all(now > then for now, then in zip(vm.entries(), running)))
+            assert wait_until(
+                lambda running=running: all(now > then for now, then in zip(vm.entries(), running, strict=True))
+            )
             vm.pause()
             parked = vm.entries()
             time.sleep(QUIET_PERIOD / 4)
