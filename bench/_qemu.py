@@ -7,8 +7,8 @@ from pathlib import Path
 
 from asupermachine._core.arch.x86_64.cmdline import InitOptions, kernel_cmdline
 from asupermachine._core.arch.x86_64.cpuid import EMULATOR_REFUSED_FEATURES, CpuModel
-from asupermachine.guest import GuestAssets
 from asupermachine._core.builder import ROOT_DEVICE
+from asupermachine.guest import GuestAssets
 
 # QEMU's names for the KVM PV features our conservative model masks (cpuid.KVM_HYPERCALL_FEATURES).
 QEMU_KVM_HYPERCALL_FLAGS = ("kvm-pv-unhalt", "kvm-pv-ipi", "kvm-pv-sched-yield")

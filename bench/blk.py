@@ -22,12 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+from _qemu import qemu_command
 
 from asupermachine import Disk, Machine
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
 from asupermachine.guest import GuestAssets, resolve_assets
-
-from _qemu import qemu_command
 
 MEMORY_MIB = 256
 START, END = "blk-start", "blk-end"

@@ -17,12 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
+from _qemu import exit_status, qemu_command
 
 from asupermachine import Machine, ShutdownReason
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
 from asupermachine.guest import READY_MARKER, GuestAssets, resolve_assets
-
-from _qemu import exit_status, qemu_command
 
 COMMAND = ["true"]
 MEMORY_MIB = 256

@@ -15,10 +15,9 @@ import statistics
 import time
 
 import anyio
+from _stats import percentile
 
 from asupermachine import Machine
-
-from _stats import percentile
 
 LOOP = 10
 

@@ -30,13 +30,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
+from _qemu import qemu_command
+from _stats import percentile
 
 from asupermachine import Image, Machine, Snapshot
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
-from asupermachine.guest import READY_MARKER, resolve_assets
-
-from _qemu import qemu_command
-from _stats import percentile
+from asupermachine.guest import resolve_assets
 
 MEMORY_MIB = 256
 # The guest's main process: echo back each console line, with shell builtins only (no fork).
