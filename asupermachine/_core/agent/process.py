@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal as signals
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
@@ -16,6 +17,7 @@ from ..._errors import AgentProtocolError, ExecError
 from ..._outcome import ExitStatus
 from ..vsock.host import MAX_RECEIVE
 from .protocol import (
+    ERRNO,
     I32_PAIR,
     STDIN_CHUNK,
     U32,
@@ -108,7 +110,7 @@ class Process:
             return ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
 
         started = await expect_started(connection, decoder, refused)
-        return cls(connection, U32.unpack(started)[0], lost), decoder
+        return cls(connection, unpack_payload(U32, started, Kind.STARTED)[0], lost), decoder
 
     async def pump(self, decoder: FrameDecoder) -> None:
         """Route the agent's frames to the output streams until the process ends (a task's job)."""
@@ -121,7 +123,7 @@ class Process:
                     elif frame.kind is Kind.STDERR:
                         await self._err.send(frame.payload)
                     elif frame.kind is Kind.EXITED:
-                        code, signal = I32_PAIR.unpack(frame.payload)
+                        code, signal = unpack_payload(I32_PAIR, frame.payload, Kind.EXITED)
                         self._status = ExitStatus(None if code < 0 else code, signal or None)
                         return
                     else:
@@ -199,5 +201,15 @@ async def expect_started(
 
 
 def agent_error(frame: Frame) -> tuple[int, str]:
-    """The errno and detail of an ERROR frame."""
-    return int.from_bytes(frame.payload[:4], "little", signed=True), frame.payload[4:].decode(errors="replace")
+    """The errno and detail of an ERROR frame; :class:`AgentProtocolError` if it has no errno."""
+    if len(frame.payload) < ERRNO.size:
+        raise AgentProtocolError(f"an ERROR frame of {len(frame.payload)} bytes holds no errno")
+    (errno_value,) = ERRNO.unpack_from(frame.payload)
+    return errno_value, frame.payload[ERRNO.size :].decode(errors="replace")
+
+
+def unpack_payload(layout: struct.Struct, payload: bytes, kind: Kind) -> tuple[int, ...]:
+    """``payload`` as ``layout``; :class:`AgentProtocolError` unless it is exactly that long."""
+    if len(payload) != layout.size:
+        raise AgentProtocolError(f"a {kind.name} frame of {len(payload)} bytes, not {layout.size}")
+    return layout.unpack(payload)

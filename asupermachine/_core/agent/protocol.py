@@ -23,6 +23,7 @@ MAX_FRAME = 1 << 20
 STDIN_CHUNK = 64 * 1024
 I32_PAIR = struct.Struct("<ii")
 U32 = struct.Struct("<I")
+ERRNO = struct.Struct("<i")
 
 
 class Kind(enum.IntEnum):
