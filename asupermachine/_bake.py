@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,13 +39,25 @@ async def cache_key(image: Image, options: dict[str, object]) -> str:
     )
 
 
-def bake_options(warmup: Sequence[str], wait_for_port: int | None, vcpus: int, memory_mib: int) -> dict[str, object]:
-    return {"warmup": list(warmup), "port": wait_for_port, "vcpus": vcpus, "memory_mib": memory_mib}
+@dataclass(frozen=True)
+class BakeOptions:
+    """How an image is baked: what runs before the snapshot, and the VM's shape."""
+
+    warmup: tuple[str, ...] = ()
+    wait_for_port: int | None = None
+    vcpus: int = 1
+    memory_mib: int = 256
+
+    def key(self) -> dict[str, object]:
+        """The options as the cache key has always spelt them (so existing bakes stay found)."""
+        return {
+            "warmup": list(self.warmup), "port": self.wait_for_port, "vcpus": self.vcpus, "memory_mib": self.memory_mib
+        }
 
 
-async def cached(image: Image, options: dict[str, object]) -> Snapshot | None:
+async def cached(image: Image, options: BakeOptions) -> Snapshot | None:
     """The baked snapshot of ``image`` if the cache holds a sound one (without baking)."""
-    path = snapshot_cache() / await cache_key(image, options)
+    path = snapshot_cache() / await cache_key(image, options.key())
     if not path.exists():
         return None
     try:
@@ -54,17 +66,9 @@ async def cached(image: Image, options: dict[str, object]) -> Snapshot | None:
         return None
 
 
-async def bake(
-    runtime: Runtime,
-    image: Image,
-    *,
-    warmup: Sequence[str] = (),
-    wait_for_port: int | None = None,
-    vcpus: int = 1,
-    memory_mib: int = 256,
-) -> Snapshot:
+async def bake(runtime: Runtime, image: Image, options: BakeOptions) -> Snapshot:
     """The snapshot of ``image`` booted and ready, from the cache or made now (see :meth:`Runtime.bake`)."""
-    key = await cache_key(image, bake_options(warmup, wait_for_port, vcpus, memory_mib))
+    key = await cache_key(image, options.key())
     path = snapshot_cache() / key
     held = exclusive(snapshot_cache() / f"{key}.lock")
     await anyio.to_thread.run_sync(held.__enter__)  # one baker per key, across processes
@@ -74,15 +78,17 @@ async def bake(
                 return await anyio.to_thread.run_sync(Snapshot.load, path)
             except SnapshotError:
                 await anyio.to_thread.run_sync(shutil.rmtree, path)  # stale or damaged: bake afresh
-        async with await runtime.start(image, vcpus=vcpus, memory_mib=memory_mib) as vm:
-            if warmup:
-                result = await vm.exec(warmup)
+        async with await runtime.start(image, vcpus=options.vcpus, memory_mib=options.memory_mib) as vm:
+            if options.warmup:
+                result = await vm.exec(options.warmup)
                 if result.exit_code != 0:
-                    raise WarmupFailed(f"warm-up {list(warmup)} failed ({result.status}): {result.stderr[-500:]!r}")
+                    raise WarmupFailed(
+                        f"warm-up {list(options.warmup)} failed ({result.status}): {result.stderr[-500:]!r}"
+                    )
             else:
                 await vm.exec(["true"])  # the agent answers: the guest is ready
-            if wait_for_port is not None:
-                await vm.wait_for_port(wait_for_port)
+            if options.wait_for_port is not None:
+                await vm.wait_for_port(options.wait_for_port)
             return await vm.snapshot(path, idle_within=SETTLE_SECONDS)
     finally:
         held.__exit__(None, None, None)

@@ -188,9 +188,7 @@ class Runtime:
         accepts vsock connections there. The cache key covers the image, the guest
         assets and these options.
         """
-        return await _bake.bake(
-            self, image, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib
-        )
+        return await _bake.bake(self, image, _bake.BakeOptions(tuple(warmup), wait_for_port, vcpus, memory_mib))
 
     # -- running -----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import BinaryIO
 import anyio
 import anyio.abc
 
-from ._bake import bake_options, cached
+from ._bake import BakeOptions, cached
 from ._errors import AsupermachineError
 from ._machine import Machine
 from ._outcome import ExecResult, ExitStatus, ShutdownReason
@@ -156,7 +156,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _restore_baked(image: Image, args: argparse.Namespace) -> Machine:
     """A machine restored from ``image``'s baked snapshot, baking it first when the cache has none."""
-    options = bake_options((), None, args.vcpus, args.memory)
+    options = BakeOptions(vcpus=args.vcpus, memory_mib=args.memory)
     snapshot = await cached(image, options)
     if snapshot is None:
         _say(f"baking {image.name} once (the next runs restore it; --cold boots afresh)")
