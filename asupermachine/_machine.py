@@ -26,7 +26,7 @@ from ._options import RESTORE_KEYS, BootOptions, RestoreOptions, StartOptions
 from ._outcome import ExecResult, GuestExit, ShutdownReason
 from .image.image import Image
 from .snapshot.memory_file import MemoryImage, write_memory
-from .snapshot.snapshot import Snapshot, write_snapshot
+from .snapshot.snapshot import Snapshot, is_snapshot, write_snapshot
 
 AGENT_RETRY_INTERVAL = 0.05
 PORT_POLL_INTERVAL = 0.05
@@ -70,16 +70,13 @@ class Machine:
         :meth:`Runtime.start` for the options.
         """
         runtime = await default_runtime()
-        if isinstance(source, Snapshot) or (
-            source is not None and not isinstance(source, Image) and Path(source).is_dir()
-        ):
+        if isinstance(source, (Snapshot, str, os.PathLike)) and (isinstance(source, Snapshot) or is_snapshot(source)):
             restore_options: RestoreOptions = {
                 key: value for key, value in options.items() if key in RESTORE_KEYS
             }  # type: ignore[assignment]
             return await runtime.restore(source, **restore_options)
-        return await runtime.start(
-            source if source is None or isinstance(source, Image) else os.fspath(source), **options
-        )
+        image = os.fspath(source) if isinstance(source, os.PathLike) else source
+        return await runtime.start(image, **options)
 
     @classmethod
     @contextlib.asynccontextmanager

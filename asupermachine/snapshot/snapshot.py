@@ -70,6 +70,11 @@ class Snapshot:
         return RestorePoint(self.manifest.state, self.memory_file)
 
 
+def is_snapshot(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a snapshot's directory (it holds a manifest), as opposed to, say, an image name."""
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
 def write_snapshot(
     path: Path, recipe: VmRecipe, capture: Callable[[Path], tuple[MachineState, MemoryImage]]
 ) -> Snapshot:
