@@ -32,6 +32,7 @@ from ._errors import KVMUnavailable as KVMUnavailable
 from ._errors import LayerError as LayerError
 from ._errors import MachineClosed as MachineClosed
 from ._errors import ManifestError as ManifestError
+from ._errors import NetBackendError as NetBackendError
 from ._errors import PlatformNotFound as PlatformNotFound
 from ._errors import RegistryError as RegistryError
 from ._errors import SnapshotError as SnapshotError

@@ -27,6 +27,7 @@
     ├── VsockError                      a malformed vsock packet, or a failed connection
     │   └── VsockConnectionReset        the guest refused or reset a connection (also a ConnectionResetError)
     ├── VirtqueueError                  a guest driver put something malformed on a virtqueue
+    ├── NetBackendError                 the network backend (passt) failed to start, died or broke its framing
     └── GuestMemoryError                a guest-physical access outside guest RAM
 """
 
@@ -211,6 +212,13 @@ class VirtqueueError(AsupermachineError):
     """The guest driver put something malformed on a virtqueue (bad index, loop, address outside RAM).
 
     It fails the request or marks the device as needing a reset; the host carries on.
+    """
+
+
+class NetBackendError(AsupermachineError):
+    """The host side of a VM's network, passt, would not start, died, or broke (or was sent) bad framing.
+
+    The message carries the end of what passt printed, when it printed anything.
     """
 
 
