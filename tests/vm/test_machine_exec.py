@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asupermachine import Disk, ExecError, ExecResult, ExecTimeout, GuestFileError, Machine
+from asupermachine import Disk, ExecError, ExecResult, ExecTimeout, ExitStatus, GuestFileError, Machine
 from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
@@ -26,7 +26,7 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
     before = held()
     with anyio.fail_after(600):
         async with Machine.boot(disks=disks) as vm:  # no command: the guest stays up for exec
-            assert await vm.exec(["echo", "hello"]) == ExecResult(0, None, b"hello\n", b"")
+            assert await vm.exec(["echo", "hello"]) == ExecResult(ExitStatus(0, None), b"hello\n", b"")
             for code in (1, 255):
                 assert (await vm.exec(["sh", "-c", f"exit {code}"])).exit_code == code
             both = await vm.exec(["sh", "-c", "echo out; echo err >&2"])
