@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asupermachine import Disk, GuestError, Image, Machine, Snapshot, SnapshotError
+from asupermachine import Disk, Image, Machine, Snapshot, SnapshotError, WarmupFailed
 from tests.support.exec_output import stdout_of
 from tests.support.resources import assert_nothing_left, held
 
@@ -97,5 +97,5 @@ async def test_two_vcpus_are_saved_and_restored(tmp_path: Path) -> None:
 async def test_bake_is_cached_by_image_assets_and_options(baked: Snapshot) -> None:
     image = await Image.builtin()
     assert (await image.bake()).path == baked.path
-    with pytest.raises(GuestError):
+    with pytest.raises(WarmupFailed, match="exit 3"):
         await image.bake(warmup=["sh", "-c", "exit 3"])
