@@ -73,6 +73,9 @@ class Ring:
         return b"".join(parts)
 
 
+BIG_MTU = 65520  # the harness's unless told: frames as big as a device takes
+
+
 class Harness:
     """A device over two rings in one guest RAM, its transmitted frames collected in :attr:`sent`."""
 
@@ -82,6 +85,7 @@ class Harness:
         self.tx = Ring(self.memory, 0x20000, 16, 0x280000, 0x180000)
         self.sent: list[bytes] = []
         self.room = 1 << 30
+        options.setdefault("mtu", BIG_MTU)
         self.device = Net(MAC, self.transmit, lambda: self.room, **options)  # type: ignore[arg-type]
         self.device.activate([self.rx.queue, self.tx.queue], features or ALL_FEATURES)
 
@@ -126,7 +130,7 @@ def test_config_space_holds_the_mac_link_up_one_queue_pair_and_the_mtu() -> None
     config = bytes(device.read_config(offset, 1) for offset in range(12))
     assert config == MAC + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (9000).to_bytes(2, "little")
     assert device.read_config(10, 2) == 9000 and device.read_config(12, 4) == 0
-    assert Net(MAC, lambda frames: None, lambda: 0).read_config(10, 2) == n.DEFAULT_MTU == 65520
+    assert Net(MAC, lambda frames: None, lambda: 0).read_config(10, 2) == n.DEFAULT_MTU == 1500
 
 
 def test_features_offered_and_the_transport_adds_version_1() -> None:
@@ -240,9 +244,9 @@ def test_tx_hands_frames_over_in_bounded_batches_and_asks_for_room_between_them(
     rooms = iter([1 << 30, 0])
     with GuestMemory([(0, RAM)]) as memory:
         tx = Ring(memory, 0x20000, 16, 0x100000, 0x300000)
-        device = Net(MAC, lambda frames: batches.append(len(frames)), lambda: next(rooms))
+        device = Net(MAC, lambda frames: batches.append(len(frames)), lambda: next(rooms), mtu=BIG_MTU)
         device.activate([Ring(memory, 0x10000, 16, 0x40000, 0x1000).queue, tx.queue], ALL_FEATURES)
-        frame = ethernet(bytes(65520))
+        frame = ethernet(bytes(BIG_MTU))
         for _ in range(7):
             tx.post([header(), frame])
         assert device.process_queue(n.TX_QUEUE)
@@ -304,7 +308,7 @@ def test_a_frame_fills_one_receive_chain(mergeable: bool) -> None:
 
 
 def test_a_large_frame_spans_mergeable_chains_with_num_buffers_in_the_first(net: Harness) -> None:
-    frame = ethernet(bytes(range(256)) * 255 + bytes(range(240)))  # 65520 bytes of IP: the default MTU
+    frame = ethernet(bytes(range(256)) * 255 + bytes(range(240)))  # 65520 bytes of IP: BIG_MTU
     heads = [net.rx.post(writable=[4096]) for _ in range(20)]
     assert net.device.receive(frame)
     assert net.device.process_queue(n.RX_QUEUE)

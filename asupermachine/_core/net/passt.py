@@ -35,7 +35,7 @@ import anyio.lowlevel
 
 from ..._errors import NetBackendError
 from ..._groups import unwrap_single_error
-from .stream_framing import Frame, FrameDecoder, frame_buffers
+from .stream_framing import ETH_HLEN, MAX_SENT_FRAME_LENGTH, Frame, FrameDecoder, frame_buffers
 
 SETPRIV = "setpriv"
 START_TIMEOUT = 10.0
@@ -44,7 +44,11 @@ EXIT_GRACE = 2.0
 """Seconds to wait for passt's exit status once it has closed the link, for the error message."""
 STDERR_TAIL = 8192
 """Bytes of passt's stderr kept for error messages."""
-IOV_MAX = os.sysconf("SC_IOV_MAX")
+VLAN_HLEN = 4  # an 802.1Q tag: Linux may send that much more than the MTU and an Ethernet header
+MAX_MTU = (MAX_SENT_FRAME_LENGTH - ETH_HLEN - VLAN_HLEN) // 4 * 4
+"""The largest MTU a guest on passt gets, in whole 4-byte words as passt's own default is: its frames
+must fit :data:`.stream_framing.MAX_SENT_FRAME_LENGTH`. TCP over it moves 32 KiB per frame."""
+MIN_MTU = 68  # RFC 791: the least an IPv4 link carries (passt refuses less)
 # With no syslog (no /dev/log, as in containers) passt says so on stderr before every message.
 SYSLOG_NOISE = re.compile(r"^Failed to send \d+ bytes to syslog$")
 NOBODY = "nobody"  # the user passt drops to when started as root
@@ -58,9 +62,10 @@ class Passt:
     """The guest's IPv4 address and prefix length, offered by passt's DHCP."""
     gateway: str = "10.0.2.2"
     """The guest's default gateway; passt answers ARP for it."""
-    mtu: int = 65520
-    """Bytes of the guest's MTU, offered by DHCP (option 26). passt's default: the largest 802.3 frame
-    (65535 bytes) less its header, rounded down to whole 4-byte words."""
+    mtu: int = MAX_MTU
+    """Bytes of the guest's MTU, offered by DHCP (option 26), :data:`MIN_MTU` to :data:`MAX_MTU`.
+    passt's own default (65520) is not used: frames that long reach old passt torn (see
+    :data:`.stream_framing.MAX_SENT_FRAME_LENGTH`)."""
     dns_forward: str | None = "10.0.2.3"
     """DNS queries the guest sends to this address go to the host's first resolver; None: no forwarding.
     This passt's DHCP still offers the host's resolvers, so the guest is to be told this one directly."""
@@ -73,6 +78,8 @@ class Passt:
     """passt's program: a name to look up on ``PATH``, or a path."""
 
     def __post_init__(self) -> None:
+        if not MIN_MTU <= self.mtu <= MAX_MTU:
+            raise ValueError(f"an MTU of {self.mtu} bytes is outside {MIN_MTU}..{MAX_MTU}, what passt is given")
         ipaddress.IPv4Interface(self.address)
         ipaddress.IPv4Address(self.gateway)
         if self.dns_forward is not None:
@@ -202,33 +209,40 @@ class PasstLink:
                     return frames
 
     async def send_frames(self, frames: Iterable[Frame]) -> None:
-        """Send ``frames`` to passt in order, as few ``sendmsg`` calls as the socket allows; no copy is made.
+        """Send ``frames`` to passt in order, one ``sendmsg`` each, so that each reaches it whole; no copy is made.
 
         Raises :class:`NetBackendError` for a frame passt would not take (shorter
-        than an Ethernet header or longer than 65535 bytes; nothing is sent) and
-        once passt has gone. A send cancelled part-way leaves a partial frame
-        on the stream: later sends raise :class:`NetBackendError`.
+        than an Ethernet header or longer than :data:`.stream_framing.MAX_SENT_FRAME_LENGTH`;
+        nothing is sent) and once passt has gone. A send cancelled part-way
+        through a frame leaves it torn on the stream: later sends raise
+        :class:`NetBackendError`.
         """
         buffers = frame_buffers(frames)
         async with self._sending:
             self._check_open()
             if self._send_broken:
                 raise NetBackendError("a cancelled send left a partial frame to passt: restart the network backend")
-            started = False
-            try:
-                while buffers:
-                    try:
-                        count = self._socket.sendmsg(buffers[:IOV_MAX], (), socket.MSG_NOSIGNAL)
-                    except BlockingIOError:
-                        await anyio.wait_writable(self._socket)
-                        continue
-                    except (BrokenPipeError, ConnectionResetError):
-                        raise await self._gone("passt closed the link") from None
-                    started = True
-                    buffers = _after(buffers, count)
-            except BaseException:
-                self._send_broken = started and bool(buffers)
-                raise
+            for first in range(0, len(buffers), 2):
+                await self._send_frame(buffers[first : first + 2])
+
+    async def _send_frame(self, buffers: list[memoryview]) -> None:
+        """Send one frame's length and bytes; the kernel queues them whole or not at all, but a short
+        send is finished all the same."""
+        started = False
+        try:
+            while buffers:
+                try:
+                    count = self._socket.sendmsg(buffers, (), socket.MSG_NOSIGNAL)
+                except BlockingIOError:
+                    await anyio.wait_writable(self._socket)
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    raise await self._gone("passt closed the link") from None
+                started = True
+                buffers = _after(buffers, count)
+        except BaseException:
+            self._send_broken = started and bool(buffers)
+            raise
 
     def _check_open(self) -> None:
         if self._socket.fileno() < 0:

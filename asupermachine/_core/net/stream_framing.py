@@ -27,9 +27,17 @@ ETH_MAX_MTU = 65535  # Linux include/uapi/linux/if_ether.h: passt's bound on a g
 
 MIN_FRAME_LENGTH = ETH_HLEN
 """Bytes of the shortest frame either side sends: an Ethernet header, as passt drops anything shorter."""
-MAX_SENT_FRAME_LENGTH = ETH_MAX_MTU
-"""Bytes of the longest frame passt takes from the guest: ``tap_handler_passt`` drops longer ones (newer
-versions reset the connection), so they are refused here before they can go."""
+ATOMIC_SEND_BYTES = 32 << 10
+"""Bytes one ``sendmsg`` on a Unix stream socket puts in a single buffer of the socket's queue, which a
+reader takes whole: Linux cuts a send into buffers of up to ``SKB_MAX_HEAD(0) + UNIX_SKB_FRAGS_SZ``
+(a little over 32 KiB; ``unix_stream_sendmsg`` in net/unix/af_unix.c), and a non-blocking send of one
+buffer's worth either queues it all or fails with EAGAIN."""
+MAX_SENT_FRAME_LENGTH = ATOMIC_SEND_BYTES - FRAME_LENGTH.size
+"""Bytes of the longest frame sent to passt: one that goes, with its length, in a single buffer of the
+socket, so passt never reads a frame torn in two. passt before 2024 (Debian 12's 2023-03 build) loses its
+place in the stream for good when it does: ``tap_handler_passt`` gives up on a frame whose rest is not
+there yet and drops a length split across two reads. Sent one frame per ``sendmsg``
+(:meth:`..passt.PasstLink.send_frames`), frames this short always reach it whole."""
 MAX_RECEIVED_FRAME_LENGTH = ETH_MAX_MTU + ETH_HLEN
 """Bytes of the longest frame passt builds: an IP packet of up to 65535 bytes (its ``udp4_l2_buf_t`` and
 ``udp6_l2_buf_t`` hold that much, and passt does not fragment a big datagram to the MTU) behind an Ethernet
@@ -138,9 +146,9 @@ def frame_buffers(frames: Iterable[Frame]) -> list[memoryview]:
     """The buffers of ``frames`` on the stream, for ``sendmsg``: each frame after its length.
 
     The frames are not copied: the lengths share one small buffer and the list
-    alternates length, frame. Raises :class:`NetBackendError`, before anything
-    is encoded, for a frame shorter than :data:`MIN_FRAME_LENGTH` or longer than
-    :data:`MAX_SENT_FRAME_LENGTH`.
+    alternates length, frame (so ``buffers[2 * i : 2 * i + 2]`` is frame ``i``).
+    Raises :class:`NetBackendError`, before anything is encoded, for a frame
+    shorter than :data:`MIN_FRAME_LENGTH` or longer than :data:`MAX_SENT_FRAME_LENGTH`.
     """
     views = [memoryview(frame).cast("B") for frame in frames]
     lengths = bytearray(FRAME_LENGTH.size * len(views))

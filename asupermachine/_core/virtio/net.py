@@ -2,8 +2,8 @@
 
 One queue pair and no control queue. The guest may leave TCP/UDP checksums to
 the device (VIRTIO_NET_F_CSUM): they are completed here before a frame leaves.
-TSO is not offered; a large MTU (passt's 65520 by default) lets the guest send
-big frames without it. Inbound frames wait in a bounded backlog until the guest
+TSO is not offered; a large MTU (the backend's, such as passt's 32 KiB) lets
+the guest send big frames without it. Inbound frames wait in a bounded backlog until the guest
 posts receive buffers; with mergeable buffers one frame may fill several.
 
 Popped chains that cannot be used yet go back to the ring (its next index moves
@@ -45,7 +45,7 @@ VIRTIO_NET_HDR_GSO_NONE = 0
 
 ETH_HLEN = 14
 VLAN_HLEN = 4  # an 802.1Q tag on top of the MTU, as Linux sizes its receive buffers
-DEFAULT_MTU = 65520  # passt's default: the guest's TCP sends 64 KiB frames without TSO
+DEFAULT_MTU = 1500  # plain Ethernet, for a backend that does not say (passt's link takes more)
 QUEUE_SIZE = 256
 # Frames go to the sink in batches of about this many bytes, so that the copies stay in the CPU's
 # caches and a sink that writes at once recycles their memory: measured, copying 64 KiB frames into
