@@ -10,7 +10,8 @@
  * project's kernel turns that into a write to the VMM's exit-status port).
  * Without a command it stays up, a sandbox for the agent. Before the agent
  * starts it checks that AVX state survives a context switch (vector_state.h)
- * and hands the agent the result.
+ * and hands the agent the result, and sets up the network (guest_network.h):
+ * lo always, eth0 and the root's /etc/hosts and /etc/resolv.conf when asked.
  *
  * The kernel command line ends "-- [OPTION...] COMMAND_MARKER [COMMAND...]";
  * options (arch/x86_64/cmdline.py writes them) are
@@ -19,6 +20,9 @@
  *   asupermachine.workdir=DIR    the command's working directory
  *   asupermachine.hostname=NAME  the guest's hostname
  *   asupermachine.user=USER      the command's user: name, uid, user:group, uid:gid
+ *   asupermachine.net=ADDRESS/PREFIX,GATEWAY,MTU[,DNS]
+ *                                eth0's IPv4 address, default route and MTU, and the
+ *                                resolver, e.g. 10.0.2.15/24,10.0.2.2,32744,10.0.2.3
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,6 +37,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "guest_network.h"
 #include "spawn_process.h"
 #include "vector_state.h"
 
@@ -88,7 +93,7 @@ static void print_ready_line(void) {
 }
 
 struct options {
-    const char *root, *workdir, *user, *hostname;
+    const char *root, *workdir, *user, *hostname, *network;
     char *env[MAX_ENV + 1];
     int env_count;
 };
@@ -218,6 +223,7 @@ int main(int argc, char **argv) {
         else if (strncmp(*word, OPTION_PREFIX "workdir=", value - *word + 1) == 0) options.workdir = value + 1;
         else if (strncmp(*word, OPTION_PREFIX "hostname=", value - *word + 1) == 0) options.hostname = value + 1;
         else if (strncmp(*word, OPTION_PREFIX "user=", value - *word + 1) == 0) options.user = value + 1;
+        else if (strncmp(*word, OPTION_PREFIX "net=", value - *word + 1) == 0) options.network = value + 1;
         else if (strncmp(*word, OPTION_PREFIX "env=", value - *word + 1) == 0 && strchr(value + 1, '=')) put_env(&options, value + 1);
     }
     mount_or_warn("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
@@ -234,6 +240,8 @@ int main(int argc, char **argv) {
     }
     if (options.hostname && sethostname(options.hostname, strlen(options.hostname)) < 0)
         report("set hostname", options.hostname, errno);
+    /* In the root, so /etc's files land in its overlay; before anything runs that might dial out. */
+    network_set_up(options.network, options.hostname, report);
     enum vector_state vectors = check_vector_state(&options);
     print_ready_line();
     start_agent(agent, vectors);
