@@ -19,7 +19,8 @@
  *
  * Before its request, a connection may name the guest (a restored clone's new id):
  *
- *   host  -> agent HOSTNAME name (1..64 bytes, no NUL); no answer
+ *   host  -> agent HOSTNAME name (1..64 bytes, no NUL); no answer (/etc/hosts follows:
+ *                           the old name's entries take the new one)
  *
  * Every frame is u32 payload length, u16 kind, u16 zero, then the payload
  * (little-endian). asupermachine/agent/protocol.py is the host's side of this.
@@ -39,6 +40,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "replace_file.h"
 #include "spawn_process.h"
 #include "vector_state.h"
 
@@ -61,6 +63,12 @@ struct sockaddr_vm {
 #define MAX_SESSIONS 64
 /* Bytes queued toward the host or a process beyond which the side feeding them is not read. */
 #define HIGH_WATER (256u << 10)
+#define HOSTS_PATH "/etc/hosts"
+/* A bigger /etc/hosts is not one init wrote: leave it be rather than cut it. */
+#define MAX_HOSTS_FILE (64u << 10)
+/* HOST_NAME_MAX; the kernel's name before anyone sets one */
+#define MAX_HOSTNAME 64
+#define UNSET_HOSTNAME "(none)"
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
     WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12,
@@ -244,14 +252,55 @@ static void open_file(struct session *s, uint16_t kind, const uint8_t *p, uint32
     if (kind == READ_FILE) s->exited = 1;  /* done once the content is drained */
 }
 
+/* Rename OLD to NEW wherever it is a name field of /etc/hosts, every other byte as it was. */
+static void rename_in_hosts(const char *old, const char *new) {
+    static char text[MAX_HOSTS_FILE];
+    struct buffer out = { 0 };
+    size_t old_len = strlen(old), len = 0;
+    int changed = 0, failed = 0, fd = open(HOSTS_PATH, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    for (ssize_t n = 1; n > 0 && len < sizeof text;) {
+        n = read(fd, text + len, sizeof text - len);
+        if (n > 0) len += (size_t)n;
+        else if (n < 0 && errno == EINTR) n = 1;
+        else if (n < 0) len = sizeof text;  /* unreadable: change nothing */
+    }
+    close(fd);
+    if (len == sizeof text) return;
+    for (size_t at = 0, end, names = 0; at < len; at = end) {
+        int separator = memchr(" \t\n#", text[at], 4) != NULL;
+        end = at + 1;
+        if (text[at] == '#')  /* a comment, to the end of its line */
+            while (end < len && text[end] != '\n') end++;
+        else if (!separator)  /* a field: the address, then its names */
+            while (end < len && !memchr(" \t\n#", text[end], 4)) end++;
+        int is_old = !separator && names++ > 0 && end - at == old_len && memcmp(text + at, old, old_len) == 0;
+        if (text[at] == '\n') names = 0;
+        failed |= append(&out, is_old ? new : text + at, is_old ? strlen(new) : end - at);
+        changed |= is_old;
+    }
+    if (changed && !failed) replace_file(HOSTS_PATH, (const char *)out.data, out.len);
+    free(out.data);
+}
+
+/* Take the host's name for this clone, and the entries that carried the old one. */
+static void rename_guest(const uint8_t *name, uint32_t len) {
+    char old[MAX_HOSTNAME + 1] = "", new[MAX_HOSTNAME + 1] = "";
+    memcpy(new, name, len);
+    if (gethostname(old, sizeof old - 1) < 0) old[0] = '\0';
+    if (strcmp(old, new) == 0 || sethostname(new, len) < 0) return;
+    /* localhost and the kernel's unset name are nobody's own entries */
+    if (old[0] && strcmp(old, UNSET_HOSTNAME) != 0 && strcmp(old, "localhost") != 0) rename_in_hosts(old, new);
+}
+
 static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uint32_t len) {
     int idle = s->pid == 0 && !s->file;
     if (kind == EXEC && idle) {
         start(s, p, len);
     } else if ((kind == WRITE_FILE || kind == READ_FILE) && idle) {
         open_file(s, kind, p, len);
-    } else if (kind == HOSTNAME && idle && len >= 1 && len <= 64 && !memchr(p, 0, len)) {
-        sethostname((const char *)p, len);
+    } else if (kind == HOSTNAME && idle && len >= 1 && len <= MAX_HOSTNAME && !memchr(p, 0, len)) {
+        rename_guest(p, len);
     } else if (kind == STDIN && s->in >= 0 && !s->in_eof) {
         if (len == 0) s->in_eof = 1;
         else append(&s->to_in, p, len);
