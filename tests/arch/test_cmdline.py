@@ -40,6 +40,15 @@ def test_init_options_come_between_the_separator_and_the_marker() -> None:
     )
 
 
+def test_network_is_one_init_option_word() -> None:
+    options = InitOptions(hostname="vm1", network="10.0.2.15/24,10.0.2.2,32744,10.0.2.3")
+    assert options.words() == ["asupermachine.hostname=vm1", "asupermachine.net=10.0.2.15/24,10.0.2.2,32744,10.0.2.3"]
+
+
+def test_no_network_no_network_word() -> None:
+    assert not any(word.startswith("asupermachine.net=") for word in InitOptions(root="/dev/vda").words())
+
+
 def test_init_options_alone_still_end_in_the_marker() -> None:
     line = kernel_cmdline(cpu_model=CpuModel.HOST, kernel_log=False, init=InitOptions(root="/dev/vda"))
     assert line.endswith(f" -- asupermachine.root=/dev/vda {INIT_COMMAND_MARKER}")

@@ -41,16 +41,27 @@ INIT_OPTION_PREFIX = "asupermachine."
 
 @dataclass(frozen=True)
 class InitOptions:
-    """What init sets up: the root device, the hostname, and the environment, directory and user of its command."""
+    """What init sets up: root device, hostname, network, and its command's environment, directory and user.
+
+    ``network`` is eth0's ``ADDRESS/PREFIX,GATEWAY,MTU[,DNS]`` (IPv4, e.g.
+    ``10.0.2.15/24,10.0.2.2,32744,10.0.2.3``); empty: no network but ``lo``.
+    """
 
     root: str = ""
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str = ""
     user: str = ""
     hostname: str = ""
+    network: str = ""
 
     def words(self) -> list[str]:
-        pairs = [("root", self.root), ("workdir", self.workdir), ("user", self.user), ("hostname", self.hostname)]
+        pairs = [
+            ("root", self.root),
+            ("workdir", self.workdir),
+            ("user", self.user),
+            ("hostname", self.hostname),
+            ("net", self.network),
+        ]
         for name, value in self.env.items():
             check_environment_name(name)
             pairs.append(("env", f"{name}={value}"))
