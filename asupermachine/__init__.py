@@ -41,6 +41,8 @@ from ._errors import VsockConnectionReset as VsockConnectionReset
 from ._errors import VsockError as VsockError
 from ._errors import WarmupFailed as WarmupFailed
 from ._machine import Machine as Machine
+from ._network import MachineNetwork as MachineNetwork
+from ._network import Network as Network
 from ._options import BootOptions as BootOptions
 from ._options import RestoreOptions as RestoreOptions
 from ._options import StartOptions as StartOptions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +12,7 @@ import anyio
 
 from ._cache import cache_root, content_key, exclusive, file_sha256
 from ._errors import SnapshotError, WarmupFailed
+from ._network import Network
 from .guest import resolve_assets
 from .image.image import Image
 from .snapshot.snapshot import Snapshot
@@ -47,11 +48,15 @@ class BakeOptions:
     wait_for_port: int | None = None
     vcpus: int = 1
     memory_mib: int = 256
+    network: Network | None = Network()
+    """The network the image is started with; only its guest side (DNS, MTU) is in the snapshot."""
 
     def key(self) -> dict[str, object]:
-        """The options as the cache key has always spelt them (so existing bakes stay found)."""
+        """The options as the cache key spells them."""
+        guest = None if self.network is None else asdict(self.network.guest())
         return {
-            "warmup": list(self.warmup), "port": self.wait_for_port, "vcpus": self.vcpus, "memory_mib": self.memory_mib
+            "warmup": list(self.warmup), "port": self.wait_for_port, "vcpus": self.vcpus, "memory_mib": self.memory_mib,
+            "network": guest,
         }
 
 
@@ -78,7 +83,10 @@ async def bake(runtime: Runtime, image: Image, options: BakeOptions) -> Snapshot
                 return await anyio.to_thread.run_sync(Snapshot.load, path)
             except SnapshotError:
                 await anyio.to_thread.run_sync(shutil.rmtree, path)  # stale or damaged: bake afresh
-        async with await runtime.start(image, vcpus=options.vcpus, memory_mib=options.memory_mib) as vm:
+        network = False if options.network is None else options.network
+        async with await runtime.start(
+            image, vcpus=options.vcpus, memory_mib=options.memory_mib, network=network
+        ) as vm:
             if options.warmup:
                 result = await vm.exec(options.warmup)
                 if result.exit_code != 0:

@@ -22,6 +22,7 @@ from ._core.vcpu.pause import VmStopped
 from ._core.vsock.host import VsockListener, VsockStream
 from ._errors import AsupermachineError, ExecTimeout, MachineClosed, SnapshotError, VsockConnectionReset
 from ._hooks import default_runtime
+from ._network import MachineNetwork
 from ._options import RESTORE_KEYS, BootOptions, RestoreOptions, StartOptions
 from ._outcome import ExecResult, GuestExit, ShutdownReason
 from .image.image import Image
@@ -42,10 +43,14 @@ class Machine:
     itself raise :class:`GuestStopped` (or the :class:`GuestError` that stopped it).
     """
 
-    def __init__(self, engine: RunningVm, machine_id: str, *, rename_guest: bool) -> None:
+    def __init__(
+        self, engine: RunningVm, machine_id: str, *, rename_guest: bool, network: MachineNetwork | None = None
+    ) -> None:
         self._engine = engine
         self.id = machine_id
         """Short and unique among live machines; also the guest's hostname."""
+        self.network = network
+        """The guest's address, where it reaches the host, and the published ports; None without a NIC."""
         self._rename_guest = rename_guest
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
 from ._core.virtio.blk import Disk
+from ._network import NetworkOption
 
 
 class RestoreOptions(TypedDict, total=False):
@@ -19,6 +20,10 @@ class RestoreOptions(TypedDict, total=False):
     or raise :class:`CapacityExceeded`."""
     console_capacity: int
     """Bytes of unread console output kept; then the oldest is dropped."""
+    network: NetworkOption
+    """True: a NIC with egress through its own passt; False: no NIC; a :class:`Network` for published
+    ports, the host's loopback and DNS. Default: True for an image, False for a bare boot, and for a
+    restore whatever the snapshot was made with (it cannot change)."""
 
 
 class BootOptions(RestoreOptions, total=False):

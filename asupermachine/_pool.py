@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 from ._hooks import default_runtime
 from ._machine import Machine
+from ._network import NetworkOption
+from ._options import RestoreOptions
 from .snapshot.snapshot import Snapshot
 
 
@@ -48,6 +50,8 @@ class Pool:
     restore takes its place, so every caller gets the snapshot's state exactly;
     without it, a VM goes back to the pool as its last user left it. The VMs
     run on ``runtime`` (default: the event loop's); leaving the block closes them all.
+    ``network`` is each restore's (default: the snapshot's); a callable is asked
+    for each VM, so that each can publish its own host ports.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class Pool:
         max: int = 8,
         restore_on_release: bool = True,
         runtime: Runtime | None = None,
+        network: NetworkOption | Callable[[], NetworkOption] | None = None,
     ) -> None:
         if not 0 <= min <= max or max < 1:
             raise ValueError(f"need 0 <= min <= max and max >= 1, not min={min}, max={max}")
@@ -65,6 +70,7 @@ class Pool:
         self._min, self._max = min, max
         self._restore_on_release = restore_on_release
         self._runtime = runtime
+        self._network = network
         self._idle: list[_Slot] = []
         self._in_use = self._restoring = self._waiters = 0
         self._restored = self._recycled = 0
@@ -140,7 +146,10 @@ class Pool:
         restoring = True
         assert self._runtime is not None, "set on entry"
         try:
-            async with await self._runtime.restore(self._snapshot) as vm:
+            options: RestoreOptions = {}
+            if self._network is not None:
+                options["network"] = self._network() if callable(self._network) else self._network
+            async with await self._runtime.restore(self._snapshot, **options) as vm:
                 slot = _Slot(vm, anyio.Event())
                 self._restoring -= 1
                 restoring = False

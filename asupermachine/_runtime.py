@@ -31,6 +31,7 @@ from ._core.running import running
 from ._core.virtio.blk import Disk
 from ._errors import CapacityExceeded
 from ._machine import Machine
+from ._network import MachineNetwork, Network, NetworkOption, chosen_network
 from ._options import BootOptions, RestoreOptions, StartOptions
 from .guest import resolve_assets
 from .image.image import Image
@@ -114,6 +115,7 @@ class Runtime:
         boot["workdir"] = options.get("workdir") or config.workdir
         boot["user"] = options.get("user") or config.user
         boot["root"] = Disk(await chosen.root_disk())
+        boot["network"] = options.get("network", True)
         return await self.boot(**boot)
 
     async def boot(self, kernel: str | os.PathLike[str] | None = None, **options: Unpack[BootOptions]) -> Machine:
@@ -136,6 +138,7 @@ class Runtime:
                 default_root=root is None,
             )
         )
+        network = chosen_network(options.get("network", False))
         machine_id = self._new_id()
         if root is None:
             assert assets.default_root is not None, "asked for above"
@@ -152,10 +155,11 @@ class Runtime:
                 env=dict(options.get("env") or {}), workdir=options.get("workdir", ""), user=options.get("user", "")
             ),
             hostname=machine_id,
+            network=None if network is None else network.guest(),
             kernel_log=options.get("kernel_log", False),
             cmdline_extra=options.get("cmdline_extra", ""),
         )
-        return await self._launch(machine_id, recipe, None, options)
+        return await self._launch(machine_id, recipe, None, options, network)
 
     async def restore(self, snapshot: Snapshot | str | os.PathLike[str], **options: Unpack[RestoreOptions]) -> Machine:
         """Resume a machine from ``snapshot`` (a :class:`Snapshot` or its directory, then loaded first).
@@ -169,7 +173,15 @@ class Runtime:
         """
         if not isinstance(snapshot, Snapshot):
             snapshot = await anyio.to_thread.run_sync(Snapshot.load, snapshot)
-        return await self._launch(self._new_id(), snapshot.manifest.recipe, snapshot.restore_point(), options)
+        recipe = snapshot.manifest.recipe
+        network = chosen_network(options.get("network", recipe.network is not None))
+        if recipe.network is None and network is not None:
+            raise ValueError(f"snapshot {snapshot.path} has no NIC: bake it with a network to restore one")
+        if recipe.network is not None:
+            if network is None:
+                raise ValueError(f"snapshot {snapshot.path} has a NIC, so its machines have a network (network=False)")
+            network.check_restorable(recipe.network)
+        return await self._launch(self._new_id(), recipe, snapshot.restore_point(), options, network)
 
     async def bake(
         self,
@@ -179,16 +191,19 @@ class Runtime:
         wait_for_port: int | None = None,
         vcpus: int = 1,
         memory_mib: int = 256,
+        network: NetworkOption = True,
     ) -> Snapshot:
         """The snapshot of ``image`` booted and ready, from the cache or made now on this runtime.
 
         ``warmup`` runs to completion (it must exit 0, else :class:`WarmupFailed`)
         before the snapshot, so what it does (imports, caches) is done in every
         restored machine; ``wait_for_port`` waits until something in the guest
-        accepts vsock connections there. The cache key covers the image, the guest
-        assets and these options.
+        accepts vsock connections there. ``network`` is as for :meth:`start` (only its
+        guest side, DNS and MTU, is kept: restores choose their own ports). The cache
+        key covers the image, the guest assets and these options.
         """
-        return await _bake.bake(self, image, _bake.BakeOptions(tuple(warmup), wait_for_port, vcpus, memory_mib))
+        options = _bake.BakeOptions(tuple(warmup), wait_for_port, vcpus, memory_mib, chosen_network(network))
+        return await _bake.bake(self, image, options)
 
     # -- running -----------------------------------------------------------------
 
@@ -198,7 +213,8 @@ class Runtime:
         return machine_id
 
     async def _launch(
-        self, machine_id: str, recipe: VmRecipe, restore: RestorePoint | None, options: RestoreOptions
+        self, machine_id: str, recipe: VmRecipe, restore: RestorePoint | None, options: RestoreOptions,
+        network: Network | None,
     ) -> Machine:
         if self._tasks is None or self._closing:
             raise RuntimeError("this runtime is not running: use it inside 'async with Runtime() as rt'")
@@ -207,7 +223,7 @@ class Runtime:
         try:
             machine: Machine = await self._tasks.start(
                 self._serve, machine_id, recipe, restore, options.get("console_capacity", DEFAULT_CAPACITY),
-                options.get("timeout"), name=f"machine-{machine_id}",
+                options.get("timeout"), network, name=f"machine-{machine_id}",
             )
         except BaseException:
             self._release(recipe.memory_mib)
@@ -216,14 +232,16 @@ class Runtime:
 
     async def _serve(
         self, machine_id: str, recipe: VmRecipe, restore: RestorePoint | None, console_capacity: int,
-        timeout: float | None, *, task_status: anyio.abc.TaskStatus[Machine],
+        timeout: float | None, network: Network | None, *, task_status: anyio.abc.TaskStatus[Machine],
     ) -> None:
         """Run one machine until it is closed, times out or its guest stops; never disturb the others."""
         machine: Machine | None = None
         reason = "stopped"
+        passt = None if network is None or recipe.network is None else network.passt(recipe.network)
         try:
-            async with running(recipe, console_capacity, restore) as engine:
-                machine = Machine(engine, machine_id, rename_guest=restore is not None)
+            async with running(recipe, console_capacity, restore, passt) as engine:
+                info = None if passt is None or recipe.network is None else MachineNetwork.of(recipe.network, passt)
+                machine = Machine(engine, machine_id, rename_guest=restore is not None, network=info)
                 self._machines[machine_id] = machine
                 if self._closing:
                     machine.request_close("runtime")

@@ -13,6 +13,7 @@ import anyio.abc
 from ._bake import BakeOptions, cached
 from ._errors import AsupermachineError
 from ._machine import Machine
+from ._network import Network, NetworkOption, chosen_network
 from ._outcome import ExecResult, ExitStatus, ShutdownReason
 from .image.digest import Digest
 from .image.image import Image
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
     run.add_argument("--timeout", type=float, help="seconds before the command is killed")
     run.add_argument("--cold", action="store_true", help="boot afresh instead of restoring the baked snapshot")
+    _network_arguments(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     pull = commands.add_parser("pull", help="pull an image from a registry into the local store")
     pull.add_argument("reference", help="e.g. busybox, registry:5000/name:tag, name@sha256:...")
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         "--cold", action="store_true",
         help="boot afresh (console shown) instead of restoring the image's baked snapshot",
     )
+    _network_arguments(start)
     start.add_argument(
         "words", nargs=argparse.REMAINDER, metavar="[IMAGE] [-- CMD [ARG...]]",
         help="an image reference (default: the built-in busybox; pulled if not stored), "
@@ -84,6 +87,39 @@ def _parser() -> argparse.ArgumentParser:
     images = commands.add_parser("images", help="list the images in the local store")
     images.add_argument("--prune", action="store_true", help="remove content no image name refers to")
     return parser
+
+
+def _network_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-p", "--publish", action="append", default=[], metavar="[ADDR:]HOST_PORT:GUEST_PORT",
+        help="publish a host TCP port (on 127.0.0.1 unless ADDR) to a guest port, as docker run -p",
+    )
+    parser.add_argument(
+        "--network", choices=["default", "none"], default="default",
+        help="none: no network interface at all (default: egress through passt)",
+    )
+    parser.add_argument(
+        "--allow-host-loopback", action="store_true", help="let the guest reach the host's 127.0.0.1 at host.internal"
+    )
+
+
+def network_option(args: argparse.Namespace) -> NetworkOption:
+    """The ``network=`` that ``-p``, ``--network`` and ``--allow-host-loopback`` ask for."""
+    if args.network == "none":
+        if args.publish or args.allow_host_loopback:
+            raise SystemExit("asupermachine: --network none has no ports to publish or host to reach")
+        return False
+    publish: dict[str | int, int] = {}
+    for spec in args.publish:
+        host, _, guest = spec.rpartition(":")
+        try:
+            publish[host] = int(guest)
+        except ValueError:
+            raise SystemExit(f"asupermachine: -p {spec}: give [ADDR:]HOST_PORT:GUEST_PORT, e.g. 8080:80") from None
+    try:
+        return Network(publish=publish, allow_host_loopback=args.allow_host_loopback)
+    except ValueError as error:
+        raise SystemExit(f"asupermachine: {error}") from None
 
 
 def _command(words: list[str]) -> list[str]:
@@ -137,14 +173,14 @@ async def _run(args: argparse.Namespace) -> int:
     if args.snapshot:
         if not command:
             raise SystemExit("asupermachine run --snapshot DIR: give a command after --")
-        async with Machine.restore(args.snapshot) as vm:
+        async with Machine.restore(args.snapshot, network=network_option(args)) as vm:
             return await _stream_process(vm, command, args)
     image = await Image.resolve(reference, insecure=args.insecure)
     if args.cold:
         _say("booting cold")
         async with Machine.start(
             image, command=command or None, run=True, env=_env(args.env), workdir=args.workdir, user=args.user,
-            vcpus=args.vcpus, memory_mib=args.memory,
+            vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args),
         ) as vm:
             return await _stream_console_and_wait(vm)
     argv = [*image.config.entrypoint, *command] if command else list(image.config.args)
@@ -156,13 +192,14 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _restore_baked(image: Image, args: argparse.Namespace) -> Machine:
     """A machine restored from ``image``'s baked snapshot, baking it first when the cache has none."""
-    options = BakeOptions(vcpus=args.vcpus, memory_mib=args.memory)
+    network = network_option(args)
+    options = BakeOptions(vcpus=args.vcpus, memory_mib=args.memory, network=chosen_network(network))
     snapshot = await cached(image, options)
     if snapshot is None:
         _say(f"baking {image.name} once (the next runs restore it; --cold boots afresh)")
-        snapshot = await image.bake(vcpus=args.vcpus, memory_mib=args.memory)
+        snapshot = await image.bake(vcpus=args.vcpus, memory_mib=args.memory, network=network)
     _say(f"restoring the baked snapshot {snapshot.path}")
-    return await Machine.create(snapshot)
+    return await Machine.create(snapshot, network=network)
 
 
 async def _stream_process(vm: Machine, argv: list[str], args: argparse.Namespace) -> int:
@@ -232,7 +269,7 @@ async def _exec(args: argparse.Namespace) -> int:
     env = _env(args.env)
     if args.cold:
         _say("booting cold")
-        vm = await Machine.create(None, vcpus=args.vcpus, memory_mib=args.memory)
+        vm = await Machine.create(None, vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args))
     else:
         vm = await _restore_baked(await Image.builtin(), args)
     async with vm:

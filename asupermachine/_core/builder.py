@@ -29,11 +29,13 @@ from .devices.vector_state import XSTATE_PORT_RANGE, XSTATE_SAVE_PORT, TaskVecto
 from .kvm import Kvm
 from .memory import GuestMemory
 from .microvm import MIB, MicroVm
+from .net.pump import RX_BACKLOG_FRAMES, NetworkPump
 from .persist import MachineState, advanced, restore_vcpu, restore_vm
 from .recipe import VmRecipe
 from .vcpu.stop import StopLatch
 from .virtio.blk import Block
 from .virtio.mmio import VirtioDevice
+from .virtio.net import Net
 from .virtio.rng import Rng
 from .virtio.service import VirtioService
 from .vsock.device import VsockDevice
@@ -62,8 +64,12 @@ def check_shape(recipe: VmRecipe) -> None:
         raise ValueError(f"memory_mib must be at least {MIN_MEMORY_MIB}, not {recipe.memory_mib}")
 
 
-def build(recipe: VmRecipe, console: Console, vsock: VsockHost, restore: RestorePoint | None) -> MicroVm:
+def build(
+    recipe: VmRecipe, console: Console, vsock: VsockHost, restore: RestorePoint | None, pump: NetworkPump | None = None
+) -> MicroVm:
     """The VM ``recipe`` describes, booted from its kernel or resumed from ``restore``, ready to run.
+
+    A recipe with a network needs ``pump``, the NIC's backend.
 
     Raises :class:`KernelImageError`, :class:`AssetError`, :class:`DiskError`,
     :class:`SnapshotError` (a saved state KVM refuses) or ``ValueError``.
@@ -88,13 +94,16 @@ def build(recipe: VmRecipe, console: Console, vsock: VsockHost, restore: Restore
         for block in blocks:
             undo.callback(block.close)
         vsock_device = VsockDevice(vsock.muxer, on_events=vsock.post)
-        virtio_devices: tuple[VirtioDevice, ...] = (Rng(), vsock_device, *blocks)
+        nic = _nic(recipe, pump)
+        virtio_devices: tuple[VirtioDevice, ...] = (Rng(), vsock_device, *blocks, *([nic] if nic else []))
         for device in virtio_devices:
             slot = devices.register(device)
             vm.virtio.append(VirtioService(vm_fd, vm.mmio, memory, device, slot))
             undo.callback(vm.virtio[-1].close)
         vm.vsock, vm.vsock_device = vm.virtio[1], vsock_device
         vsock.attach(vm.vsock.lock, vm.kick_vsock_rx)
+        if nic is not None and pump is not None:
+            pump.attach(vm.virtio[-1], nic)
         vm.blocks = blocks
         entry = None if restore is not None else _load_guest(vm, kernel_cmdline_for(recipe, devices))
         undo.callback(vm.close_vcpus)
@@ -103,6 +112,18 @@ def build(recipe: VmRecipe, console: Console, vsock: VsockHost, restore: Restore
             _restore(vm, restore.state)
         undo.pop_all()
         return vm
+
+
+def _nic(recipe: VmRecipe, pump: NetworkPump | None) -> Net | None:
+    """The recipe's NIC, its frames through ``pump``; None without a network."""
+    if recipe.network is None:
+        return None
+    if pump is None:
+        raise ValueError("a VM with a network needs a backend for its NIC")
+    return Net(
+        bytes.fromhex(recipe.network.mac.replace(":", "")), pump.transmit, pump.transmit_room,
+        mtu=recipe.network.mtu, rx_backlog_frames=RX_BACKLOG_FRAMES, backlog_room=pump.backlog_room,
+    )
 
 
 def kernel_cmdline_for(recipe: VmRecipe, devices: MmioDeviceManager) -> str:
@@ -118,6 +139,7 @@ def kernel_cmdline_for(recipe: VmRecipe, devices: MmioDeviceManager) -> str:
             workdir=defaults.workdir,
             user=defaults.user,
             hostname=recipe.hostname,
+            network="" if recipe.network is None else recipe.network.init_option,
         ),
         command=recipe.command,
     )

@@ -20,6 +20,25 @@ class ProcessDefaults:
 
 
 @dataclass(frozen=True)
+class GuestNetwork:
+    """The guest's side of its network, set up by init at boot (so a snapshot keeps it): one NIC, eth0."""
+
+    address: str = "10.0.2.15/24"
+    """IPv4 address and prefix length."""
+    gateway: str = "10.0.2.2"
+    """The default route; also the host, as ``host.internal``."""
+    mtu: int = 1500
+    dns: str = ""
+    """The resolver ``/etc/resolv.conf`` names; empty: leave the image's."""
+    mac: str = "52:54:00:12:34:56"
+
+    @property
+    def init_option(self) -> str:
+        """init's ``asupermachine.net=`` value: ``ADDRESS/PREFIX,GATEWAY,MTU[,DNS]``."""
+        return ",".join([self.address, self.gateway, str(self.mtu), *([self.dns] if self.dns else [])])
+
+
+@dataclass(frozen=True)
 class VmRecipe:
     """One VM, described: files, shape, devices and what init runs. Plain values only."""
 
@@ -34,5 +53,7 @@ class VmRecipe:
     """init's main process; empty: the VM serves execs until it is closed."""
     defaults: ProcessDefaults = ProcessDefaults()
     hostname: str = ""
+    network: GuestNetwork | None = None
+    """A NIC and how the guest configures it; None: no NIC."""
     kernel_log: bool = False
     cmdline_extra: str = ""

@@ -17,6 +17,8 @@ from .builder import RestorePoint, build
 from .console import Console
 from .eventfd import EventFd
 from .microvm import MicroVm
+from .net.passt import Passt, running_passt
+from .net.pump import NetworkPump
 from .recipe import VmRecipe
 from .vcpu.runner import VcpuRunner
 from .vsock.device import EVENT_QUEUE
@@ -35,9 +37,13 @@ T = TypeVar("T")
 class RunningVm:
     """A built VM served by tasks in ``tasks``; :attr:`stopped` is set once every vCPU has ended."""
 
-    def __init__(self, microvm: MicroVm, vsock: VsockHost, tasks: anyio.abc.TaskGroup) -> None:
+    def __init__(
+        self, microvm: MicroVm, vsock: VsockHost, tasks: anyio.abc.TaskGroup, network: NetworkPump | None = None
+    ) -> None:
         self.microvm = microvm
         self.vsock = vsock
+        self.network = network
+        """The NIC's backend, or None without a network."""
         self.tasks = tasks
         self.stopped = anyio.Event()
         self._vcpus_running = len(microvm.vcpus)
@@ -136,34 +142,49 @@ def _describe(exit: GuestExit) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running(recipe: VmRecipe, console_capacity: int, restore: RestorePoint | None) -> AsyncIterator[RunningVm]:
-    """Build the VM and run it for the block; leaving stops it and frees every thread, fd and mapping."""
+async def running(
+    recipe: VmRecipe, console_capacity: int, restore: RestorePoint | None, passt: Passt | None = None
+) -> AsyncIterator[RunningVm]:
+    """Build the VM and run it for the block; leaving stops it and frees every thread, fd, mapping and helper.
+
+    A recipe with a network needs ``passt``, how its passt is to serve it: one
+    is started for the VM and killed when it ends.
+    """
+    if (recipe.network is None) != (passt is None):
+        raise ValueError("passt options go with a network, and only with one")
     console = Console(console_capacity)
     vsock = VsockHost(VsockMuxer(GUEST_CID))
+    pump = None if passt is None else NetworkPump()
     built: list[MicroVm] = []
     try:
         # Appending inside the thread means a cancellation during assembly still
         # leaves us holding the VM, so the finally below can free it.
-        await anyio.to_thread.run_sync(lambda: built.append(build(recipe, console, vsock, restore)))
+        await anyio.to_thread.run_sync(lambda: built.append(build(recipe, console, vsock, restore, pump)))
         microvm = built[0]
         vsock_reset = anyio.Event()
         if restore is not None:
             # The guest's connections were to a host side that is gone.
             microvm.vsock.serve(lambda: microvm.vsock_device.post_transport_reset(vsock_reset.set), EVENT_QUEUE)
-        with unwrap_single_error():
-            async with anyio.create_task_group() as tasks:
-                engine = RunningVm(microvm, vsock, tasks)
-                engine.start()
-                try:
-                    if restore is not None:
-                        await engine.until_guest(vsock_reset.wait, "took in the vsock reset")
-                    yield engine
-                finally:
-                    microvm.stop.request(GuestExit(ShutdownReason.HOST))
-                    # Device tasks serve until the VM goes; vCPU threads end once kicked.
-                    tasks.cancel_scope.cancel()
+        async with contextlib.AsyncExitStack() as helpers:
+            link = None if passt is None else await helpers.enter_async_context(running_passt(passt))
+            with unwrap_single_error():
+                async with anyio.create_task_group() as tasks:
+                    engine = RunningVm(microvm, vsock, tasks, pump)
+                    engine.start()
+                    if pump is not None and link is not None:
+                        tasks.start_soon(pump.run, link, name="network")
+                    try:
+                        if restore is not None:
+                            await engine.until_guest(vsock_reset.wait, "took in the vsock reset")
+                        yield engine
+                    finally:
+                        microvm.stop.request(GuestExit(ShutdownReason.HOST))
+                        # Device tasks serve until the VM goes; vCPU threads end once kicked.
+                        tasks.cancel_scope.cancel()
     finally:
         for microvm in built:
             microvm.close()
         vsock.close()
+        if pump is not None:
+            pump.close()
         await console.release()

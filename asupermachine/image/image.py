@@ -13,6 +13,7 @@ import anyio
 from .._errors import DigestMismatch, ManifestError
 from .._groups import unwrap_single_error
 from .._hooks import default_runtime
+from .._network import NetworkOption
 from .builtin import BUILTIN_TAG, ensure_builtin_layout
 from .digest import Digest
 from .layers import Limits
@@ -186,13 +187,16 @@ class Image:
         wait_for_port: int | None = None,
         vcpus: int = 1,
         memory_mib: int = 256,
+        network: NetworkOption = True,
     ) -> Snapshot:
         """Boot this image once and snapshot it ready (cached), on the default runtime.
 
         Restore it with ``Machine.create(snapshot)``; see :meth:`Runtime.bake` for the options.
         """
         runtime = await default_runtime()
-        return await runtime.bake(self, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib)
+        return await runtime.bake(
+            self, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib, network=network
+        )
 
     async def root_disk(self, limits: Limits = Limits()) -> Path:
         """The image's read-only root filesystem (erofs), built once and cached by config digest."""

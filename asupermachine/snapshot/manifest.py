@@ -19,14 +19,14 @@ from .._core.arch.x86_64.cpuid import CpuModel
 from .._core.devices.uart import UartState
 from .._core.kvm.state import StateKind
 from .._core.persist import MachineState, VcpuState
-from .._core.recipe import ProcessDefaults, VmRecipe
+from .._core.recipe import GuestNetwork, ProcessDefaults, VmRecipe
 from .._core.virtio.blk import Disk
 from .._core.virtio.mmio import TransportState
 from .._core.virtio.queue import QueueState
 from .._errors import SnapshotError
 from .memory_file import MemoryImage
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 FORMAT_NAME = "asupermachine-snapshot"
 
 
@@ -55,6 +55,7 @@ def encode(manifest: Manifest) -> bytes:
             "command": list(recipe.command),
             "defaults": {**asdict(recipe.defaults), "env": dict(recipe.defaults.env)},
             "hostname": recipe.hostname,
+            "network": None if recipe.network is None else asdict(recipe.network),
             "kernel_log": recipe.kernel_log,
             "cmdline_extra": recipe.cmdline_extra,
         },
@@ -115,8 +116,18 @@ def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
             user=str(body["defaults"]["user"]),
         ),
         hostname=str(body["hostname"]),
+        network=_decode_network(body["network"]),
         kernel_log=bool(body["kernel_log"]),
         cmdline_extra=str(body["cmdline_extra"]),
+    )
+
+
+def _decode_network(body: dict[str, Any] | None) -> GuestNetwork | None:
+    if body is None:
+        return None
+    return GuestNetwork(
+        address=str(body["address"]), gateway=str(body["gateway"]), mtu=int(body["mtu"]), dns=str(body["dns"]),
+        mac=str(body["mac"]),
     )
 
 

@@ -99,7 +99,9 @@ class Net:
     by at most one frame; it is asked again after each batch handed to
     ``transmit``), and none starts while it is zero or less, so the guest's frames
     wait on its own ring. When room frees up, have the TX queue served again.
-    Likewise, after :meth:`receive`, have the RX queue served.
+    Likewise, after :meth:`receive`, have the RX queue served; ``backlog_room()``
+    is called whenever frames leave the backlog, so a backend that stopped
+    reading while :attr:`accepts_frames` was False knows when to go on.
 
     ``rx_checksums_valid`` says the backend's frames carry correct checksums (passt
     builds them itself): the guest is then told it need not verify them
@@ -124,6 +126,7 @@ class Net:
         rx_checksums_valid: bool = True,
         rx_backlog_frames: int = RX_BACKLOG_FRAMES,
         rx_backlog_bytes: int = RX_BACKLOG_BYTES,
+        backlog_room: Callable[[], None] = lambda: None,
     ) -> None:
         """Raises :class:`ValueError` for a MAC that is not 6 bytes of unicast, or an MTU outside 68..65535."""
         if len(mac) != 6 or mac[0] & 1:
@@ -143,6 +146,7 @@ class Net:
         self._transmit_room = transmit_room
         self._rx_backlog_frames = rx_backlog_frames
         self._rx_backlog_bytes = rx_backlog_bytes
+        self._backlog_room = backlog_room
         self._backlog: deque[bytes] = deque()
         self.backlog_bytes = 0
         """Bytes of frames waiting for receive buffers."""
@@ -189,6 +193,7 @@ class Net:
         self.dropped_rx += len(self._backlog)
         self._backlog.clear()
         self.backlog_bytes = 0
+        self._backlog_room()
 
     def process_queue(self, index: int) -> bool:
         """Send what the guest queued (on a TX notification), then fill receive buffers with waiting frames.
@@ -294,7 +299,7 @@ class Net:
         rx = self._queues[RX_QUEUE]
         if not rx.ready:
             return False
-        used = False
+        used = left = False
         while self._backlog:
             frame = self._backlog[0]
             chains, room, returned = self._rx_chains(rx, VIRTIO_NET_HDR.size + len(frame))
@@ -312,6 +317,9 @@ class Net:
                 self.dropped_rx += 1
             self._backlog.popleft()
             self.backlog_bytes -= len(frame)
+            left = True
+        if left:
+            self._backlog_room()
         return used
 
     def _rx_chains(self, rx: Virtqueue, need: int) -> tuple[list[DescriptorChain], int, bool]:

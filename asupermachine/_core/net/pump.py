@@ -1,0 +1,116 @@
+"""Frames between a VM's virtio-net device and passt: the device's backend, two tasks on the event loop.
+
+The device calls :meth:`NetworkPump.transmit` and :meth:`NetworkPump.transmit_room`
+under its lock while it drains the guest's TX queue; the frames wait in a
+bounded outbox for the send task, and when the outbox was full the TX queue is
+served again once it has room, so a guest that sends faster than passt takes
+waits on its own ring. The receive task hands passt's frames to the device and
+fills the guest's receive buffers at once; while the device's backlog is full it
+stops reading, leaving passt to hold its frames.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import deque
+
+import anyio
+
+from ..._errors import NetBackendError
+from ..._groups import unwrap_single_error
+from ..eventfd import EventFd
+from ..virtio.net import RX_QUEUE, TX_QUEUE, Net
+from ..virtio.service import VirtioService
+from .passt import PasstLink
+
+OUTBOX_BYTES = 1 << 20
+"""Bytes of guest frames waiting for passt before the guest's TX queue is left alone."""
+RX_BACKLOG_FRAMES = 4096
+"""Frames from passt the device holds for the guest: one receive of the link's (256 KiB of small frames)
+fits with room to spare, so nothing is dropped before the pump stops reading."""
+
+logger = logging.getLogger("asupermachine")
+
+
+class NetworkPump:
+    """One device's backend: :meth:`attach` it to the device's service once built, then :meth:`run` it."""
+
+    def __init__(self, outbox_bytes: int = OUTBOX_BYTES) -> None:
+        self._outbox: deque[bytearray] = deque()
+        self._outbox_bytes = 0
+        self._outbox_limit = outbox_bytes
+        self._tx_stalled = False  # the device found no room: serve its TX queue again when there is
+        self._frames_to_send = EventFd()
+        self._backlog_room = EventFd()
+        self._service: VirtioService | None = None
+        self._device: Net | None = None
+        self.error: NetBackendError | None = None
+        """Why the network stopped (passt died or broke the stream); the VM runs on without it."""
+
+    # -- the device's hooks (under its lock) ------------------------------------------
+
+    def transmit(self, frames: list[bytearray]) -> None:
+        self._outbox.extend(frames)
+        self._outbox_bytes += sum(map(len, frames))
+        self._frames_to_send.signal()
+
+    def transmit_room(self) -> int:
+        room = self._outbox_limit - self._outbox_bytes
+        if room <= 0:
+            self._tx_stalled = True
+        return room
+
+    def backlog_room(self) -> None:
+        self._backlog_room.signal()
+
+    # -- serving ------------------------------------------------------------------------
+
+    def attach(self, service: VirtioService, device: Net) -> None:
+        self._service, self._device = service, device
+
+    async def run(self, link: PasstLink) -> None:
+        """Move frames both ways until cancelled; if passt fails, record it in :attr:`error` and return."""
+        try:
+            with unwrap_single_error():
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._send, link)
+                    tasks.start_soon(self._receive, link)
+        except NetBackendError as error:
+            self.error = error
+            logger.warning("a VM's network stopped: %s", error)
+        except anyio.ClosedResourceError:
+            pass  # the link closed under us: the VM is going
+
+    async def _send(self, link: PasstLink) -> None:
+        assert self._service is not None
+        while True:
+            await self._frames_to_send.wait()
+            while self._outbox:
+                frames = [self._outbox.popleft() for _ in range(len(self._outbox))]
+                await link.send_frames(frames)
+                self._outbox_bytes -= sum(map(len, frames))
+                if self._tx_stalled:
+                    self._tx_stalled = False
+                    self._service.kick(TX_QUEUE)
+
+    async def _receive(self, link: PasstLink) -> None:
+        service, device = self._service, self._device
+        assert service is not None and device is not None
+        while True:
+            while not device.accepts_frames:
+                await self._backlog_room.wait()
+            frames = [bytes(frame) for frame in await link.receive_frames()]
+            service.serve(functools.partial(_deliver, device, frames), RX_QUEUE)
+
+    def close(self) -> None:
+        """Close the wake-ups; after :meth:`run` has ended."""
+        self._frames_to_send.close()
+        self._backlog_room.close()
+
+
+def _deliver(device: Net, frames: list[bytes]) -> bool:
+    """Give ``frames`` to the device and fill the guest's receive buffers (under the device's lock)."""
+    for frame in frames:
+        device.receive(frame)
+    return device.process_queue(RX_QUEUE)
