@@ -29,7 +29,7 @@ from .devices.vector_state import XSTATE_PORT_RANGE, XSTATE_SAVE_PORT, TaskVecto
 from .kvm import Kvm
 from .memory import GuestMemory
 from .microvm import MIB, MicroVm
-from .net.pump import RX_BACKLOG_FRAMES, NetworkPump
+from .net.pump import RX_BACKLOG_BYTES, RX_BACKLOG_FRAMES, NetworkPump
 from .persist import MachineState, advanced, restore_vcpu, restore_vm
 from .recipe import VmRecipe
 from .vcpu.stop import StopLatch
@@ -122,7 +122,8 @@ def _nic(recipe: VmRecipe, pump: NetworkPump | None) -> Net | None:
         raise ValueError("a VM with a network needs a backend for its NIC")
     return Net(
         bytes.fromhex(recipe.network.mac.replace(":", "")), pump.transmit, pump.transmit_room,
-        mtu=recipe.network.mtu, rx_backlog_frames=RX_BACKLOG_FRAMES, backlog_room=pump.backlog_room,
+        mtu=recipe.network.mtu, rx_backlog_frames=RX_BACKLOG_FRAMES, rx_backlog_bytes=RX_BACKLOG_BYTES,
+        backlog_room=pump.backlog_room,
     )
 
 

@@ -6,7 +6,9 @@ bounded outbox for the send task, and when the outbox was full the TX queue is
 served again once it has room, so a guest that sends faster than passt takes
 waits on its own ring. The receive task hands passt's frames to the device and
 fills the guest's receive buffers at once; while the device's backlog is full it
-stops reading, leaving passt to hold its frames.
+holds what it has read and stops reading, leaving passt to hold the rest: a
+frame dropped here would cost far more than its own resend, as passt's TCP
+resends everything after it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from .passt import PasstLink
 
 OUTBOX_BYTES = 1 << 20
 """Bytes of guest frames waiting for passt before the guest's TX queue is left alone."""
-RX_BACKLOG_FRAMES = 4096
-"""Frames from passt the device holds for the guest: one receive of the link's (256 KiB of small frames)
-fits with room to spare, so nothing is dropped before the pump stops reading."""
+RX_BACKLOG_FRAMES = 1024
+"""Frames from passt the device holds for the guest (small ones: its byte bound limits big ones)."""
+RX_BACKLOG_BYTES = 64 << 10
+"""Bytes of those frames. Kept short: what passt has sent counts as in flight, and passt resends all it
+sent since the last ACK when none comes for two seconds (its ``ACK_TIMEOUT``); frames still in passt's
+socket have not been sent."""
 
 logger = logging.getLogger("asupermachine")
 
@@ -97,11 +102,15 @@ class NetworkPump:
     async def _receive(self, link: PasstLink) -> None:
         service, device = self._service, self._device
         assert service is not None and device is not None
+        pending: deque[bytes] = deque()  # received, not yet taken by the device: none is ever dropped here
         while True:
-            while not device.accepts_frames:
+            if not pending:
+                pending.extend(bytes(frame) for frame in await link.receive_frames())
+            service.serve(functools.partial(_deliver, device, pending), RX_QUEUE)
+            if not service.transport.active:
+                pending.clear()  # no driver: the link is down, as on a real NIC
+            elif pending:
                 await self._backlog_room.wait()
-            frames = [bytes(frame) for frame in await link.receive_frames()]
-            service.serve(functools.partial(_deliver, device, frames), RX_QUEUE)
 
     def close(self) -> None:
         """Close the wake-ups; after :meth:`run` has ended."""
@@ -109,8 +118,8 @@ class NetworkPump:
         self._backlog_room.close()
 
 
-def _deliver(device: Net, frames: list[bytes]) -> bool:
-    """Give ``frames`` to the device and fill the guest's receive buffers (under the device's lock)."""
-    for frame in frames:
-        device.receive(frame)
+def _deliver(device: Net, frames: deque[bytes]) -> bool:
+    """Give the device what its backlog takes of ``frames`` and fill the guest's receive buffers (under its lock)."""
+    while frames and device.accepts_frames:
+        device.receive(frames.popleft())
     return device.process_queue(RX_QUEUE)
