@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from asupermachine.cli import SUBCOMMANDS, _command, _env, _parser, main, run_target
+from asupermachine import Network
+from asupermachine.cli import SUBCOMMANDS, _command, _env, _parser, main, network_option, run_target
 
 SUBCOMMANDS_WITH_VCPUS = ["boot", "exec", "run", "bake"]
 
@@ -253,3 +254,25 @@ def test_env_item_without_equals_is_refused_not_dropped() -> None:
         _env(["A=1", "HOME"])
     assert isinstance(exit_info.value.code, str)
     assert "-e HOME" in exit_info.value.code and "KEY=VALUE" in exit_info.value.code
+
+
+# -- networking -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subcommand", ["run", "exec"])
+def test_publish_and_host_loopback_make_a_network(subcommand: str) -> None:
+    args = parse(subcommand, "-p", "8080:80", "-p", "0.0.0.0:8443:443", "--allow-host-loopback", "--", "true")
+    assert network_option(args) == Network(publish={"8080": 80, "0.0.0.0:8443": 443}, allow_host_loopback=True)
+    assert network_option(parse(subcommand, "--", "true")) == Network()
+
+
+def test_network_none_is_no_nic_and_takes_no_ports() -> None:
+    assert network_option(parse("run", "--network", "none")) is False
+    with pytest.raises(SystemExit, match="--network none"):
+        network_option(parse("run", "--network", "none", "-p", "8080:80"))
+
+
+@pytest.mark.parametrize("spec", ["80", "8080:http", "0:80", "host:8080:80"])
+def test_a_bad_publish_spec_is_refused_with_the_form_to_give(spec: str) -> None:
+    with pytest.raises(SystemExit, match="asupermachine: "):
+        network_option(parse("run", "-p", spec))

@@ -1,0 +1,206 @@
+"""Networking with real guests and the real passt: egress, published ports, DNS, big transfers, and no leftovers.
+
+Machines are restored from the baked built-in image (networked, as images are
+by default); only the no-NIC check and the panic boot cold. All traffic stays
+on this machine, except DNS, which goes to the host's own resolver as passt
+forwards it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import anyio
+import httpx
+import psutil
+import pytest
+
+from asupermachine import GuestExit, Machine, Network, Runtime, ShutdownReason, Snapshot
+from tests.support.exec_output import stdout_of
+from tests.support.resources import assert_nothing_left, held
+
+pytestmark = pytest.mark.anyio
+DEADLINE = 600
+GUEST_PORT = 8080
+BLOB_BYTES = 16 << 20  # 64 MiB takes minutes here: the emulated guest kernel copies ~2 MiB/s
+RESOLVED_NAME = "deb.debian.org"  # the set-up script fetches Debian packages, so the host resolves it
+KILLED_SCRIPT = Path(__file__).with_name("killed_with_a_network.py")
+
+
+@pytest.fixture(scope="module")
+def host_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """An HTTP server on the host's 127.0.0.1 serving a directory: its port and the directory."""
+    root = tmp_path_factory.mktemp("served")
+    (root / "hello.txt").write_text("hello from the host\n")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    http.server.SimpleHTTPRequestHandler.log_message = lambda *args: None  # type: ignore[method-assign]
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, name="host-http-server", daemon=True)
+        thread.start()
+        yield server.server_address[1], root
+        server.shutdown()
+        thread.join()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def passts() -> set[int]:
+    """The pids of this process's passt children (setpriv execs passt, which may exec ``passt.avx2``)."""
+    return {child.pid for child in psutil.Process().children() if child.name().startswith("passt")}
+
+
+async def serve_page(vm: Machine, body: str) -> None:
+    """busybox httpd on the guest's GUEST_PORT serving ``body`` as /index.html (it forks into the background)."""
+    script = f"mkdir -p /www && printf %s {body} > /www/index.html && httpd -p {GUEST_PORT} -h /www"
+    stdout_of(await vm.exec(["sh", "-c", script]))
+
+
+async def test_two_clones_reach_the_host_and_answer_on_their_own_published_ports(
+    baked: Snapshot, host_server: tuple[int, Path]
+) -> None:
+    port, _ = host_server
+    before, host_ports = held(), [free_port(), free_port()]
+    with anyio.fail_after(DEADLINE):
+        async with Runtime() as rt:
+            vms = [
+                await rt.restore(baked, network=Network(publish={host_port: GUEST_PORT}, allow_host_loopback=True))
+                for host_port in host_ports
+            ]
+            assert len(passts()) == 2
+            for vm in vms:
+                assert vm.network is not None and vm.network.host_address == "10.0.2.2"
+                fetched = await vm.exec(["wget", "-q", "-O-", f"http://host.internal:{port}/hello.txt"])
+                assert stdout_of(fetched) == b"hello from the host\n"
+                await serve_page(vm, vm.id)
+            async with httpx.AsyncClient(timeout=60) as client:
+                for vm, host_port in zip(vms, host_ports, strict=True):
+                    response = await client.get(f"http://127.0.0.1:{host_port}/index.html")
+                    assert (response.status_code, response.text) == (200, vm.id)
+    assert passts() == set()
+    assert_nothing_left(before)
+
+
+async def test_without_allow_host_loopback_the_hosts_loopback_is_out_of_reach(
+    baked: Snapshot, host_server: tuple[int, Path]
+) -> None:
+    port, _ = host_server
+    with anyio.fail_after(DEADLINE):
+        async with Machine.restore(baked) as vm:
+            assert vm.network is not None and not vm.network.allow_host_loopback
+            for address in ("host.internal", vm.network.host_address):
+                result = await vm.exec(["wget", "-q", "-T", "5", "-O-", f"http://{address}:{port}/hello.txt"])
+                assert result.exit_code != 0 and result.stdout == b""
+            # The guest's own loopback is its own.
+            await serve_page(vm, "guest-loopback")
+            own = await vm.exec(["wget", "-q", "-O-", f"http://127.0.0.1:{GUEST_PORT}/"])
+            assert stdout_of(own) == b"guest-loopback"
+
+
+async def test_the_guest_resolves_names_through_passt_as_the_host_does(baked: Snapshot) -> None:
+    expected = {info[4][0] for info in socket.getaddrinfo(RESOLVED_NAME, 80, socket.AF_INET)}
+    with anyio.fail_after(DEADLINE):
+        async with Machine.restore(baked) as vm:
+            assert vm.network is not None
+            resolv = stdout_of(await vm.exec(["cat", "/etc/resolv.conf"])).decode()
+            assert resolv.split() == ["nameserver", vm.network.dns]
+            hosts = stdout_of(await vm.exec(["cat", "/etc/hosts"])).decode()
+            assert f"{vm.network.address}\t{vm.id}" in hosts  # a clone's own name, not the baked VM's
+            assert f"{vm.network.host_address}\thost.internal" in hosts
+            answer = stdout_of(await vm.exec(["nslookup", RESOLVED_NAME])).decode()
+    resolved = {line.split()[-1] for line in answer.splitlines()[2:] if line.startswith("Address")}
+    assert resolved & expected, answer
+
+
+async def test_16_mib_each_way_arrive_intact(
+    baked: Snapshot, host_server: tuple[int, Path], anyio_backend: str
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("the guest's network stack is the same under trio: the asyncio run covers it")
+    port, served = host_server
+    blob = os.urandom(BLOB_BYTES)
+    (served / "blob").write_bytes(blob)
+    host_port = free_port()
+    network = Network(publish={host_port: GUEST_PORT}, allow_host_loopback=True)
+    with anyio.fail_after(DEADLINE):
+        async with Machine.restore(baked, network=network) as vm:
+            # Host to guest: the guest downloads through egress.
+            fetch = f"wget -q -O /tmp/blob http://host.internal:{port}/blob && sha256sum /tmp/blob"
+            assert stdout_of(await vm.exec(["sh", "-c", fetch])).split()[0].decode() == hashlib.sha256(blob).hexdigest()
+            # Guest to host: the host downloads the guest's own random file through the published port.
+            make = "mkdir -p /www && head -c %d /dev/urandom > /www/out && sha256sum /www/out && httpd -p %d -h /www"
+            digest = stdout_of(await vm.exec(["sh", "-c", make % (BLOB_BYTES, GUEST_PORT)])).split()[0].decode()
+            async with httpx.AsyncClient(timeout=300) as client:
+                response = await client.get(f"http://127.0.0.1:{host_port}/out")
+    assert len(response.content) == BLOB_BYTES and hashlib.sha256(response.content).hexdigest() == digest
+
+
+async def test_a_snapshot_with_a_nic_refuses_network_false_and_one_without_refuses_a_network(
+    baked: Snapshot,
+) -> None:
+    with pytest.raises(ValueError, match="has a NIC"):
+        async with Machine.restore(baked, network=False):
+            pytest.fail("restored")
+    with pytest.raises(ValueError, match="MTU"):
+        async with Machine.restore(baked, network=Network(mtu=1500)):
+            pytest.fail("restored")
+
+
+async def test_network_false_boots_without_a_nic_and_a_panicking_guest_leaves_no_passt(anyio_backend: str) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("two cold boots are enough: the asyncio run covers them")
+    before = held()
+    with anyio.fail_after(DEADLINE):
+        async with Runtime() as rt:
+            bare = await rt.boot(network=False)
+            panicking = await rt.boot(cmdline_extra="rdinit=/bin/false", network=True)
+            assert len(passts()) == 1
+            assert await panicking.wait() == GuestExit(ShutdownReason.PANIC)
+            while not panicking.closed:
+                await anyio.sleep(0.05)
+            assert passts() == set()  # freed with the guest, the runtime still running
+            interfaces = stdout_of(await bare.exec(["ls", "/sys/class/net"])).split()
+            assert b"eth0" not in interfaces and b"lo" in interfaces and bare.network is None
+    assert_nothing_left(before)
+
+
+async def test_a_cancelled_machine_leaves_no_passt(baked: Snapshot) -> None:
+    with anyio.CancelScope() as scope:
+        async with Machine.restore(baked):
+            assert len(passts()) == 1
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught and passts() == set()
+
+
+def test_passt_dies_with_a_python_process_killed_by_sigkill(baked: Snapshot) -> None:
+    with subprocess.Popen(
+        [sys.executable, str(KILLED_SCRIPT), str(baked.path)], stdout=subprocess.PIPE, text=True
+    ) as victim:
+        assert victim.stdout is not None
+        started = json.loads(victim.stdout.readline())
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    passt = psutil.Process(started["passt_pid"]) if psutil.pid_exists(started["passt_pid"]) else None
+    if passt is not None:
+        # Reparented to this machine's init; gone, or a zombie waiting to be reaped.
+        try:
+            passt.wait(timeout=10)
+        except psutil.TimeoutExpired:
+            pytest.fail(f"passt {started['passt_pid']} outlived the process that ran its VM: {passt.status()}")
+        except psutil.NoSuchProcess:
+            pass
