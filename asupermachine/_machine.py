@@ -254,8 +254,14 @@ class Machine:
         workdir: str = "",
         user: str | int = "",
         cwd: str = "",
+        tty: bool = False,
+        size: tuple[int, int] = (24, 80),
     ) -> Process:
         """Start ``argv`` in the guest; returns a :class:`Process` with streamed stdio.
+
+        ``tty=True`` runs it on a terminal (a pty in the guest, its controlling
+        terminal, in a new session) of ``size`` (rows, columns), as ``docker run -t``;
+        see :class:`Process` for how its streams then behave.
 
         ``env`` adds to the image's environment and a default ``PATH`` (and ``HOME``,
         from the user's passwd entry); ``workdir`` empty means the image's (else ``/``);
@@ -272,7 +278,9 @@ class Machine:
         async def start() -> tuple[Process, FrameDecoder]:
             connection = await self._connect_agent()
             try:
-                return await Process.start(connection, argv, env=env, workdir=workdir, user=user, lost=self._lost)
+                return await Process.start(
+                    connection, argv, env=env, workdir=workdir, user=user, lost=self._lost, tty=size if tty else None
+                )
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await connection.aclose()

@@ -22,6 +22,7 @@ from .._core.agent.protocol import (
     MAX_FRAME,
     PROTOCOL_VERSION,
     U32,
+    WINDOW_SIZE,
     Kind,
     VectorState,
     encode_frame,
@@ -112,6 +113,9 @@ class FakeAgent:
     HELLO carries ``version`` and ``vector_state``; give another ``version`` to
     play an agent the host must refuse. :attr:`hostname` is the last name a
     HOSTNAME frame gave, and :attr:`signals` every signal number received, in order.
+    A TTY frame before EXEC runs the command on a "terminal": its stderr comes
+    as STDOUT after its stdout, as on a pty; :attr:`windows` is every window size
+    received (the TTY's, then each RESIZE), in order.
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class FakeAgent:
         """Permission bits of each file WRITE_FILE made."""
         self.hostname: str | None = None
         self.signals: list[int] = []
+        self.windows: list[tuple[int, int]] = []
         self.vector_state = vector_state
         self.version = version
         self._next_pid = first_pid
@@ -149,13 +154,14 @@ class FakeAgent:
         """
         async with stream:
             frames = _HostFrames(stream)
+            tty = False
             try:
                 await stream.send(encode_frame(Kind.HELLO, HELLO.pack(self.version, self.vector_state)))
                 while (frame := await frames.next()) is not None:
                     kind, payload = frame
                     try:
                         if kind == Kind.EXEC:
-                            await self._exec(stream, frames, payload)
+                            await self._exec(stream, frames, payload, tty)
                             return
                         if kind == Kind.WRITE_FILE:
                             await self._write_file(stream, frames, payload)
@@ -168,11 +174,14 @@ class FakeAgent:
                         continue
                     if kind == Kind.HOSTNAME and 1 <= len(payload) <= HOSTNAME_MAX and b"\0" not in payload:
                         self.hostname = payload.decode(errors="surrogateescape")
+                    if kind == Kind.TTY and len(payload) == WINDOW_SIZE.size:
+                        tty = True
+                        self.windows.append(WINDOW_SIZE.unpack(payload))
                     # The agent ignores anything else on an idle connection (STDIN, SIGNAL, unknown kinds).
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the host went away mid-answer, which ends the session as it would the agent's
 
-    async def _exec(self, stream: anyio.abc.ByteStream, frames: _HostFrames, payload: bytes) -> None:
+    async def _exec(self, stream: anyio.abc.ByteStream, frames: _HostFrames, payload: bytes, tty: bool) -> None:
         argv, env, workdir, user = parse_exec(payload)
         handler = self.commands.get(argv[0]) or self.commands.get(posixpath.basename(argv[0]))
         if handler is None:
@@ -189,6 +198,8 @@ class FakeAgent:
                 if not data:
                     break
                 stdin += data
+            elif kind == Kind.RESIZE and tty and len(data) == WINDOW_SIZE.size:
+                self.windows.append(WINDOW_SIZE.unpack(data))
             elif kind == Kind.SIGNAL and len(data) == U32.size:
                 (signo,) = U32.unpack(data)
                 self.signals.append(signo)
@@ -198,8 +209,11 @@ class FakeAgent:
         outcome = handler(list(argv), dict(env), workdir, user, bytes(stdin))
         result = outcome if isinstance(outcome, tuple) else await outcome
         status, stdout, stderr = result
-        await send_output(stream, Kind.STDOUT, stdout)
-        await send_output(stream, Kind.STDERR, stderr)
+        if tty:
+            await send_output(stream, Kind.STDOUT, stdout + stderr)
+        else:
+            await send_output(stream, Kind.STDOUT, stdout)
+            await send_output(stream, Kind.STDERR, stderr)
         await stream.send(encode_frame(Kind.EXITED, exited_payload(status)))
 
     async def _write_file(self, stream: anyio.abc.ByteStream, frames: _HostFrames, payload: bytes) -> None:

@@ -28,11 +28,13 @@ from .protocol import (
     decode_hello,
     encode_exec,
     encode_frame,
+    encode_window,
 )
 
 # Output chunks held for a reader before the agent connection stops being read
 # (and vsock credit then stops the guest's writes).
 OUTPUT_BUFFER_CHUNKS = 64
+DEFAULT_TERM = "xterm"  # what docker run -t sets
 
 
 
@@ -66,14 +68,20 @@ class _Input(anyio.abc.ByteSendStream):
 class Process:
     """A command in the guest: ``stdin``, ``stdout``, ``stderr`` streams, :meth:`wait`, signals.
 
-    Leaving ``async with`` (or :meth:`aclose`) closes the connection, which kills the
+    On a terminal (``tty``) its output, stderr included, comes on ``stdout`` as a
+    terminal shows it, ``stderr`` ends at once, what is sent to ``stdin`` is typed
+    (``b"\x03"`` is Ctrl-C), and :meth:`resize` changes the window. Leaving
+    ``async with`` (or :meth:`aclose`) closes the connection, which kills the
     command if it still runs.
     """
 
     def __init__(
-        self, connection: anyio.abc.ByteStream, pid: int, lost: Callable[[], BaseException] | None = None
+        self, connection: anyio.abc.ByteStream, pid: int, lost: Callable[[], BaseException] | None = None,
+        *, tty: bool = False,
     ) -> None:
         self.pid = pid
+        self.tty = tty
+        """Whether the process runs on a terminal."""
         self._lost = lost
         self._connection = connection
         self._send_lock = anyio.Lock()
@@ -97,20 +105,28 @@ class Process:
         workdir: str,
         user: str,
         lost: Callable[[], BaseException] | None = None,
+        tty: tuple[int, int] | None = None,
     ) -> tuple[Process, FrameDecoder]:
         """Greet the agent, ask it to spawn ``argv``; the caller then runs :meth:`pump`.
 
         ``lost()`` is what :meth:`wait` raises if the pump ends without an exit status
-        (the VM went away).
+        (the VM went away). ``tty`` is ``(rows, cols)`` to run it on a terminal that
+        size (with ``TERM`` set unless ``env`` has it).
         """
+        environment = {"PATH": DEFAULT_PATH, **(env or {})}
+        request = b""
+        if tty is not None:
+            environment.setdefault("TERM", DEFAULT_TERM)
+            request = encode_window(Kind.TTY, *tty)
         _, decoder = await greet(connection)
-        await connection.send(encode_exec(argv, {"PATH": DEFAULT_PATH, **(env or {})}, workdir, user))
+        await connection.send(request + encode_exec(argv, environment, workdir, user))
 
         def refused(code: int, detail: str) -> ExecError:
             return ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
 
         started = await expect_started(connection, decoder, refused)
-        return cls(connection, unpack_payload(U32, started, Kind.STARTED)[0], lost), decoder
+        pid = unpack_payload(U32, started, Kind.STARTED)[0]
+        return cls(connection, pid, lost, tty=tty is not None), decoder
 
     async def pump(self, decoder: FrameDecoder) -> None:
         """Route the agent's frames to the output streams until the process ends (a task's job)."""
@@ -154,6 +170,13 @@ class Process:
 
     async def kill(self) -> None:
         await self.send_signal(signals.SIGKILL)
+
+    async def resize(self, rows: int, cols: int) -> None:
+        """Change the terminal's size (the process gets SIGWINCH); ``ValueError`` without a terminal."""
+        if not self.tty:
+            raise ValueError("this process has no terminal to resize: spawn it with tty=True")
+        if self._status is None:
+            await self._send(encode_window(Kind.RESIZE, rows, cols))
 
     async def _send(self, frame: bytes) -> None:
         async with self._send_lock:

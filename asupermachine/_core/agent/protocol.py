@@ -16,7 +16,7 @@ from ..._environment import check_environment_name
 from ..._errors import AgentProtocolError
 
 AGENT_PORT = 1024
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 # Host data (a process's stdin, a file's content) goes in STDIN frames of at most this many bytes.
@@ -39,6 +39,8 @@ class Kind(enum.IntEnum):
     WRITE_FILE = 10
     READ_FILE = 11
     HOSTNAME = 12
+    TTY = 13
+    RESIZE = 14
 
 
 class VectorState(enum.IntEnum):
@@ -113,6 +115,19 @@ def encode_hostname(name: str) -> bytes:
     if not 1 <= len(data) <= HOSTNAME_MAX or b"\0" in data:
         raise ValueError(f"hostname {name!r} must be 1 to {HOSTNAME_MAX} bytes without NUL")
     return encode_frame(Kind.HOSTNAME, data)
+
+
+WINDOW_SIZE = struct.Struct("<HH")
+"""TTY and RESIZE: rows, then columns."""
+
+
+def encode_window(kind: Kind, rows: int, cols: int) -> bytes:
+    """A TTY frame (before EXEC: run it on a pty this size) or a RESIZE frame (the pty's new size)."""
+    if kind not in (Kind.TTY, Kind.RESIZE):
+        raise ValueError(f"{kind.name} carries no window size")
+    if not (1 <= rows <= 0xFFFF and 1 <= cols <= 0xFFFF):
+        raise ValueError(f"a terminal of {rows}x{cols}: rows and columns are 1 to 65535")
+    return encode_frame(kind, WINDOW_SIZE.pack(rows, cols))
 
 
 def encode_path(path: str) -> bytes:

@@ -22,6 +22,16 @@
  *   host  -> agent HOSTNAME name (1..64 bytes, no NUL); no answer (/etc/hosts follows:
  *                           the old name's entries take the new one)
  *
+ * and before an EXEC it may ask for a terminal:
+ *
+ *   host  -> agent TTY    u16 rows, u16 cols; no answer. The process then runs in a
+ *                         new session on a pty (its controlling terminal) with stdin,
+ *                         stdout and stderr on it: its output comes as STDOUT only,
+ *                         STDIN goes through the line discipline (so ^C is SIGINT to
+ *                         the foreground group), and the end of STDIN is a VEOF (^D).
+ *   host  -> agent RESIZE u16 rows, u16 cols while it runs: the pty's new size (the
+ *                         kernel sends SIGWINCH to the foreground group)
+ *
  * Every frame is u32 payload length, u16 kind, u16 zero, then the payload
  * (little-endian). asupermachine/agent/protocol.py is the host's side of this.
  */
@@ -36,8 +46,10 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "replace_file.h"
@@ -58,7 +70,7 @@ struct sockaddr_vm {
 };
 
 #define AGENT_PORT 1024
-#define PROTOCOL_VERSION 4
+#define PROTOCOL_VERSION 5
 #define MAX_FRAME (1u << 20)
 #define MAX_SESSIONS 64
 /* Bytes queued toward the host or a process beyond which the side feeding them is not read. */
@@ -71,7 +83,7 @@ struct sockaddr_vm {
 #define UNSET_HOSTNAME "(none)"
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
-    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12,
+    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14,
 };
 
 /* Bytes waiting for a non-blocking fd that was not ready. */
@@ -87,6 +99,8 @@ struct session {
     int file;      /* a file transfer, not a process: in or out is the file */
     int in_eof;    /* close `in` once `to_in` is written */
     int finished;  /* EXITED is queued: end once `to_host` is written */
+    int tty;       /* TTY asked for: the next EXEC runs on a pty; `out` and `in` are its master */
+    struct winsize size;
     struct buffer from_host, to_host, to_in;
 };
 static struct session sessions[MAX_SESSIONS];
@@ -156,6 +170,38 @@ static void set_nonblocking(int fd) {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
+/* The process's stdio as three pipes (ends [0] read, [1] write); NULL, or what failed. */
+static const char *open_pipes(int out[2], int err[2], int in[2]) {
+    if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) return "pipe";
+    return NULL;
+}
+
+/* The process's stdio as one pty: the slave is its stdin, stdout and stderr; the master is read
+   for its output and written with its input (two fds, so each closes on its own). No stderr pipe. */
+static const char *open_pty(struct session *s, int out[2], int err[2], int in[2]) {
+    char slave_path[64];
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) return "posix_openpt";
+    int slave = -1;
+    const char *failed = NULL;
+    if (grantpt(master) || unlockpt(master)) failed = "unlockpt";
+    else if (ptsname_r(master, slave_path, sizeof slave_path)) failed = "ptsname";
+    else if ((slave = open(slave_path, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) failed = slave_path;
+    else if (ioctl(master, TIOCSWINSZ, &s->size) < 0) failed = "TIOCSWINSZ";
+    else if ((in[1] = fcntl(master, F_DUPFD_CLOEXEC, 0)) < 0) failed = "dup";
+    if (failed) {
+        int saved = errno;
+        close(master);
+        if (slave >= 0) close(slave);
+        errno = saved;
+        return failed;
+    }
+    out[0] = master;
+    out[1] = err[1] = in[0] = slave;
+    err[0] = -1;
+    return NULL;
+}
+
 /* Parse EXEC and spawn; on failure report ERROR. */
 static void start(struct session *s, const uint8_t *p, uint32_t len) {
     uint32_t argc, envc;
@@ -200,16 +246,23 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
     envp[envc] = NULL;
 
     int out[2], err_pipe[2], in[2];
-    if (pipe2(out, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) {
-        free(strings); send_error(s, errno, "pipe"); return;
+    const char *failed = s->tty ? open_pty(s, out, err_pipe, in) : open_pipes(out, err_pipe, in);
+    if (failed) {
+        free(strings); send_error(s, errno, failed); return;
     }
+    /* As login does: the terminal belongs to whoever runs on it (mode 0620, for write(1)). */
+    if (s->tty && user_spec[0] && fchown(out[1], user.uid, (gid_t)-1) == 0) fchmod(out[1], 0620);
     struct spawn_request request = { .argv = argv, .envp = envp, .cwd = cwd, .user = user_spec[0] ? &user : NULL,
-                                     .stdio = { in[0], out[1], err_pipe[1] }, .exec_fd = -1 };
+                                     .stdio = { in[0], out[1], err_pipe[1] }, .exec_fd = -1,
+                                     .controlling_tty = s->tty };
     const char *step;
     int rc = spawn_process(&request, &s->pid, &step);
-    close(out[1]); close(err_pipe[1]); close(in[0]);
+    close(out[1]);
+    if (err_pipe[1] != out[1]) close(err_pipe[1]);
+    if (in[0] != out[1]) close(in[0]);
     if (rc != 0) {
-        close(out[0]); close(err_pipe[0]); close(in[1]);
+        close(out[0]); close(in[1]);
+        if (err_pipe[0] >= 0) close(err_pipe[0]);
         s->pid = 0;
         char detail[256];
         snprintf(detail, sizeof detail, "%s: %s", step, strcmp(step, "chdir") == 0 ? cwd : argv[0]);
@@ -217,7 +270,7 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
     } else {
         s->out = out[0]; s->err = err_pipe[0]; s->in = in[1];
         set_nonblocking(s->out);
-        set_nonblocking(s->err);
+        if (s->err >= 0) set_nonblocking(s->err);
         set_nonblocking(s->in);
         uint32_t pid = (uint32_t)s->pid;
         send_frame(s, STARTED, &pid, 4);
@@ -293,6 +346,13 @@ static void rename_guest(const uint8_t *name, uint32_t len) {
     if (old[0] && strcmp(old, UNSET_HOSTNAME) != 0 && strcmp(old, "localhost") != 0) rename_in_hosts(old, new);
 }
 
+static void set_size(struct session *s, const uint8_t *p) {
+    uint16_t rows, cols;
+    memcpy(&rows, p, 2);
+    memcpy(&cols, p + 2, 2);
+    s->size = (struct winsize){ .ws_row = rows, .ws_col = cols };
+}
+
 static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uint32_t len) {
     int idle = s->pid == 0 && !s->file;
     if (kind == EXEC && idle) {
@@ -301,6 +361,12 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
         open_file(s, kind, p, len);
     } else if (kind == HOSTNAME && idle && len >= 1 && len <= MAX_HOSTNAME && !memchr(p, 0, len)) {
         rename_guest(p, len);
+    } else if (kind == TTY && idle && len == 4) {
+        s->tty = 1;
+        set_size(s, p);
+    } else if (kind == RESIZE && len == 4 && s->tty && s->out >= 0) {
+        set_size(s, p);
+        ioctl(s->out, TIOCSWINSZ, &s->size);
     } else if (kind == STDIN && s->in >= 0 && !s->in_eof) {
         if (len == 0) s->in_eof = 1;
         else append(&s->to_in, p, len);
@@ -325,6 +391,11 @@ static void pump_in(struct session *s) {
         s->in_eof = 1;
     }
     if (s->in_eof && s->to_in.len == 0) {
+        if (s->tty) {
+            struct termios modes;
+            char eof = tcgetattr(s->in, &modes) == 0 ? (char)modes.c_cc[VEOF] : 4;
+            if (write(s->in, &eof, 1) < 0) {}  /* a full pty drops it: the process reads on regardless */
+        }
         int closed = close(s->in);
         s->in = -1;
         if (s->file) {
@@ -391,6 +462,15 @@ static void accept_session(int listener) {
 
 /* Queue EXITED once the process has exited and its output is drained; end after it is sent. */
 static void finish_if_done(struct session *s) {
+    if (s->exited && s->tty && s->out >= 0) {
+        /* What the process wrote before it ended is in the pty; anything it left running
+           in the background may hold the terminal open, but the session ends with it. */
+        uint8_t buffer[65536];
+        ssize_t n;
+        while ((n = read(s->out, buffer, sizeof buffer)) > 0) send_frame(s, STDOUT, buffer, (uint32_t)n);
+        close(s->out);
+        s->out = -1;
+    }
     if (s->exited && !s->finished && s->out < 0 && s->err < 0) {
         int32_t result[2] = { WIFEXITED(s->status) ? WEXITSTATUS(s->status) : -1,
                               WIFSIGNALED(s->status) ? WTERMSIG(s->status) : 0 };

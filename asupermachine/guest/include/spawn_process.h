@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +40,7 @@ struct spawn_request {
     const struct spawn_user *user;  /* NULL: inherit */
     int stdio[3];           /* -1: inherit */
     int exec_fd;            /* >= 0: run this open executable instead of searching argv[0] */
+    int controlling_tty;    /* make stdin (a terminal) the new session's controlling terminal */
 };
 
 static int spawn_parse_id(const char *text, unsigned long *id) {
@@ -150,6 +152,7 @@ static int spawn_process(const struct spawn_request *request, pid_t *pid, const 
         if (setsid() < 0) failed = "setsid";
         for (int fd = 0; !failed && fd < 3; fd++)
             if (request->stdio[fd] >= 0 && dup2(request->stdio[fd], fd) < 0) failed = "dup2";
+        if (!failed && request->controlling_tty && ioctl(0, TIOCSCTTY, 0) < 0) failed = "TIOCSCTTY";
         if (!failed && request->cwd && request->cwd[0] && chdir(request->cwd) < 0) failed = "chdir";
         if (!failed && user && user->set) {
             if (setgroups((size_t)user->group_count, user->groups) < 0) failed = "setgroups";

@@ -229,6 +229,8 @@ int main(int argc, char **argv) {
     mount_or_warn("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
     mount_or_warn("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC);
     mount_or_warn("devtmpfs", "/dev", "devtmpfs", MS_NOSUID);
+    mkdir("/dev/pts", 0755);  /* ptys for the agent's terminals; it moves with /dev into the root */
+    mount_or_warn("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC);
     /* Opened before the root changes: the agent runs from the initramfs. */
     int agent = open(AGENT_PATH, O_RDONLY | O_CLOEXEC);
     if (options.root) {
