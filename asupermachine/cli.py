@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -11,16 +12,20 @@ import anyio
 import anyio.abc
 
 from ._bake import BakeOptions, cached
+from ._core.agent.process import Process
 from ._errors import AsupermachineError
 from ._machine import Machine
 from ._network import Network, NetworkOption, chosen_network
 from ._outcome import ExecResult, ExitStatus, ShutdownReason
+from ._terminal import attach, raw_mode, terminal_size
 from .image.digest import Digest
 from .image.image import Image
 from .image.store import Store
 
 # Shell convention for "ended by something other than a normal exit".
 STATUS_ABNORMAL_END = 128
+STDIN = 0
+STDIN_CHUNK = 65536
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
     run.add_argument("--timeout", type=float, help="seconds before the command is killed")
     run.add_argument("--cold", action="store_true", help="boot afresh instead of restoring the baked snapshot")
+    _terminal_arguments(run)
     _network_arguments(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     pull = commands.add_parser("pull", help="pull an image from a registry into the local store")
@@ -68,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         "--cold", action="store_true",
         help="boot afresh (console shown) instead of restoring the image's baked snapshot",
     )
+    _terminal_arguments(start)
     _network_arguments(start)
     start.add_argument(
         "words", nargs=argparse.REMAINDER, metavar="[IMAGE] [-- CMD [ARG...]]",
@@ -87,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     images = commands.add_parser("images", help="list the images in the local store")
     images.add_argument("--prune", action="store_true", help="remove content no image name refers to")
     return parser
+
+
+def _terminal_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open and send it to the command")
+    parser.add_argument(
+        "-t", "--tty", action="store_true",
+        help="run the command on a terminal in the guest, attached to this one (-it: an interactive shell)",
+    )
 
 
 def _network_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +191,8 @@ async def _run(args: argparse.Namespace) -> int:
         async with Machine.restore(args.snapshot, network=network_option(args)) as vm:
             return await _stream_process(vm, command, args)
     image = await Image.resolve(reference, insecure=args.insecure)
+    if args.cold and (args.tty or args.interactive):
+        raise SystemExit("asupermachine run: --cold runs the command on the console; -i and -t need the agent")
     if args.cold:
         _say("booting cold")
         async with Machine.start(
@@ -203,13 +220,38 @@ async def _restore_baked(image: Image, args: argparse.Namespace) -> Machine:
 
 
 async def _stream_process(vm: Machine, argv: list[str], args: argparse.Namespace) -> int:
-    """Run ``argv`` through the agent with the CLI's env, workdir and user; copy its output; its status."""
-    async with await vm.spawn(argv, env=_env(args.env), workdir=args.workdir, user=args.user) as process:
-        await process.stdin.aclose()
+    """Run ``argv`` through the agent with the CLI's env, workdir, user and -i/-t; its status.
+
+    With ``-t`` and a terminal on stdin the command runs on a guest pty attached to
+    it; with ``-i`` stdin goes to the command, else the command's stdin is empty.
+    """
+    on_terminal = args.tty and os.isatty(STDIN)
+    if args.tty and not on_terminal:
+        _say("-t: stdin is not a terminal, so the command runs with plain pipes")
+    size = terminal_size(STDIN) if on_terminal else (24, 80)
+    async with await vm.spawn(
+        argv, env=_env(args.env), workdir=args.workdir, user=args.user, tty=on_terminal, size=size
+    ) as process:
+        if on_terminal:
+            with raw_mode(STDIN):
+                return _exit_code(await attach(process, stdin=STDIN, stdout=sys.stdout.buffer))
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_copy, process.stdout, sys.stdout.buffer)
-            tasks.start_soon(_copy, process.stderr, sys.stderr.buffer)
+            if args.interactive:
+                tasks.start_soon(_send_stdin, process)
+            else:
+                await process.stdin.aclose()
+            async with anyio.create_task_group() as output:
+                output.start_soon(_copy, process.stdout, sys.stdout.buffer)
+                output.start_soon(_copy, process.stderr, sys.stderr.buffer)
+            tasks.cancel_scope.cancel()  # the command is done with its input
         return _exit_code(await process.wait())
+
+
+async def _send_stdin(process: Process) -> None:
+    """Our stdin (a pipe, file or terminal in its own modes) to the process, then its end."""
+    while data := await anyio.to_thread.run_sync(os.read, STDIN, STDIN_CHUNK, abandon_on_cancel=True):
+        await process.stdin.send(data)
+    await process.stdin.aclose()
 
 
 async def _copy(source: anyio.abc.ByteReceiveStream, target: BinaryIO) -> None:
@@ -273,6 +315,8 @@ async def _exec(args: argparse.Namespace) -> int:
     else:
         vm = await _restore_baked(await Image.builtin(), args)
     async with vm:
+        if args.interactive or args.tty:
+            return await _stream_process(vm, command, args)
         return _print_result(
             await vm.exec(command, env=env, workdir=args.workdir, user=args.user, timeout=args.timeout)
         )
