@@ -139,7 +139,7 @@ class VsockConnection:
                 return [Connected()], []
             return [Reset()], [self.reset()]
         if packet.op is Op.RW:
-            return [Data(packet.payload)], []
+            return [Data(bytes(packet.payload))], []  # from the guest: bytes already, not copied
         if packet.op is Op.CREDIT_REQUEST:
             return [], [self._packet(Op.CREDIT_UPDATE)]
         if packet.op is Op.SHUTDOWN:

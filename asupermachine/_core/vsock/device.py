@@ -112,9 +112,11 @@ class VsockDevice:
                 rx.add_used(chain.head, 0)
             else:
                 if len(packet.payload) > room:
-                    # Linux posts 4 KiB RX buffers: the rest of a stream packet goes in the next.
-                    outbound.appendleft(replace(packet, payload=packet.payload[room:]))
-                    packet = replace(packet, payload=packet.payload[:room])
+                    # Linux posts 4 KiB RX buffers: the rest of a stream packet goes in the next,
+                    # as a view (copying the rest for each buffer made big packets quadratic).
+                    payload = memoryview(packet.payload)
+                    outbound.appendleft(replace(packet, payload=payload[room:]))
+                    packet = replace(packet, payload=payload[:room])
                 rx.add_used(chain.head, rx.scatter(chain, packet.encode_header() + packet.payload))
             used = True
         return used

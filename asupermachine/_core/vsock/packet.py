@@ -42,7 +42,8 @@ class Packet:
     flags: int = 0
     buf_alloc: int = 0
     fwd_cnt: int = 0
-    payload: bytes = b""
+    payload: bytes | memoryview = b""
+    """bytes from the guest; toward it, a view of the rest of a packet split across receive buffers."""
 
     def encode_header(self) -> bytes:
         return HEADER.pack(
