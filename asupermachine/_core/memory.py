@@ -58,6 +58,11 @@ class GuestMemory:
         if not regions:
             raise ValueError("guest memory needs at least one region")
         self.regions: tuple[MemoryRegion, ...] = tuple(regions)
+        # (first gpa, end gpa, mapping offset - gpa) per region, as plain ints: _locate runs for every
+        # descriptor, header and buffer a device touches.
+        self._spans = tuple(
+            (region.guest_phys_addr, region.end, region.offset - region.guest_phys_addr) for region in regions
+        )
         self.size = offset
         if backing is None:
             self._mapping = mmap.mmap(-1, offset, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
@@ -76,11 +81,11 @@ class GuestMemory:
 
     def _locate(self, gpa: int, length: int) -> int:
         """The mapping offset of ``[gpa, gpa+length)``, which must lie inside one region."""
-        if length < 0 or gpa < 0:
-            raise GuestMemoryError(gpa, length)
-        for region in self.regions:
-            if region.guest_phys_addr <= gpa and gpa + length <= region.end:
-                return region.offset + gpa - region.guest_phys_addr
+        if length >= 0 and gpa >= 0:
+            end = gpa + length
+            for first, last, shift in self._spans:
+                if first <= gpa and end <= last:
+                    return gpa + shift
         raise GuestMemoryError(gpa, length)
 
     def view(self, gpa: int, length: int) -> memoryview:
