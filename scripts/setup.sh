@@ -26,8 +26,8 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # Reinstall only when the packaging or the compiled bindings change.
 stamp=.venv/.asupermachine-installed
-wanted=$(cat pyproject.toml setup.py asupermachine/_core/kvm/_build.py | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c "import asupermachine._core.kvm" 2>/dev/null; then
+wanted=$(cat pyproject.toml setup.py asupermachine/_core/kvm/_build.py asupermachine/_core/native/_build.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c "import asupermachine._core.kvm, asupermachine._core.native" 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   echo "$wanted" > "$stamp"
 fi

