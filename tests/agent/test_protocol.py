@@ -6,6 +6,7 @@ from asupermachine._core.agent.protocol import (
     FRAME_HEADER,
     MAX_FRAME,
     PROTOCOL_VERSION,
+    WINDOW_SIZE,
     Frame,
     FrameDecoder,
     Hello,
@@ -14,6 +15,7 @@ from asupermachine._core.agent.protocol import (
     decode_hello,
     encode_exec,
     encode_frame,
+    encode_window,
 )
 from asupermachine._errors import AgentProtocolError
 
@@ -72,3 +74,22 @@ def test_hello_carries_the_protocol_version_and_the_guest_vector_state() -> None
 def test_a_hello_of_another_version_or_shape_is_refused(frame: Frame) -> None:
     with pytest.raises(AgentProtocolError):
         decode_hello(frame)
+
+
+@pytest.mark.parametrize("kind", [Kind.TTY, Kind.RESIZE])
+def test_a_window_frame_carries_rows_then_columns_as_u16s(kind: Kind) -> None:
+    assert WINDOW_SIZE.size == 4
+    assert encode_window(kind, 24, 80) == struct.pack("<IHH", 4, kind, 0) + b"\x18\x00\x50\x00"
+    assert encode_window(kind, 1, 0xFFFF) == struct.pack("<IHH", 4, kind, 0) + b"\x01\x00\xff\xff"
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(0, 80), (24, 0), (0x10000, 80), (24, 0x10000), (-1, 80)])
+def test_a_window_of_no_or_too_many_rows_or_columns_is_refused(rows: int, cols: int) -> None:
+    with pytest.raises(ValueError, match="1 to 65535"):
+        encode_window(Kind.RESIZE, rows, cols)
+
+
+@pytest.mark.parametrize("kind", [Kind.EXEC, Kind.STDIN, Kind.SIGNAL, Kind.HELLO])
+def test_only_tty_and_resize_frames_carry_a_window(kind: Kind) -> None:
+    with pytest.raises(ValueError, match="carries no window size"):
+        encode_window(kind, 24, 80)

@@ -227,3 +227,84 @@ async def test_a_request_the_agent_cannot_parse_is_refused_and_the_connection_ta
     ]
     assert [frame.kind for frame in answers] == [Kind.STARTED, Kind.STDOUT, Kind.EXITED]
     assert answers[1].payload == b"content"
+
+
+async def test_a_tty_process_records_its_window_and_each_resize_and_merges_stderr_into_stdout() -> None:
+    seen_env: list[dict[str, str]] = []
+
+    def shell(argv: list[str], env: dict[str, str], workdir: str, user: str, stdin: bytes) -> CommandResult:
+        seen_env.append(env)
+        return 5, b"out:" + stdin, b"err"
+
+    agent = FakeAgent(commands={"sh": shell})
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tasks:
+            process, decoder = await Process.start(
+                agent.connect(tasks), ["sh"], env=None, workdir="", user="", tty=(24, 80)
+            )
+            tasks.start_soon(process.pump, decoder)
+            async with process:
+                assert process.tty
+                await process.resize(40, 120)
+                await process.stdin.send(b"typed")
+                result = await collect(process, None)
+    assert result == ExecResult(ExitStatus(5, None), b"out:typederr", b"")
+    assert agent.windows == [(24, 80), (40, 120)]
+    assert seen_env[0]["TERM"] == "xterm"
+
+
+async def test_a_tty_process_keeps_a_term_the_caller_gave() -> None:
+    seen_env: list[dict[str, str]] = []
+
+    def shell(argv: list[str], env: dict[str, str], workdir: str, user: str, stdin: bytes) -> CommandResult:
+        seen_env.append(env)
+        return 0, b"", b""
+
+    agent = FakeAgent(commands={"sh": shell})
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tasks:
+            process, decoder = await Process.start(
+                agent.connect(tasks), ["sh"], env={"TERM": "vt100"}, workdir="", user="", tty=(30, 100)
+            )
+            tasks.start_soon(process.pump, decoder)
+            async with process:
+                await collect(process, None)
+    assert seen_env[0]["TERM"] == "vt100" and agent.windows == [(30, 100)]
+
+
+async def test_resizing_a_process_without_a_terminal_is_a_value_error() -> None:
+    def cat(argv: list[str], env: dict[str, str], workdir: str, user: str, stdin: bytes) -> CommandResult:
+        return 0, stdin, b"err"
+
+    agent = FakeAgent(commands={"cat": cat})
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tasks:
+            process, decoder = await Process.start(agent.connect(tasks), ["cat"], env=None, workdir="", user="")
+            tasks.start_soon(process.pump, decoder)
+            async with process:
+                assert not process.tty
+                with pytest.raises(ValueError, match="tty=True"):
+                    await process.resize(24, 80)
+                result = await collect(process, b"in")
+    assert (result.stdout, result.stderr) == (b"in", b"err")  # stderr stays apart without a terminal
+    assert agent.windows == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Process documents that a tty process's stderr ends at once, but pump() closes it only at EXITED",
+)
+async def test_a_tty_process_stderr_ends_at_once_while_it_runs() -> None:
+    agent = FakeAgent(commands={"sh": lambda *_: (0, b"", b"")})
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tasks:
+            process, decoder = await Process.start(
+                agent.connect(tasks), ["sh"], env=None, workdir="", user="", tty=(24, 80)
+            )
+            tasks.start_soon(process.pump, decoder)
+            async with process:
+                try:
+                    with anyio.fail_after(1), pytest.raises(anyio.EndOfStream):
+                        await process.stderr.receive()  # stdin still open: the command still runs
+                finally:
+                    await collect(process, None)
