@@ -290,10 +290,6 @@ async def test_resizing_a_process_without_a_terminal_is_a_value_error() -> None:
     assert agent.windows == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Process documents that a tty process's stderr ends at once, but pump() closes it only at EXITED",
-)
 async def test_a_tty_process_stderr_ends_at_once_while_it_runs() -> None:
     agent = FakeAgent(commands={"sh": lambda *_: (0, b"", b"")})
     with anyio.fail_after(DEADLINE):

@@ -88,6 +88,8 @@ class Process:
         out_send, out_receive = anyio.create_memory_object_stream[bytes](OUTPUT_BUFFER_CHUNKS)
         err_send, err_receive = anyio.create_memory_object_stream[bytes](OUTPUT_BUFFER_CHUNKS)
         self._out, self._err = out_send, err_send
+        if tty:
+            err_send.close()  # a terminal merges stderr into stdout: this stream ends at once
         self.stdin: anyio.abc.ByteSendStream = _Input(self)
         self.stdout: anyio.abc.ByteReceiveStream = _Output(out_receive)
         self.stderr: anyio.abc.ByteReceiveStream = _Output(err_receive)
