@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from asupermachine._core.arch.x86_64.cmdline import InitOptions, kernel_cmdline
@@ -26,6 +27,15 @@ def _transport(index: int) -> str:
     return f"virtio_mmio.device={QEMU_VIRTIO_MMIO_SIZE}@{base:#x}:{QEMU_VIRTIO_IRQ_BASE + slot}"
 
 
+@dataclass(frozen=True)
+class QemuNic:
+    """A virtio-net NIC whose frames go over ``fd``, a connected stream socket QEMU inherits (4-byte
+    big-endian length framing, as passt speaks), with ``init_option`` (init's ``asupermachine.net=``)."""
+
+    fd: int
+    init_option: str
+
+
 def exit_status(qemu_returncode: int) -> int:
     """Our kernel reports init's exit status on port 0xf4: QEMU exits with (status << 1) | 1."""
     return qemu_returncode >> 1
@@ -39,13 +49,17 @@ def qemu_command(
     model: CpuModel,
     command: Sequence[str],
     disks: Sequence[Path] = (),
+    nic: QemuNic | None = None,
 ) -> list[str]:
-    """QEMU booting our guest with its root disk, then ``disks`` read-only, running ``command``.
+    """QEMU booting our guest with its root disk, then ``disks`` read-only, then ``nic``, running ``command``.
 
     The virtio-mmio transports are declared by us, before init's ``--`` (QEMU would
     append its own declarations after it, where the kernel no longer reads them),
     in device order, so the guest names the disks as ours does (root ``/dev/vda``, ...).
+    The caller passes ``nic.fd`` on to QEMU (``pass_fds``).
     """
+    if assets.default_root is None:
+        raise ValueError("QEMU needs the default root disk: resolve_assets(default_root=True)")
     cpu = "host"
     if model is CpuModel.CONSERVATIVE:
         cpu += "".join(f",-{name}" for name in QEMU_REFUSED_MSR_FEATURES)
@@ -55,11 +69,15 @@ def qemu_command(
     for index, disk in enumerate([assets.default_root, *disks]):
         drives += ["-drive", f"id=disk{index},file={disk},format=raw,if=none,readonly=on"]
         drives += ["-device", f"virtio-blk-device,drive=disk{index}"]
+    nics: list[str] = []
+    if nic is not None:
+        nics += ["-netdev", f"stream,id=net0,server=off,addr.type=fd,addr.str={nic.fd}"]
+        nics += ["-device", "virtio-net-device,netdev=net0"]
     cmdline = kernel_cmdline(
         cpu_model=model,
         kernel_log=False,
-        devices=[_transport(index) for index in range(1 + 1 + len(disks))],  # rng, root, disks
-        init=InitOptions(root=ROOT_DEVICE),
+        devices=[_transport(index) for index in range(1 + 1 + len(disks) + (nic is not None))],  # rng, root, disks, nic
+        init=InitOptions(root=ROOT_DEVICE, network="" if nic is None else nic.init_option),
         command=command,
     )
     return [
@@ -72,4 +90,5 @@ def qemu_command(
         # needs /dev/vhost-vsock, which these machines lack.)
         "-device", "virtio-rng-device",
         *drives,
+        *nics,
     ]
