@@ -121,7 +121,7 @@ def _nic(recipe: VmRecipe, pump: NetworkPump | None) -> Net | None:
     if pump is None:
         raise ValueError("a VM with a network needs a backend for its NIC")
     return Net(
-        bytes.fromhex(recipe.network.mac.replace(":", "")), pump.transmit, pump.transmit_room,
+        recipe.network.mac_bytes, pump.transmit, pump.transmit_room,
         mtu=recipe.network.mtu, rx_backlog_frames=RX_BACKLOG_FRAMES, rx_backlog_bytes=RX_BACKLOG_BYTES,
         backlog_room=pump.backlog_room,
     )

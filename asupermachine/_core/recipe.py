@@ -33,6 +33,15 @@ class GuestNetwork:
     mac: str = "52:54:00:12:34:56"
 
     @property
+    def mac_bytes(self) -> bytes:
+        return bytes.fromhex(self.mac.replace(":", ""))
+
+    @property
+    def ip(self) -> str:
+        """The address without its prefix length."""
+        return self.address.partition("/")[0]
+
+    @property
     def init_option(self) -> str:
         """init's ``asupermachine.net=`` value: ``ADDRESS/PREFIX,GATEWAY,MTU[,DNS]``."""
         return ",".join([self.address, self.gateway, str(self.mtu), *([self.dns] if self.dns else [])])

@@ -17,6 +17,7 @@ from .builder import RestorePoint, build
 from .console import Console
 from .eventfd import EventFd
 from .microvm import MicroVm
+from .net.announce import gratuitous_arp
 from .net.passt import Passt, running_passt
 from .net.pump import NetworkPump
 from .recipe import VmRecipe
@@ -154,7 +155,9 @@ async def running(
         raise ValueError("passt options go with a network, and only with one")
     console = Console(console_capacity)
     vsock = VsockHost(VsockMuxer(GUEST_CID))
-    pump = None if passt is None else NetworkPump()
+    pump = None
+    if recipe.network is not None and passt is not None:
+        pump = NetworkPump(gratuitous_arp(recipe.network.mac_bytes, recipe.network.ip))
     built: list[MicroVm] = []
     try:
         # Appending inside the thread means a cancellation during assembly still

@@ -82,15 +82,18 @@ async def test_two_clones_reach_the_host_and_answer_on_their_own_published_ports
                 for host_port in host_ports
             ]
             assert len(passts()) == 2
+            # Published ports first, before the guests send anything of their own: passt must
+            # already know where they are (the VMM announces each guest when its link starts).
             for vm in vms:
-                assert vm.network is not None and vm.network.host_address == "10.0.2.2"
-                fetched = await vm.exec(["wget", "-q", "-O-", f"http://host.internal:{port}/hello.txt"])
-                assert stdout_of(fetched) == b"hello from the host\n"
                 await serve_page(vm, vm.id)
             async with httpx.AsyncClient(timeout=60) as client:
                 for vm, host_port in zip(vms, host_ports, strict=True):
                     response = await client.get(f"http://127.0.0.1:{host_port}/index.html")
                     assert (response.status_code, response.text) == (200, vm.id)
+            for vm in vms:
+                assert vm.network is not None and vm.network.host_address == "10.0.2.2"
+                fetched = await vm.exec(["wget", "-q", "-O-", f"http://host.internal:{port}/hello.txt"])
+                assert stdout_of(fetched) == b"hello from the host\n"
     assert passts() == set()
     assert_nothing_left(before)
 

@@ -41,7 +41,8 @@ logger = logging.getLogger("asupermachine")
 class NetworkPump:
     """One device's backend: :meth:`attach` it to the device's service once built, then :meth:`run` it."""
 
-    def __init__(self, outbox_bytes: int = OUTBOX_BYTES) -> None:
+    def __init__(self, announcement: bytes, outbox_bytes: int = OUTBOX_BYTES) -> None:
+        self._announcement = announcement  # sent first, so passt knows the guest's MAC (see .announce)
         self._outbox: deque[bytearray] = deque()
         self._outbox_bytes = 0
         self._outbox_limit = outbox_bytes
@@ -77,6 +78,7 @@ class NetworkPump:
     async def run(self, link: PasstLink) -> None:
         """Move frames both ways until cancelled; if passt fails, record it in :attr:`error` and return."""
         try:
+            await link.send_frames([self._announcement])
             with unwrap_single_error():
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._send, link)

@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from asupermachine import NetBackendError
+from asupermachine._core.net.announce import gratuitous_arp
 from asupermachine._core.net.passt import MAX_MTU, MIN_MTU, Passt, PasstLink, running_passt
 from asupermachine._core.net.stream_framing import MAX_SENT_FRAME_LENGTH
 
@@ -112,12 +113,16 @@ async def test_dhcp_offers_the_guest_its_address_gateway_and_mtu(
     assert DHCP_DNS in answer
 
 
-async def test_a_connection_to_a_published_port_reaches_the_guest_as_a_syn() -> None:
+@pytest.mark.parametrize("told", ["an ARP request", "the VMM's announcement", "nothing"])
+async def test_a_connection_to_a_published_port_reaches_the_guest_as_a_syn(told: str) -> None:
     host_port = free_port()
     async with running_passt(Passt(publish={host_port: 8080})) as link:
-        # passt learns the guest's MAC from what it sends.
-        await link.send_frames([arp_request(GUEST_MAC, GUEST_IP, GATEWAY_IP)])
-        await first_answer(link, parse_arp)
+        # passt learns the guest's MAC from what it sends; until then it sends to 00:00:00:00:00:00.
+        if told == "an ARP request":
+            await link.send_frames([arp_request(GUEST_MAC, GUEST_IP, GATEWAY_IP)])
+            await first_answer(link, parse_arp)
+        elif told == "the VMM's announcement":
+            await link.send_frames([gratuitous_arp(GUEST_MAC, GUEST_IP)])
         async with await anyio.connect_tcp("127.0.0.1", host_port):
 
             def syn(frame: bytes) -> tuple[bytes, str, int, int] | None:
@@ -130,7 +135,7 @@ async def test_a_connection_to_a_published_port_reaches_the_guest_as_a_syn() -> 
                 return frame[:6], packet.destination, segment.destination_port, segment.source_port
 
             destination_mac, destination, port, source_port = await first_answer(link, syn)
-    assert (destination_mac, destination, port) == (GUEST_MAC, GUEST_IP, 8080)
+    assert (destination_mac, destination, port) == (bytes(6) if told == "nothing" else GUEST_MAC, GUEST_IP, 8080)
     assert source_port > 0
 
 
