@@ -21,6 +21,7 @@ import time
 
 import anyio
 from _stats import percentile
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from asupermachine import Image, Machine
 from asupermachine._core.agent.process import Process
@@ -30,37 +31,31 @@ LINE = 60  # keys per line, well under the terminal's 80 columns
 PROMPT = b"# "
 
 
-class Echoes:
-    """A tty process's output, read up to markers."""
-
-    def __init__(self, process: Process) -> None:
-        self.process = process
-        self.unread = bytearray()
-
-    async def read_until(self, marker: bytes) -> None:
-        while marker not in self.unread:
-            self.unread += await self.process.stdout.receive()
-        del self.unread[: self.unread.index(marker) + len(marker)]
+SCREEN_LIMIT = 1 << 20  # bytes read looking for one marker before giving up
 
 
 async def time_keys(process: Process, count: int, comment: bytes) -> list[float]:
     """Seconds from sending each key to seeing its echo; a new line every ``LINE`` keys."""
-    echoes = Echoes(process)
+    output = BufferedByteReceiveStream(process.stdout)
+
+    async def skip_past(marker: bytes) -> None:
+        await output.receive_until(marker, SCREEN_LIMIT)
+
     if comment:
-        await echoes.read_until(PROMPT)
+        await skip_past(PROMPT)
     latencies = []
     for i in range(count):
         if i % LINE == 0:
             if i:
                 await process.stdin.send(b"\n")
                 # sh prompts again; cat writes the line back after the echo of Enter.
-                await echoes.read_until(PROMPT if comment else KEY * LINE + b"\r\n")
+                await skip_past(PROMPT if comment else KEY * LINE + b"\r\n")
             if comment:
                 await process.stdin.send(comment)
-                await echoes.read_until(comment)
+                await skip_past(comment)
         start = time.perf_counter()
         await process.stdin.send(KEY)
-        await echoes.read_until(KEY)
+        await skip_past(KEY)
         latencies.append(time.perf_counter() - start)
     return latencies
 

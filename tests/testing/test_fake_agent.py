@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import signal
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -32,6 +33,26 @@ pytestmark = pytest.mark.anyio
 DEADLINE = 5
 
 
+@contextlib.asynccontextmanager
+async def started(
+    agent: FakeAgent,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    workdir: str = "",
+    user: str = "",
+    tty: tuple[int, int] | None = None,
+) -> AsyncIterator[Process]:
+    """A process started on ``agent`` as ``Machine.spawn`` starts one, its frames pumped, for the block."""
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tasks:
+            process, decoder = await Process.start(
+                agent.connect(tasks), argv, env=env, workdir=workdir, user=user, tty=tty
+            )
+            tasks.start_soon(process.pump, decoder)
+            async with process:
+                yield process
+
+
 async def run(
     agent: FakeAgent,
     argv: list[str],
@@ -41,13 +62,8 @@ async def run(
     user: str = "",
 ) -> ExecResult:
     """What ``Machine.exec`` does over its agent connection: start, pump, collect."""
-    with anyio.fail_after(DEADLINE):
-        async with anyio.create_task_group() as tasks:
-            process, decoder = await Process.start(agent.connect(tasks), argv, env=env, workdir=workdir, user=user)
-            tasks.start_soon(process.pump, decoder)
-            async with process:
-                result = await collect(process, stdin)
-    return result
+    async with started(agent, argv, env, workdir, user) as process:
+        return await collect(process, stdin)
 
 
 async def test_an_exec_round_trip_carries_the_request_stdin_output_and_exit_code() -> None:
@@ -95,14 +111,10 @@ async def test_a_signal_ends_a_running_command_without_running_its_handler() -> 
         raise AssertionError("a killed command's handler ran")
 
     agent = FakeAgent(commands={"sleep": unreachable})
-    with anyio.fail_after(DEADLINE):
-        async with anyio.create_task_group() as tasks:
-            process, decoder = await Process.start(agent.connect(tasks), ["sleep"], env=None, workdir="", user="")
-            tasks.start_soon(process.pump, decoder)
-            async with process:
-                await process.send_signal(signal.SIGWINCH)  # ignored by default: the command runs on
-                await process.send_signal(signal.SIGTERM)
-                assert await process.wait() == ExitStatus(None, signal.SIGTERM)
+    async with started(agent, ["sleep"]) as process:
+        await process.send_signal(signal.SIGWINCH)  # ignored by default: the command runs on
+        await process.send_signal(signal.SIGTERM)
+        assert await process.wait() == ExitStatus(None, signal.SIGTERM)
     assert agent.signals == [signal.SIGWINCH, signal.SIGTERM]
 
 
@@ -237,17 +249,11 @@ async def test_a_tty_process_records_its_window_and_each_resize_and_merges_stder
         return 5, b"out:" + stdin, b"err"
 
     agent = FakeAgent(commands={"sh": shell})
-    with anyio.fail_after(DEADLINE):
-        async with anyio.create_task_group() as tasks:
-            process, decoder = await Process.start(
-                agent.connect(tasks), ["sh"], env=None, workdir="", user="", tty=(24, 80)
-            )
-            tasks.start_soon(process.pump, decoder)
-            async with process:
-                assert process.tty
-                await process.resize(40, 120)
-                await process.stdin.send(b"typed")
-                result = await collect(process, None)
+    async with started(agent, ["sh"], tty=(24, 80)) as process:
+        assert process.tty
+        await process.resize(40, 120)
+        await process.stdin.send(b"typed")
+        result = await collect(process, None)
     assert result == ExecResult(ExitStatus(5, None), b"out:typederr", b"")
     assert agent.windows == [(24, 80), (40, 120)]
     assert seen_env[0]["TERM"] == "xterm"
@@ -261,14 +267,8 @@ async def test_a_tty_process_keeps_a_term_the_caller_gave() -> None:
         return 0, b"", b""
 
     agent = FakeAgent(commands={"sh": shell})
-    with anyio.fail_after(DEADLINE):
-        async with anyio.create_task_group() as tasks:
-            process, decoder = await Process.start(
-                agent.connect(tasks), ["sh"], env={"TERM": "vt100"}, workdir="", user="", tty=(30, 100)
-            )
-            tasks.start_soon(process.pump, decoder)
-            async with process:
-                await collect(process, None)
+    async with started(agent, ["sh"], env={"TERM": "vt100"}, tty=(30, 100)) as process:
+        await collect(process, None)
     assert seen_env[0]["TERM"] == "vt100" and agent.windows == [(30, 100)]
 
 
@@ -277,30 +277,20 @@ async def test_resizing_a_process_without_a_terminal_is_a_value_error() -> None:
         return 0, stdin, b"err"
 
     agent = FakeAgent(commands={"cat": cat})
-    with anyio.fail_after(DEADLINE):
-        async with anyio.create_task_group() as tasks:
-            process, decoder = await Process.start(agent.connect(tasks), ["cat"], env=None, workdir="", user="")
-            tasks.start_soon(process.pump, decoder)
-            async with process:
-                assert not process.tty
-                with pytest.raises(ValueError, match="tty=True"):
-                    await process.resize(24, 80)
-                result = await collect(process, b"in")
+    async with started(agent, ["cat"]) as process:
+        assert not process.tty
+        with pytest.raises(ValueError, match="tty=True"):
+            await process.resize(24, 80)
+        result = await collect(process, b"in")
     assert (result.stdout, result.stderr) == (b"in", b"err")  # stderr stays apart without a terminal
     assert agent.windows == []
 
 
 async def test_a_tty_process_stderr_ends_at_once_while_it_runs() -> None:
     agent = FakeAgent(commands={"sh": lambda *_: (0, b"", b"")})
-    with anyio.fail_after(DEADLINE):
-        async with anyio.create_task_group() as tasks:
-            process, decoder = await Process.start(
-                agent.connect(tasks), ["sh"], env=None, workdir="", user="", tty=(24, 80)
-            )
-            tasks.start_soon(process.pump, decoder)
-            async with process:
-                try:
-                    with anyio.fail_after(1), pytest.raises(anyio.EndOfStream):
-                        await process.stderr.receive()  # stdin still open: the command still runs
-                finally:
-                    await collect(process, None)
+    async with started(agent, ["sh"], tty=(24, 80)) as process:
+        try:
+            with anyio.fail_after(1), pytest.raises(anyio.EndOfStream):
+                await process.stderr.receive()  # stdin still open: the command still runs
+        finally:
+            await collect(process, None)

@@ -11,6 +11,7 @@ import signal
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from asupermachine import ExitStatus, Machine, Snapshot
 from asupermachine._core.agent.process import Process
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.anyio
 # A restore, a few execs and typed commands under software KVM; a hang fails instead of stalling.
 DEADLINE = 120
 PROMPT = b"# "  # busybox ash's for root
+SCREEN_LIMIT = 1 << 20  # bytes read looking for one marker before giving up
 
 
 class Screen:
@@ -27,18 +29,14 @@ class Screen:
 
     def __init__(self, process: Process) -> None:
         self.process = process
-        self.unread = bytearray()
+        self._output = BufferedByteReceiveStream(process.stdout)
 
     async def read_until(self, marker: bytes) -> bytes:
         """Everything up to and including the first ``marker`` not yet read."""
-        while marker not in self.unread:
-            try:
-                self.unread += await self.process.stdout.receive()
-            except anyio.EndOfStream:
-                pytest.fail(f"the terminal ended before {marker!r}; it showed {bytes(self.unread)!r}")
-        end = self.unread.index(marker) + len(marker)
-        seen, self.unread = bytes(self.unread[:end]), self.unread[end:]
-        return seen
+        try:
+            return await self._output.receive_until(marker, SCREEN_LIMIT) + marker
+        except anyio.IncompleteRead:
+            pytest.fail(f"the terminal ended before {marker!r}; it showed {self._output.buffer!r}")
 
     async def type_line(self, line: bytes, marker: bytes) -> bytes:
         """Type ``line`` and Enter; the output up to ``marker`` (which ``line`` must not contain)."""
