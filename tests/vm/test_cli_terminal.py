@@ -65,8 +65,7 @@ def prompts(text: str) -> int:
 
 @pytest.fixture
 def pane() -> Iterator[Pane]:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (scripts/setup.sh installs it)")
+    assert shutil.which("tmux") is not None, "tmux is missing: scripts/setup.sh installs it"
     pane = Pane(f"asm-test-{uuid.uuid4().hex[:12]}")
     cli = f"{shlex.quote(sys.executable)} -m asupermachine run -it"
     pane.tmux(
