@@ -38,13 +38,9 @@ T = TypeVar("T")
 class RunningVm:
     """A built VM served by tasks in ``tasks``; :attr:`stopped` is set once every vCPU has ended."""
 
-    def __init__(
-        self, microvm: MicroVm, vsock: VsockHost, tasks: anyio.abc.TaskGroup, network: NetworkPump | None = None
-    ) -> None:
+    def __init__(self, microvm: MicroVm, vsock: VsockHost, tasks: anyio.abc.TaskGroup) -> None:
         self.microvm = microvm
         self.vsock = vsock
-        self.network = network
-        """The NIC's backend, or None without a network."""
         self.tasks = tasks
         self.stopped = anyio.Event()
         self._vcpus_running = len(microvm.vcpus)
@@ -172,7 +168,7 @@ async def running(
             link = None if passt is None else await helpers.enter_async_context(running_passt(passt))
             with unwrap_single_error():
                 async with anyio.create_task_group() as tasks:
-                    engine = RunningVm(microvm, vsock, tasks, pump)
+                    engine = RunningVm(microvm, vsock, tasks)
                     engine.start()
                     if pump is not None and link is not None:
                         tasks.start_soon(pump.run, link, name="network")

@@ -51,8 +51,6 @@ class NetworkPump:
         self._backlog_room = EventFd()
         self._service: VirtioService | None = None
         self._device: Net | None = None
-        self.error: NetBackendError | None = None
-        """Why the network stopped (passt died or broke the stream); the VM runs on without it."""
 
     # -- the device's hooks (under its lock) ------------------------------------------
 
@@ -76,7 +74,7 @@ class NetworkPump:
         self._service, self._device = service, device
 
     async def run(self, link: PasstLink) -> None:
-        """Move frames both ways until cancelled; if passt fails, record it in :attr:`error` and return."""
+        """Move frames both ways until cancelled; if passt fails, log why and return (the VM runs on)."""
         try:
             await link.send_frames([self._announcement])
             with unwrap_single_error():
@@ -84,7 +82,6 @@ class NetworkPump:
                     tasks.start_soon(self._send, link)
                     tasks.start_soon(self._receive, link)
         except NetBackendError as error:
-            self.error = error
             logger.warning("a VM's network stopped: %s", error)
         except anyio.ClosedResourceError:
             pass  # the link closed under us: the VM is going

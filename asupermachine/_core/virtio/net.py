@@ -76,8 +76,9 @@ class Net:
     ``transmit``), and none starts while it is zero or less, so the guest's frames
     wait on its own ring. When room frees up, have the TX queue served again.
     Likewise, after :meth:`receive`, have the RX queue served; ``backlog_room()``
-    is called whenever frames leave the backlog, so a backend that stopped
-    reading while :attr:`accepts_frames` was False knows when to go on.
+    is called when a full backlog takes frames again (and on a reset), so a
+    backend that stopped reading while :attr:`accepts_frames` was False knows
+    when to go on.
 
     ``rx_checksums_valid`` says the backend's frames carry correct checksums (passt
     builds them itself): the guest is then told it need not verify them
@@ -276,6 +277,7 @@ class Net:
         if not rx.ready:
             return False
         used = left = False
+        was_full = not self.accepts_frames
         while self._backlog:
             frame = self._backlog[0]
             chains, room, returned = self._rx_chains(rx, VIRTIO_NET_HDR.size + len(frame))
@@ -294,8 +296,8 @@ class Net:
             self._backlog.popleft()
             self.backlog_bytes -= len(frame)
             left = True
-        if left:
-            self._backlog_room()
+        if left and was_full and self.accepts_frames:
+            self._backlog_room()  # only a backend that found it full waits for this
         return used
 
     def _rx_chains(self, rx: Virtqueue, need: int) -> tuple[list[DescriptorChain], int, bool]:
