@@ -145,8 +145,7 @@ class Machine:
     async def close(self) -> None:
         """Stop the guest and free everything it held; returns once that is done. Idempotent."""
         self.request_close("closed")
-        with anyio.CancelScope(shield=True):
-            await self._closed.wait()
+        await self._until_freed()
 
     async def __aenter__(self) -> Machine:
         return self
@@ -212,7 +211,13 @@ class Machine:
         return stop.failure is None and (stop.result is None or stop.result.reason is ShutdownReason.HOST)
 
     async def _guarded(self, step: Callable[[], Awaitable[T]]) -> T:
-        """Run a call on the guest: refused once closed or stopped, cut short (with that error) when it happens."""
+        """Run a call on the guest: refused once closed or stopped, cut short (with that error) when it happens.
+
+        A call refused or cut short because the machine is closing raises once it is
+        closed: whoever sees the error then finds it gone from its runtime.
+        """
+        if self._close_reason:
+            await self._until_freed()
         self._check_usable()
         with anyio.CancelScope() as scope:
             self._calls.add(scope)
@@ -220,8 +225,14 @@ class Machine:
                 return await step()
             finally:
                 self._calls.discard(scope)
+        await self._until_freed()  # only the machine's end cancels this scope
         self._check_usable()
         raise MachineClosed(self.id, self._close_reason or "closed")
+
+    async def _until_freed(self) -> None:
+        """Wait, even when cancelled, for the runtime to free the machine (its teardown is bounded)."""
+        with anyio.CancelScope(shield=True):
+            await self._closed.wait()
 
     def _lost(self) -> AsupermachineError:
         try:
