@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import termios
 import threading
 import tty
@@ -23,7 +24,7 @@ import anyio
 from ._core.agent.process import Process
 from ._outcome import ExitStatus
 
-READ_CHUNK = 4096
+READ_CHUNK = 65536  # a read returns what is there: a key, or a pipe's buffer
 
 
 def terminal_size(fd: int) -> tuple[int, int]:
@@ -47,7 +48,7 @@ async def attach(process: Process, *, stdin: int, stdout: BinaryIO) -> ExitStatu
     """Forward ``stdin`` (a terminal's fd, in raw mode) to ``process`` and its output to ``stdout``,
     and the local window's size changes to its pty, until it ends; returns its status."""
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_keys, process, stdin)
+        tasks.start_soon(send_input, process, stdin)
         if threading.current_thread() is threading.main_thread():  # only it receives signals
             tasks.start_soon(_resizes, process, stdin)
         async for chunk in process.stdout:
@@ -57,7 +58,20 @@ async def attach(process: Process, *, stdin: int, stdout: BinaryIO) -> ExitStatu
     return await process.wait()
 
 
-async def _keys(process: Process, fd: int) -> None:
+async def send_input(process: Process, fd: int) -> None:
+    """Send what ``fd`` gives (a terminal, pipe, socket or file) to ``process``'s stdin, then its end.
+
+    A terminal, pipe or socket is waited on by the event loop, not read in a
+    thread, so a process that ends first leaves no read of ours blocked (which
+    would hold the interpreter's exit until the next key). Files and devices such
+    as ``/dev/null`` cannot be waited on, and never block: a thread reads them.
+    """
+    if not _pollable(fd):
+        while data := await anyio.to_thread.run_sync(os.read, fd, READ_CHUNK):
+            await process.stdin.send(data)
+        await process.stdin.aclose()
+        return
+    blocking = os.get_blocking(fd)
     os.set_blocking(fd, False)
     try:
         while True:
@@ -71,7 +85,12 @@ async def _keys(process: Process, fd: int) -> None:
                 return
             await process.stdin.send(data)
     finally:
-        os.set_blocking(fd, True)
+        os.set_blocking(fd, blocking)
+
+
+def _pollable(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
 async def _resizes(process: Process, fd: int) -> None:

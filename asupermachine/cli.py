@@ -12,12 +12,11 @@ import anyio
 import anyio.abc
 
 from ._bake import BakeOptions, cached
-from ._core.agent.process import Process
 from ._errors import AsupermachineError
 from ._machine import Machine
 from ._network import Network, NetworkOption, chosen_network
 from ._outcome import ExecResult, ExitStatus, ShutdownReason
-from ._terminal import attach, raw_mode, terminal_size
+from ._terminal import attach, raw_mode, send_input, terminal_size
 from .image.digest import Digest
 from .image.image import Image
 from .image.store import Store
@@ -25,7 +24,6 @@ from .image.store import Store
 # Shell convention for "ended by something other than a normal exit".
 STATUS_ABNORMAL_END = 128
 STDIN = 0
-STDIN_CHUNK = 65536
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -237,7 +235,7 @@ async def _stream_process(vm: Machine, argv: list[str], args: argparse.Namespace
                 return _exit_code(await attach(process, stdin=STDIN, stdout=sys.stdout.buffer))
         async with anyio.create_task_group() as tasks:
             if args.interactive:
-                tasks.start_soon(_send_stdin, process)
+                tasks.start_soon(send_input, process, STDIN)
             else:
                 await process.stdin.aclose()
             async with anyio.create_task_group() as output:
@@ -245,13 +243,6 @@ async def _stream_process(vm: Machine, argv: list[str], args: argparse.Namespace
                 output.start_soon(_copy, process.stderr, sys.stderr.buffer)
             tasks.cancel_scope.cancel()  # the command is done with its input
         return _exit_code(await process.wait())
-
-
-async def _send_stdin(process: Process) -> None:
-    """Our stdin (a pipe, file or terminal in its own modes) to the process, then its end."""
-    while data := await anyio.to_thread.run_sync(os.read, STDIN, STDIN_CHUNK, abandon_on_cancel=True):
-        await process.stdin.send(data)
-    await process.stdin.aclose()
 
 
 async def _copy(source: anyio.abc.ByteReceiveStream, target: BinaryIO) -> None:

@@ -1,4 +1,4 @@
-"""``asupermachine run -it`` under a real terminal: tmux plays the user's, on its own server socket.
+"""``asupermachine run -it`` and ``run -i`` under a real terminal: tmux plays the user's, on its own server socket.
 
 The pane runs the CLI, then prints its status and the terminal's modes, so the
 test sees what a user would: the guest shell's prompt and output, a window
@@ -64,23 +64,34 @@ def prompts(text: str) -> int:
 
 
 @pytest.fixture
-def pane() -> Iterator[Pane]:
+def open_pane() -> Iterator[Callable[[str], Pane]]:
+    """Opens panes that run ``asupermachine ARGS``, then print its status and the terminal's modes."""
     assert shutil.which("tmux") is not None, "tmux is missing: scripts/setup.sh installs it"
-    pane = Pane(f"asm-test-{uuid.uuid4().hex[:12]}")
-    cli = f"{shlex.quote(sys.executable)} -m asupermachine run -it"
-    pane.tmux(
-        "new-session", "-d", "-s", pane.name, "-x", "100", "-y", "30", "-c", str(REPO_ROOT),
-        f"{cli}; echo EXITED=$?; stty -a; sleep 600",
-    )
-    try:
-        yield pane
-    finally:
+    opened: list[Pane] = []
+
+    def open_running(args: str) -> Pane:
+        pane = Pane(f"asm-test-{uuid.uuid4().hex[:12]}")
+        opened.append(pane)
+        cli = f"{shlex.quote(sys.executable)} -m asupermachine {args}"
+        pane.tmux(
+            "new-session", "-d", "-s", pane.name, "-x", "100", "-y", "30", "-c", str(REPO_ROOT),
+            f"{cli}; echo EXITED=$?; stty -a; sleep 600",
+        )
+        return pane
+
+    yield open_running
+    for pane in opened:
         subprocess.run(["tmux", "-L", pane.name, "kill-server"], capture_output=True)
 
 
+def exited(text: str) -> bool:
+    return re.search(r"^EXITED=\d+$", text, re.MULTILINE) is not None
+
+
 def test_run_it_attaches_the_terminal_forwards_resizes_and_exits_with_the_status_leaving_it_sane(
-    pane: Pane,
+    open_pane: Callable[[str], Pane],
 ) -> None:
+    pane = open_pane("run -it")
     pane.wait_for(lambda text: prompts(text) >= 1, FIRST_PROMPT_DEADLINE, "guest shell prompt")
 
     pane.type_line("echo mark$((1+1)); tty; stty size")
@@ -101,3 +112,12 @@ def test_run_it_attaches_the_terminal_forwards_resizes_and_exits_with_the_status
     modes = shown.split("EXITED=3", 1)[1].replace(";", " ").split()
     for mode in ("icanon", "echo", "isig", "icrnl", "opost"):
         assert mode in modes and f"-{mode}" not in modes, f"{mode} not restored:\n{shown}"
+
+
+def test_run_i_on_a_terminal_exits_when_the_command_does_without_waiting_for_a_key(
+    open_pane: Callable[[str], Pane],
+) -> None:
+    pane = open_pane("run -i -- sh -c 'echo done$((2+3)); exit 4'")
+    shown = pane.wait_for(exited, FIRST_PROMPT_DEADLINE, "the CLI's exit (no key is ever typed)")
+    assert re.search(r"^done5$", shown, re.MULTILINE), shown
+    assert re.search(r"^EXITED=4$", shown, re.MULTILINE), shown
