@@ -1,9 +1,39 @@
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from asupermachine import Image, Snapshot
+from asupermachine._core import running
+
+GUESTS_BUILT: Counter[str] = Counter()
+"""Guests this pytest process built, by kind: ``cold boot`` or ``restore``."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def count_guests() -> Iterator[None]:
+    """Count every guest built in this process, since boots are what a run spends its time on."""
+    build = running.build
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        vm = build(*args, **kwargs)
+        restore = args[3] if len(args) > 3 else kwargs.get("restore")
+        GUESTS_BUILT["cold boot" if restore is None else "restore"] += 1
+        return vm
+
+    running.build = counted  # type: ignore[assignment]
+    yield
+    running.build = build  # type: ignore[assignment]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many guests the run booted and restored (in this process; CLI and server subprocesses aside)."""
+    if GUESTS_BUILT:
+        counts = ", ".join(f"{GUESTS_BUILT[kind]} {kind}s" for kind in ("cold boot", "restore"))
+        terminalreporter.write_line(f"guests built in the pytest process: {counts}")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
