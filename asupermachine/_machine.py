@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -49,14 +50,21 @@ class Machine:
         self._engine = engine
         self.id = machine_id
         """Short and unique among live machines; also the guest's hostname."""
-        self.network = network
-        """The guest's address, where it reaches the host, and the published ports; None without a NIC."""
+        self._network = network
         self._rename_guest = rename_guest
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()
         self._close_reason = ""
         self._life = anyio.CancelScope()
         self._calls: set[anyio.CancelScope] = set()
+
+    @property
+    def network(self) -> MachineNetwork | None:
+        """The guest's address, where it reaches the host, the published ports and whether the network
+        still serves (:attr:`MachineNetwork.failure`); None without a NIC."""
+        if self._network is None:
+            return None
+        return dataclasses.replace(self._network, failure=self._engine.network_failure)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self.running else "stopped"

@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from ._core.net.passt import MAX_MTU, Passt
 from ._core.recipe import GuestNetwork
+from ._errors import NetBackendError
 
 DNS_FORWARD = "10.0.2.3"
 """The resolver a guest is given unless told: passt answers there with the host's resolver."""
@@ -91,6 +92,9 @@ class MachineNetwork:
     publish: Mapping[str | int, int]
     """Host ``[ADDR:]PORT`` -> guest port, as given."""
     allow_host_loopback: bool
+    failure: NetBackendError | None = None
+    """Why the network stopped when ``vm.network`` was read (its passt died or broke its framing): the
+    guest runs on without one. None while it serves."""
 
     @classmethod
     def of(cls, guest: GuestNetwork, passt: Passt) -> MachineNetwork:

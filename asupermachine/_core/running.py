@@ -10,7 +10,7 @@ from typing import TypeVar
 import anyio
 import anyio.abc
 
-from .._errors import AsupermachineError, GuestError, GuestStopped, GuestUnresponsive
+from .._errors import AsupermachineError, GuestError, GuestStopped, GuestUnresponsive, NetBackendError
 from .._groups import unwrap_single_error
 from .._outcome import GuestExit, ShutdownReason
 from .builder import RestorePoint, build
@@ -38,10 +38,13 @@ T = TypeVar("T")
 class RunningVm:
     """A built VM served by tasks in ``tasks``; :attr:`stopped` is set once every vCPU has ended."""
 
-    def __init__(self, microvm: MicroVm, vsock: VsockHost, tasks: anyio.abc.TaskGroup) -> None:
+    def __init__(
+        self, microvm: MicroVm, vsock: VsockHost, tasks: anyio.abc.TaskGroup, pump: NetworkPump | None = None
+    ) -> None:
         self.microvm = microvm
         self.vsock = vsock
         self.tasks = tasks
+        self._pump = pump
         self.stopped = anyio.Event()
         self._vcpus_running = len(microvm.vcpus)
 
@@ -52,6 +55,11 @@ class RunningVm:
     @property
     def recipe(self) -> VmRecipe:
         return self.microvm.recipe
+
+    @property
+    def network_failure(self) -> NetBackendError | None:
+        """Why the VM's network stopped; None while it serves, or with no network."""
+        return None if self._pump is None else self._pump.failure
 
     def start(self) -> None:
         self.tasks.start_soon(self.vsock.run, name="vsock-events")
@@ -168,7 +176,7 @@ async def running(
             link = None if passt is None else await helpers.enter_async_context(running_passt(passt))
             with unwrap_single_error():
                 async with anyio.create_task_group() as tasks:
-                    engine = RunningVm(microvm, vsock, tasks)
+                    engine = RunningVm(microvm, vsock, tasks, pump)
                     engine.start()
                     if pump is not None and link is not None:
                         tasks.start_soon(pump.run, link, name="network")

@@ -26,7 +26,7 @@ import httpx
 import psutil
 import pytest
 
-from asupermachine import GuestExit, Machine, Network, Runtime, ShutdownReason, Snapshot
+from asupermachine import GuestExit, Machine, NetBackendError, Network, Runtime, ShutdownReason, Snapshot
 from tests.support.exec_output import stdout_of
 from tests.support.resources import assert_nothing_left, held
 
@@ -193,6 +193,20 @@ async def test_a_cancelled_machine_leaves_no_passt(baked: Snapshot) -> None:
             scope.cancel()
             await anyio.sleep_forever()
     assert scope.cancelled_caught and passts() == set()
+
+
+async def test_a_passt_that_dies_is_reported_on_vm_network_and_the_guest_runs_on(baked: Snapshot) -> None:
+    with anyio.fail_after(DEADLINE):
+        async with Machine.restore(baked) as vm:
+            assert vm.network is not None and vm.network.failure is None
+            (passt,) = passts()
+            os.kill(passt, signal.SIGKILL)
+            while vm.network.failure is None:
+                await anyio.sleep(0.05)
+            assert isinstance(vm.network.failure, NetBackendError)
+            assert "killed by SIGKILL" in str(vm.network.failure)
+            assert stdout_of(await vm.exec(["echo", "still here"])) == b"still here\n"
+    assert passts() == set()
 
 
 def test_passt_dies_with_a_python_process_killed_by_sigkill(baked: Snapshot) -> None:

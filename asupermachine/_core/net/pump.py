@@ -51,6 +51,8 @@ class NetworkPump:
         self._backlog_room = EventFd()
         self._service: VirtioService | None = None
         self._device: Net | None = None
+        self.failure: NetBackendError | None = None
+        """Why passt stopped serving the VM (it died or broke its framing); None while it serves."""
 
     # -- the device's hooks (under its lock) ------------------------------------------
 
@@ -74,7 +76,7 @@ class NetworkPump:
         self._service, self._device = service, device
 
     async def run(self, link: PasstLink) -> None:
-        """Move frames both ways until cancelled; if passt fails, log why and return (the VM runs on)."""
+        """Move frames both ways until cancelled; if passt fails, keep why (:attr:`failure`), log it and return."""
         try:
             await link.send_frames([self._announcement])
             with unwrap_single_error():
@@ -82,6 +84,7 @@ class NetworkPump:
                     tasks.start_soon(self._send, link)
                     tasks.start_soon(self._receive, link)
         except NetBackendError as error:
+            self.failure = error
             logger.warning("a VM's network stopped: %s", error)
         except anyio.ClosedResourceError:
             pass  # the link closed under us: the VM is going
