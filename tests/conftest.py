@@ -18,11 +18,9 @@ def count_guests() -> Iterator[None]:
     """Count every guest built in this process, since boots are what a run spends its time on."""
     build = running.build
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        vm = build(*args, **kwargs)
-        restore = args[3] if len(args) > 3 else kwargs.get("restore")
+    def counted(recipe: Any, console: Any, vsock: Any, restore: Any, pump: Any = None) -> Any:
         GUESTS_BUILT["cold boot" if restore is None else "restore"] += 1
-        return vm
+        return build(recipe, console, vsock, restore, pump)
 
     running.build = counted  # type: ignore[assignment]
     yield
