@@ -1,0 +1,8 @@
+"""Run a command inside an L1 Linux VM whose ``/dev/kvm`` is the hardware-style KVM users have.
+
+QEMU's TCG emulates AMD SVM with nested paging (``-cpu max``), so an L1 booted
+with Debian's own kernel loads ``kvm_amd`` and offers ``/dev/kvm`` exactly as an
+AMD host does. The L1 sees the host's root read-only under a tmpfs overlay (9p),
+runs the command from the same directory with the same environment, and hands
+back its output and exit status. See ``scripts/nested-kvm --help``.
+"""

@@ -1,0 +1,43 @@
+"""``scripts/nested-kvm [--arch x86_64] [--memory MIB] [--vcpus N] -- COMMAND [ARG...]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .arch import ARCHES
+from .run import Request, run
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/nested-kvm",
+        description=(
+            "Run COMMAND from the repository root inside an L1 VM (QEMU's TCG) whose /dev/kvm is the "
+            "hardware-style KVM users have (kvm_amd), with this machine's root, virtualenv and "
+            "environment; print its output and exit with its status (124: timed out, 125: the L1 failed)."
+        ),
+    )
+    parser.add_argument("--arch", choices=sorted(ARCHES), default="x86_64")
+    parser.add_argument("--memory", type=int, default=8192, metavar="MIB", help="the L1's memory (default 8192)")
+    parser.add_argument("--vcpus", type=int, default=os.cpu_count() or 1, help="the L1's vCPUs (default: all cores)")
+    parser.add_argument("--timeout", type=float, metavar="S", help="stop the L1 after S seconds")
+    parser.add_argument("--console-log", type=Path, metavar="PATH", help="keep the L1 kernel's console there")
+    parser.add_argument("command", nargs="+", metavar="COMMAND")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    request = Request(
+        argv=args.command, cwd=REPOSITORY, env=dict(os.environ), memory_mib=args.memory, vcpus=args.vcpus,
+        timeout=args.timeout, console_log=args.console_log,
+    )
+    return run(ARCHES[args.arch], request)
+
+
+sys.exit(main(sys.argv[1:]))

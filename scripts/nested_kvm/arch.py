@@ -1,0 +1,50 @@
+"""What differs between the architectures an L1 can be: QEMU, its machine, Debian's kernel, KVM's modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class L1Arch:
+    """One architecture of L1 VM, as QEMU emulates it and Debian packages its kernel."""
+
+    name: str
+    qemu: str
+    """The QEMU system emulator's executable."""
+    qemu_package: str
+    """Debian's package that has it."""
+    machine: tuple[str, ...]
+    """QEMU's machine, CPU and accelerator arguments: a CPU that can host KVM."""
+    kernel_package: str
+    """Debian's meta-package naming the current kernel image package (``apt-cache depends``)."""
+    kernel_image: str
+    """Where the kernel image lies in that package, ``{version}`` standing for its ABI version."""
+    kvm_modules: tuple[str, ...]
+    """The modules that make ``/dev/kvm`` (their dependencies are loaded first)."""
+    console: str
+    """The kernel's console device."""
+    no_kvm_hint: str
+    """What to say when the L1 comes up without ``/dev/kvm``."""
+
+
+# Modules every L1 loads besides KVM's: the host's root over 9p under an overlay, and a NIC for passt.
+COMMON_MODULES = ("9pnet_virtio", "9p", "overlay", "virtio_net", "virtio_pci")
+
+X86_64 = L1Arch(
+    name="x86_64",
+    qemu="qemu-system-x86_64",
+    qemu_package="qemu-system-x86",
+    # TCG emulates AMD SVM with nested paging under -cpu max; multi-threaded TCG uses a host thread per vCPU.
+    machine=("-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max"),
+    kernel_package="linux-image-amd64",
+    kernel_image="boot/vmlinuz-{version}",
+    kvm_modules=("kvm_amd",),
+    console="ttyS0",
+    no_kvm_hint=(
+        "kvm_amd did not load: this QEMU's -cpu max lacks SVM (QEMU's TCG emulates AMD SVM with nested paging; "
+        "kvm_intel cannot be had this way, as TCG does not emulate VMX)"
+    ),
+)
+
+ARCHES = {arch.name: arch for arch in (X86_64,)}

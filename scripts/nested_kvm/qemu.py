@@ -1,0 +1,34 @@
+"""The QEMU command line of an L1: Debian's kernel and our initramfs, the host's root over 9p, a NIC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .arch import L1Arch
+from .kernel import L1Kernel
+
+CONSOLE_NAME = "console.log"
+"""The L1 kernel's console, written into the run's directory."""
+
+
+def kernel_cmdline(arch: L1Arch) -> str:
+    # panic=-1 with -no-reboot: a dying L1 ends QEMU instead of hanging. The L1 is a test bench,
+    # not a place to defend: mitigations only slow its emulated kernel.
+    return f"console={arch.console} panic=-1 mitigations=off"
+
+
+def qemu_command(
+    arch: L1Arch, kernel: L1Kernel, initramfs: Path, io: Path, *, memory_mib: int, vcpus: int
+) -> list[str]:
+    """The argv that boots the L1 with ``io`` (the run's directory) shared writable as ``nestedio``."""
+    return [
+        arch.qemu, *arch.machine,
+        "-m", str(memory_mib), "-smp", str(vcpus),
+        "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-no-reboot",
+        "-kernel", str(kernel.image), "-initrd", str(initramfs), "-append", kernel_cmdline(arch),
+        "-serial", f"file:{io / CONSOLE_NAME}",
+        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs", f"local,path={io},mount_tag=nestedio,security_model=none,multidevs=remap",
+        # restrict=on: nothing leaves the host, but the L1 has a routed interface, which passt needs.
+        "-nic", "user,model=virtio-net-pci,restrict=on",
+    ]

@@ -1,0 +1,108 @@
+"""One run of a command in an L1: prepare its directory, boot QEMU, stream the output, read the status."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .arch import L1Arch
+from .initramfs import build_initramfs
+from .kernel import fetch_kernel
+from .qemu import CONSOLE_NAME, qemu_command
+
+STAGE2 = Path(__file__).with_name("stage2.py")
+POLL_SECONDS = 0.2
+L1_FAILED = 125
+"""Our exit status when the L1 itself failed (the command's own statuses pass through)."""
+TIMED_OUT = 124
+"""Our exit status when the run outlived its timeout (as timeout(1))."""
+
+
+@dataclass(frozen=True)
+class Request:
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    memory_mib: int
+    vcpus: int
+    timeout: float | None
+    console_log: Path | None
+
+
+def run(arch: L1Arch, request: Request) -> int:
+    """Run ``request`` in an L1 of ``arch``; its exit status (or :data:`L1_FAILED`, :data:`TIMED_OUT`)."""
+    if shutil.which(arch.qemu) is None:
+        return _fail(f"{arch.qemu} is not installed (Debian: apt-get install {arch.qemu_package})")
+    kernel = fetch_kernel(arch)
+    initramfs = build_initramfs(arch, kernel)
+    with tempfile.TemporaryDirectory(prefix="nested-kvm-") as scratch:
+        io = Path(scratch)
+        (io / "request").mkdir()
+        shutil.copy2(STAGE2, io / "request" / "stage2.py")
+        body = {"argv": request.argv, "cwd": str(request.cwd), "env": request.env}
+        (io / "request" / "request.json").write_text(json.dumps(body))
+        for name in ("stdout", "stderr"):
+            (io / name).touch()
+        command = qemu_command(arch, kernel, initramfs, io, memory_mib=request.memory_mib, vcpus=request.vcpus)
+        with (io / "qemu.log").open("wb") as qemu_log:
+            qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
+            try:
+                finished = _stream_until_exit(qemu, io, request.timeout)
+            finally:
+                if qemu.poll() is None:
+                    qemu.kill()
+                qemu.wait()
+        if request.console_log is not None:
+            shutil.copyfile(io / CONSOLE_NAME, request.console_log)
+        return _outcome(io, finished, qemu.returncode, request.timeout)
+
+
+def _stream_until_exit(qemu: subprocess.Popen[bytes], io: Path, timeout: float | None) -> bool:
+    """Copy the command's output to ours until QEMU exits; False if the timeout came first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with (io / "stdout").open("rb") as out, (io / "stderr").open("rb") as err:
+        streams = ((out, sys.stdout.buffer), (err, sys.stderr.buffer))
+        while qemu.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            if not _copy_new(streams):
+                time.sleep(POLL_SECONDS)
+        _copy_new(streams)
+    return True
+
+
+def _copy_new(streams: tuple[tuple[BinaryIO, BinaryIO], ...]) -> bool:
+    copied = False
+    for source, target in streams:
+        chunk = source.read()
+        if chunk:
+            target.write(chunk)
+            target.flush()
+            copied = True
+    return copied
+
+
+def _outcome(io: Path, finished: bool, qemu_status: int, timeout: float | None) -> int:
+    if not finished:
+        return _fail(f"the run outlived its timeout of {timeout:g} s and was stopped", io, TIMED_OUT)
+    if (io / "status").is_file():
+        return int((io / "status").read_text())
+    if (io / "failure").is_file():
+        return _fail((io / "failure").read_text().strip(), io)
+    qemu_said = (io / "qemu.log").read_text(errors="replace").strip()[-2000:]
+    return _fail(f"the L1 ended without a status (QEMU exited {qemu_status}) {qemu_said}", io)
+
+
+def _fail(why: str, io: Path | None = None, status: int = L1_FAILED) -> int:
+    print(f"nested-kvm: {why}", file=sys.stderr)
+    if io is not None and (io / CONSOLE_NAME).is_file():
+        tail = (io / CONSOLE_NAME).read_text(errors="replace").splitlines()[-30:]
+        print("nested-kvm: the L1's console ended with:", *tail, sep="\n  ", file=sys.stderr)
+    return status
