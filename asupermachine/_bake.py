@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._cache import cache_root, content_key, exclusive, file_sha256
+from ._core.kvm.host import this_host
 from ._errors import SnapshotError, WarmupFailed
 from ._network import Network
 from .guest import resolve_assets
@@ -30,9 +31,10 @@ def snapshot_cache() -> Path:
 
 
 async def cache_key(image: Image, options: dict[str, object]) -> str:
-    """The key of ``image`` baked with ``options`` on this build's guest assets."""
+    """The key of ``image`` baked with ``options`` on this build's guest assets, this KVM flavour and CPU."""
     assets = await anyio.to_thread.run_sync(resolve_assets)
     return content_key(
+        str(this_host()).encode(),  # hosts sharing a cache keep one snapshot each
         str(image.config_digest).encode(),
         (await anyio.to_thread.run_sync(file_sha256, assets.kernel)).encode(),
         (await anyio.to_thread.run_sync(file_sha256, assets.initramfs)).encode(),

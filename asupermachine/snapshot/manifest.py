@@ -17,6 +17,7 @@ from typing import Any
 
 from .._core.arch.x86_64.cpuid import CpuModel
 from .._core.devices.uart import UartState
+from .._core.kvm.host import KvmHost
 from .._core.kvm.state import StateKind
 from .._core.persist import MachineState, VcpuState
 from .._core.recipe import GuestNetwork, ProcessDefaults, VmRecipe
@@ -26,7 +27,7 @@ from .._core.virtio.queue import QueueState
 from .._errors import SnapshotError
 from .memory_file import MemoryImage
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 FORMAT_NAME = "asupermachine-snapshot"
 
 
@@ -38,6 +39,8 @@ class Manifest:
     """The content hash of every file the recipe names (kernel, initramfs, disks), by path."""
     memory: MemoryImage
     state: MachineState
+    host: KvmHost
+    """The KVM flavour and CPU the VM ran on: its saved state fits only a host like that."""
 
 
 def encode(manifest: Manifest) -> bytes:
@@ -60,6 +63,7 @@ def encode(manifest: Manifest) -> bytes:
             "cmdline_extra": recipe.cmdline_extra,
         },
         "sha256": dict(manifest.sha256),
+        "host": asdict(manifest.host),
         "memory": asdict(manifest.memory),
         "state": _encode_state(manifest.state),
     }
@@ -96,6 +100,7 @@ def decode(data: bytes, where: Path) -> Manifest:
                 blake2b=str(body["memory"]["blake2b"]),
             ),
             state=_decode_state(body["state"]),
+            host=KvmHost(flavour=str(body["host"]["flavour"]), cpu=str(body["host"]["cpu"])),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise SnapshotError("manifest", f"{where} is malformed: {e!r}") from None

@@ -18,6 +18,7 @@ from .._cache import file_sha256
 from .._core.arch.x86_64.cpuid import guest_cpuid
 from .._core.builder import RestorePoint
 from .._core.kvm import Kvm
+from .._core.kvm.host import this_host
 from .._core.microvm import MIB
 from .._core.persist import MachineState
 from .._core.recipe import VmRecipe
@@ -43,7 +44,8 @@ class Snapshot:
         """Read and check the snapshot at ``path`` (blocking: it hashes the memory file and assets).
 
         Raises :class:`SnapshotError` naming the failed check: ``manifest``,
-        ``version``, ``checksum``, ``assets``, ``disk``, ``cpu`` or ``memory``.
+        ``version``, ``checksum``, ``assets``, ``disk``, ``cpu`` (another KVM
+        flavour or CPU) or ``memory``.
         """
         root = Path(path)
         try:
@@ -101,7 +103,7 @@ def write_snapshot(
     staging.mkdir(parents=True)
     try:
         state, image = capture(staging / MEMORY_NAME)
-        manifest = Manifest(recipe=recipe, sha256=sha256, memory=image, state=state)
+        manifest = Manifest(recipe=recipe, sha256=sha256, memory=image, state=state, host=this_host())
         _write_synced(staging / MANIFEST_NAME, encode(manifest))
         os.rename(staging, path)
     except BaseException:
@@ -140,7 +142,12 @@ def _check_assets(manifest: Manifest) -> None:
 
 
 def _check_cpu(manifest: Manifest) -> None:
-    """The saved CPUID must be what this host gives the same CPU model now."""
+    """The snapshot must come from this KVM flavour and CPU, and its CPUID be what this host gives now."""
+    if manifest.host != this_host():
+        raise SnapshotError(
+            "cpu", f"the snapshot was taken under {manifest.host}, this host runs {this_host()}: "
+            "a VM's saved CPU state fits only the KVM and CPU it ran on (bake it again here)",
+        )
     model, vcpus = manifest.recipe.cpu_model, manifest.recipe.vcpus
     if len(manifest.state.vcpus) != vcpus:
         raise SnapshotError("manifest", f"{len(manifest.state.vcpus)} vCPU states for {vcpus} vCPUs")

@@ -63,6 +63,16 @@ def other_cpu(manifest: Manifest) -> Manifest:
     return dataclasses.replace(manifest, state=dataclasses.replace(manifest.state, vcpus=(changed,)))
 
 
+def other_kvm_flavour(manifest: Manifest) -> Manifest:
+    """As a snapshot baked under kvm_pvm reads on a kvm_amd host, or the other way round."""
+    other = "kvm_amd" if manifest.host.flavour == "kvm_pvm" else "kvm_pvm"
+    return dataclasses.replace(manifest, host=dataclasses.replace(manifest.host, flavour=other))
+
+
+def other_cpu_model(manifest: Manifest) -> Manifest:
+    return dataclasses.replace(manifest, host=dataclasses.replace(manifest.host, cpu="Some Other CPU @ 1.00GHz"))
+
+
 def smaller_vm(manifest: Manifest) -> Manifest:
     recipe = dataclasses.replace(manifest.recipe, memory_mib=manifest.recipe.memory_mib * 2)
     return dataclasses.replace(manifest, recipe=recipe)
@@ -100,6 +110,8 @@ DAMAGE = {
     "other kernel": (lambda path: rewrite_manifest(path, other_kernel), "assets"),
     "other root disk": (lambda path: rewrite_manifest(path, other_root_disk), "disk"),
     "other CPU": (lambda path: rewrite_manifest(path, other_cpu), "cpu"),
+    "other KVM flavour": (lambda path: rewrite_manifest(path, other_kvm_flavour), "cpu"),
+    "other CPU model": (lambda path: rewrite_manifest(path, other_cpu_model), "cpu"),
     "memory file smaller than the VM": (lambda path: rewrite_manifest(path, smaller_vm), "manifest"),
     "flipped memory byte": (in_memory_data, "memory"),
     "data in a memory hole": (in_memory_hole, "memory"),

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from pathlib import Path
+
+from ...kvm.host import this_host
 
 CpuidEntry = tuple[int, int, int, int, int, int, int]
 """``(function, index, flags, eax, ebx, ecx, edx)`` as in ``struct kvm_cpuid_entry2``."""
 
-KVM_PVM_MODULE = Path("/sys/module/kvm_pvm")
 _REGISTERS = ("eax", "ebx", "ecx", "edx")
 
 
@@ -31,7 +31,7 @@ class CpuModel(enum.Enum):
 
 def detect_cpu_model() -> CpuModel:
     """Conservative where software KVM (``kvm_pvm``) is loaded, else the host's features."""
-    return CpuModel.CONSERVATIVE if KVM_PVM_MODULE.exists() else CpuModel.HOST
+    return CpuModel.CONSERVATIVE if this_host().software else CpuModel.HOST
 
 
 @dataclass(frozen=True)
