@@ -23,6 +23,7 @@ from pathlib import Path
 
 import anyio
 from _qemu import qemu_command
+from _stats import measured_under
 
 from asupermachine import Disk, Machine
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mib", type=int, default=64)
     args = parser.parse_args()
-    assets = resolve_assets()
+    assets = resolve_assets(default_root=True)
     peers: dict[str, Callable[[GuestAssets, Path], float]] = {"asupermachine": read_asupermachine}
     if shutil.which("qemu-system-x86_64"):
         peers["qemu -M microvm"] = read_qemu
@@ -92,6 +93,7 @@ def main() -> None:
         for _ in range(args.runs):
             for name, read in peers.items():  # interleaved, so drift hits both peers alike
                 results[name].append(read(assets, disk))
+    print(measured_under())
     print(f"\nvirtio-blk sequential read of {args.mib} MiB (dd bs=1M iflag=direct), {args.runs} runs")
     print(f"{'peer':<18} {'median s':>9} {'min s':>9} {'MiB/s (median)':>15}")
     for name, times in results.items():

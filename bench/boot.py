@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 from _qemu import exit_status, qemu_command
+from _stats import measured_under
 
 from asupermachine import Machine, ShutdownReason
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--vcpus", type=int, default=1)
     args = parser.parse_args()
-    assets = resolve_assets()
+    assets = resolve_assets(default_root=True)
     peers: dict[str, Callable[[GuestAssets, int], Sample]] = {"asupermachine": boot_asupermachine}
     if shutil.which("qemu-system-x86_64"):
         peers["qemu -M microvm"] = boot_qemu
@@ -86,6 +87,7 @@ def main() -> None:
         for name, boot in peers.items():  # interleaved, so drift hits both peers alike
             results[name].append(boot(assets, args.vcpus))
     model = detect_cpu_model()
+    print(measured_under())
     print(f"\ncold boot, {args.vcpus} vCPU, {MEMORY_MIB} MiB, command {COMMAND}, {args.runs} runs, "
           f"CPU model {model.value}, seconds")
     print(f"{'peer':<18} {'ready line: min   median  max':>30}   {'guest exit: min  median  max':>30}")

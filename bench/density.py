@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from _stats import percentile
+from _stats import measured_under, percentile
 
 from asupermachine import ExecTimeout, Image, Machine, Runtime, Snapshot
 
@@ -313,6 +313,7 @@ def density_line(row: DensityRow, base: Footprint) -> str:
 
 
 def print_density(rows: list[DensityRow], base: Footprint, parallel: int) -> None:
+    print(measured_under())
     print(f"\ndensity: built-in image restored from one snapshot, {GUEST_RAM_MIB} MiB guests, 1 vCPU, "
           f"{parallel} restores at once, all execs at once, {os.cpu_count()} cores")
     print(f"baseline (settled): RSS {base.rss / 1024:.0f} MiB, PSS {base.pss / 1024:.0f} MiB, "

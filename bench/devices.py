@@ -31,6 +31,8 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _stats import measured_under
+
 from asupermachine._core.agent.exec import collect  # noqa: E402
 from asupermachine._core.agent.process import Process  # noqa: E402
 from asupermachine._core.devices.bus import Bus  # noqa: E402
@@ -563,6 +565,7 @@ def main() -> None:
     for name, run in paths.items():
         if args.only in (None, name):
             rows.extend(run())
+    print(measured_under())
     print("Host-side ceilings, no guest: device time is perf_counter_ns summed around the device's entry points")
     print("(process_queue, muxer.send, Net.receive, and sendmsg/recv_into on +socket rows); laying out requests")
     print("and reading used rings (the guest driver's work) is off the clock. Goals are hardware KVM (GOALS.md);")

@@ -15,7 +15,7 @@ import statistics
 import time
 
 import anyio
-from _stats import percentile
+from _stats import measured_under, percentile
 
 from asupermachine import Machine
 
@@ -38,6 +38,7 @@ async def main(runs: int) -> None:
         await vm.exec(["sh", "-c", "i=0; while [ $i -lt 0 ]; do i=1; done"])
         empty = time.perf_counter() - start
     in_guest = (looped - empty) / LOOP
+    print(measured_under())
     print(f"\nexec round trip on a running VM, {runs} runs, milliseconds")
     print(f"{'what':<44} {'p50':>9} {'p99':>9} {'min':>9}")
     label = 'asupermachine vm.exec(["true"])'

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import anyio
 from _net_host import CHUNK, HostResults, Plan, drive
 from _qemu import QemuNic, exit_status, qemu_command
+from _stats import measured_under
 
 from asupermachine import Image, Machine, Network, Snapshot
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
@@ -214,6 +215,7 @@ def print_table(
     ]
     runs = len(next(iter(results.values())))
     width = 58
+    print(measured_under())
     print(f"\nvirtio-net over passt, 1 vCPU, {MEMORY_MIB} MiB, MTU 32744, median of {runs} run(s), host clock")
     print(f"{'metric':<{width}}" + "".join(f"{name:>18}" for name in names))
     for label, value in rows:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import anyio
 from _qemu import qemu_command
-from _stats import percentile
+from _stats import measured_under, percentile
 
 from asupermachine import Image, Machine, Snapshot
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
@@ -150,7 +150,8 @@ class QemuPeer:
         self._monitor = workdir / "qemu-monitor.sock"
         self._command = [
             *qemu_command(
-                resolve_assets(), vcpus=1, memory_mib=MEMORY_MIB, model=detect_cpu_model(), command=ECHO_LOOP
+                resolve_assets(default_root=True), vcpus=1, memory_mib=MEMORY_MIB, model=detect_cpu_model(),
+                command=ECHO_LOOP,
             ),
             "-monitor", f"unix:{self._monitor},server=on,wait=off",
         ]
@@ -262,6 +263,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         for _ in range(args.echo_runs):
             qemu_echo.append(await anyio.to_thread.run_sync(peer.restore_to_echo))
 
+    print(measured_under())
     print(f"\nrestore from snapshot, built-in image, 1 vCPU, {MEMORY_MIB} MiB, CPU model {detect_cpu_model().value}")
     print(f"{'measure':<46} {'p50 ms':>9} {'p99 ms':>9} {'min ms':>9}")
     print(f"{'asupermachine restore (VM ready), ' + str(args.runs) + ' runs':<46} {_ms(restored)}")

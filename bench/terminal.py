@@ -20,7 +20,7 @@ import statistics
 import time
 
 import anyio
-from _stats import percentile
+from _stats import measured_under, percentile
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from asupermachine import Image, Machine
@@ -71,6 +71,7 @@ async def main(count: int) -> None:
         ]:
             async with await vm.spawn(argv, tty=True) as process:
                 results[label] = await time_keys(process, count, comment)
+    print(measured_under())
     print(f"\nkeystroke echo on a guest pty, {count} keys, milliseconds")
     print(f"{'program on the pty':<32} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
     for label, latencies in results.items():

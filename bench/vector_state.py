@@ -24,6 +24,7 @@ from pathlib import Path
 
 import anyio
 from _qemu import exit_status, qemu_command
+from _stats import measured_under
 
 from asupermachine import Disk, Machine
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
@@ -96,7 +97,8 @@ def run_asupermachine(disk: Path) -> tuple[str, int, float]:
 
 def run_qemu(disk: Path) -> str:
     command = qemu_command(
-        resolve_assets(), vcpus=1, memory_mib=MEMORY_MIB, model=detect_cpu_model(), command=GUEST_COMMAND, disks=[disk]
+        resolve_assets(default_root=True), vcpus=1, memory_mib=MEMORY_MIB, model=detect_cpu_model(),
+        command=GUEST_COMMAND, disks=[disk],
     )
     result = subprocess.run(command, capture_output=True, timeout=3600)
     if exit_status(result.returncode) == 99:
@@ -122,6 +124,7 @@ def main() -> None:
         disk = tools_disk(Path(scratch), guest_script(args.rounds, args.pipelines))
         ours, writes, seconds = run_asupermachine(disk)
         qemu = run_qemu(disk)
+    print(measured_under())
     print(f"\nvector state across context switches, CPU model {detect_cpu_model().value}, 1 vCPU")
     for name, output in (("asupermachine", ours), ("qemu -M microvm", qemu)):
         print(f"{name}:")

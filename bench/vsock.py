@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import anyio
+from _stats import measured_under
 
 from asupermachine import Machine
 
@@ -84,6 +85,7 @@ async def main(mib: int, runs: int) -> None:
             results["guest -> host"].append(await guest_to_host(vm, mib))
             results["host -> guest"].append(await host_to_guest(vm, mib))
             results["floor: guest pipe"].append(await guest_pipe(vm, mib))
+    print(measured_under())
     print(f"\nvsock stream throughput, {mib} MiB in 64 KiB writes, {runs} runs, host clock")
     print(f"{'what':<20} {'median s':>9} {'MiB/s (median)':>15} {'MiB/s (best)':>13}")
     for name, times in results.items():

@@ -1,3 +1,4 @@
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,9 +9,15 @@ import pytest
 
 from asupermachine import Image, Snapshot
 from asupermachine._core import running
+from asupermachine._core.kvm.host import this_host
 
 GUESTS_BUILT: Counter[str] = Counter()
 """Guests this pytest process built, by kind: ``cold boot`` or ``restore``."""
+SUMMARY_PREFIX = "test pass on "
+"""How the summary's line about this run starts (the nested pass's is read back from its output)."""
+NESTED_SUMMARIES: list[str] = []
+"""The summary lines of passes run in an L1 (tests/nested), repeated in this run's summary."""
+STARTED = time.monotonic()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,10 +35,15 @@ def count_guests() -> Iterator[None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say how many guests the run booted and restored (in this process; CLI and server subprocesses aside)."""
-    if GUESTS_BUILT:
-        counts = ", ".join(f"{GUESTS_BUILT[kind]} {kind}s" for kind in ("cold boot", "restore"))
-        terminalreporter.write_line(f"guests built in the pytest process: {counts}")
+    """Say on which KVM the run ran, how long it took and how many guests it booted and restored
+    (in this process; CLI and server subprocesses aside), and the same of any nested pass."""
+    counts = ", ".join(f"{GUESTS_BUILT[kind]} {kind}s" for kind in ("cold boot", "restore"))
+    terminalreporter.write_line(
+        f"{SUMMARY_PREFIX}{this_host()}: {time.monotonic() - STARTED:.0f} s, "
+        f"guests built in the pytest process: {counts}"
+    )
+    for line in NESTED_SUMMARIES:
+        terminalreporter.write_line(f"nested: {line}")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -51,13 +63,22 @@ def baked() -> Snapshot:
 
 
 # Tests under these folders boot guests (or drive /dev/kvm) throughout.
-KVM_FOLDERS = ("vm", "examples", "kvm")
+KVM_FOLDERS = ("vm", "examples", "kvm", "nested", "bench")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs /dev/kvm as ``kvm``, so ``pytest -m "not kvm"`` runs the pure suite."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs /dev/kvm as ``kvm``, so ``pytest -m "not kvm"`` runs the pure suite.
+
+    On software KVM the benches' smoke tests are left to the nested pass (tests/nested), which
+    runs them on kvm_amd, where their guests boot in seconds rather than half a minute.
+    """
     here = Path(__file__).parent
     for item in items:
         folder = item.path.relative_to(here).parts[0]
         if folder in KVM_FOLDERS or "baked" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kvm)
+    if this_host().software:
+        left = [item for item in items if item.get_closest_marker("guest_bench")]
+        if left:
+            config.hook.pytest_deselected(items=left)
+            items[:] = [item for item in items if not item.get_closest_marker("guest_bench")]

@@ -1,0 +1,40 @@
+"""The guest-booting suite on the KVM users have: kvm_amd in an L1 VM (``scripts/nested-kvm``).
+
+This host's own KVM may be software (kvm_pvm), which emulates the guest kernel
+and never exercises the hardware path. QEMU's TCG emulates AMD SVM, so the suite
+runs again inside an L1 whose ``/dev/kvm`` is kvm_amd, as on an AMD host.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asupermachine._core.kvm.host import this_host
+from tests.conftest import NESTED_SUMMARIES, SUMMARY_PREFIX
+
+ROOT = Path(__file__).parents[2]
+L1_SUITE = ["-m", "kvm", "tests/vm", "tests/examples", "tests/kvm", "tests/bench"]
+"""Every guest-booting test and the benches' smoke tests (tests/nested itself is left out)."""
+L1_TIMEOUT = 30 * 60
+"""Seconds the L1 may run: well past what the suite needs, short of CI's limit."""
+
+
+def test_the_guest_suite_passes_on_kvm_amd_in_an_l1() -> None:
+    if not this_host().software:
+        pytest.skip(f"this host's own KVM is hardware ({this_host()}): the direct pass ran on it")
+    command = [
+        str(ROOT / "scripts" / "nested-kvm"), "--timeout", str(L1_TIMEOUT), "--",
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *L1_SUITE,
+    ]
+    run = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    print(run.stdout, run.stderr, sep="\n")  # shown with the failure, or with -s
+    lines = run.stdout.splitlines()
+    summary = [line for line in lines if line.startswith(SUMMARY_PREFIX)]
+    NESTED_SUMMARIES.extend(summary + [line for line in lines if re.match(r"=* ?\d+ (passed|failed)", line)])
+    assert run.returncode == 0, f"the L1 pass ended with status {run.returncode}"
+    assert summary and "kvm_amd" in summary[0], "the L1 pass did not run on kvm_amd"
