@@ -172,22 +172,26 @@ async def running(
         if restore is not None:
             # The guest's connections were to a host side that is gone.
             microvm.vsock.serve(lambda: microvm.vsock_device.post_transport_reset(vsock_reset.set), EVENT_QUEUE)
-        async with contextlib.AsyncExitStack() as helpers:
-            link = None if passt is None else await helpers.enter_async_context(running_passt(passt))
-            with unwrap_single_error():
-                async with anyio.create_task_group() as tasks:
-                    engine = RunningVm(microvm, vsock, tasks, pump)
-                    engine.start()
-                    if pump is not None and link is not None:
-                        tasks.start_soon(pump.run, link, name="network")
-                    try:
-                        if restore is not None:
-                            await engine.until_guest(vsock_reset.wait, "took in the vsock reset")
-                        yield engine
-                    finally:
-                        microvm.stop.request(GuestExit(ShutdownReason.HOST))
-                        # Device tasks serve until the VM goes; vCPU threads end once kicked.
-                        tasks.cancel_scope.cancel()
+        with unwrap_single_error():
+            async with anyio.create_task_group() as tasks:
+                engine = RunningVm(microvm, vsock, tasks, pump)
+                engine.start()
+                # passt starts while the guest runs (a process start is the slowest step of a
+                # restore): the VM is ready once both are, not after one and then the other.
+                network_up = anyio.Event()
+                if pump is not None and passt is not None:
+                    tasks.start_soon(_serve_network, passt, pump, network_up, name="network")
+                else:
+                    network_up.set()
+                try:
+                    if restore is not None:
+                        await engine.until_guest(vsock_reset.wait, "took in the vsock reset")
+                    await network_up.wait()  # a passt that cannot start fails the task group instead
+                    yield engine
+                finally:
+                    microvm.stop.request(GuestExit(ShutdownReason.HOST))
+                    # Device tasks serve until the VM goes; vCPU threads end once kicked.
+                    tasks.cancel_scope.cancel()
     finally:
         for microvm in built:
             microvm.close()
@@ -195,3 +199,10 @@ async def running(
         if pump is not None:
             pump.close()
         await console.release()
+
+
+async def _serve_network(passt: Passt, pump: NetworkPump, up: anyio.Event) -> None:
+    """Run the VM's passt and move frames between it and the NIC until cancelled (passt dies with it)."""
+    async with running_passt(passt) as link:
+        up.set()
+        await pump.run(link)
