@@ -63,7 +63,7 @@ def baked() -> Snapshot:
 
 
 # Tests under these folders boot guests (or drive /dev/kvm) throughout.
-KVM_FOLDERS = ("vm", "examples", "kvm", "nested", "bench")
+KVM_FOLDERS = ("vm", "examples", "kvm", "nested")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

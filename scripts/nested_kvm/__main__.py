@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -31,7 +32,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run(), which kills the L1's QEMU
+
+
 def main(argv: list[str]) -> int:
+    for terminating in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(terminating, _exit_on_signal)
     args = parse(argv)
     request = Request(
         argv=args.command, cwd=REPOSITORY, env=dict(os.environ), memory_mib=args.memory, vcpus=args.vcpus,

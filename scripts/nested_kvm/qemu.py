@@ -29,6 +29,7 @@ def qemu_command(
         "-serial", f"file:{io / CONSOLE_NAME}",
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={io},mount_tag=nestedio,security_model=none,multidevs=remap",
-        # restrict=on: nothing leaves the host, but the L1 has a routed interface, which passt needs.
-        "-nic", "user,model=virtio-net-pci,restrict=on",
+        # QEMU's user network: a routed interface, which passt needs, and a DNS forwarder (10.0.2.3),
+        # so the L1 reaches and resolves what this host does (restrict=on would cut DNS too).
+        "-nic", "user,model=virtio-net-pci",
     ]

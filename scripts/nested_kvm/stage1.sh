@@ -18,7 +18,7 @@ give_up() {
 for module in /modules/*.ko; do
     insmod "$module" 2>/dev/null || say "insmod ${module##*/} failed"
 done
-mount_9p() { mount -t 9p -o "trans=virtio,version=9p2000.L,msize=1048576,$2" "$1" "$3"; }
+mount_9p() { mount -t 9p -o "trans=virtio,version=9p2000.L,msize=512000,$2" "$1" "$3"; }
 mount_9p nestedio rw /io || give_up "cannot mount the run's directory from the host"
 [ -c /dev/kvm ] || give_up "$(cat /no-kvm-hint); the L1 kernel said: $(dmesg | grep -i -E 'kvm|svm' | tail -3)"
 mount_9p hostroot ro,cache=loose /lower || give_up "cannot mount the host's root"

@@ -28,6 +28,8 @@ NETWORK = (
     ("ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"),
     ("ip", "route", "add", "default", "via", "10.0.2.2"),
 )
+DNS_FORWARDER = "10.0.2.3"
+"""QEMU's user network forwards DNS from here to this host's resolver."""
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -40,6 +42,8 @@ def prepare() -> None:
         subprocess.run(command, check=True)
     with open("/proc/sys/kernel/hostname", "w") as f:
         f.write("nested-kvm")
+    with open("/etc/resolv.conf", "w") as f:  # the overlay's copy: the host's stays as it is
+        f.write(f"nameserver {DNS_FORWARDER}\n")
 
 
 def run(request: dict) -> int:

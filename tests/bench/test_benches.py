@@ -39,6 +39,7 @@ def run_bench(name: str, arguments: list[str]) -> str:
     return run.stdout
 
 
+@pytest.mark.kvm
 @pytest.mark.guest_bench
 @pytest.mark.parametrize("name", GUEST_BENCHES)
 def test_guest_bench_prints_its_table_with_its_peer(name: str) -> None:
