@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from typing import Any
 
 IO = "/nested-io"
 MOUNTS = (
@@ -46,7 +47,7 @@ def prepare() -> None:
         f.write(f"nameserver {DNS_FORWARDER}\n")
 
 
-def run(request: dict) -> int:
+def run(request: dict[str, Any]) -> int:
     """Run the request's command as the L1's only job; its exit status, 128+N for signal N."""
     with open(f"{IO}/stdout", "ab", buffering=0) as out, open(f"{IO}/stderr", "ab", buffering=0) as err:
         child = subprocess.Popen(

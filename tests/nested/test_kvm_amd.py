@@ -20,15 +20,26 @@ from tests.conftest import NESTED_SUMMARIES, SUMMARY_PREFIX
 ROOT = Path(__file__).parents[2]
 L1_SUITE = [
     "-m", "kvm", "-k", "not trio",
-    "tests/vm/test_machine_boot.py", "tests/vm/test_machine_exec.py", "tests/vm/test_machine_vsock.py",
-    "tests/vm/test_snapshot.py", "tests/vm/test_network.py", "tests/vm/test_terminal.py",
-    "tests/vm/test_runtime.py", "tests/vm/test_vector_state.py", "tests/examples", "tests/bench",
+    "tests/vm/test_machine_boot.py::test_init_reports_the_command_exit_status_zero_and_nonzero",
+    "tests/vm/test_machine_boot.py::test_guest_with_two_vcpus_sees_two_cpus",
+    "tests/vm/test_machine_exec.py",
+    "tests/vm/test_machine_vsock.py",
+    "tests/vm/test_snapshot.py::test_live_snapshot_then_restore_carries_on",
+    "tests/vm/test_snapshot.py::test_clones_share_the_snapshot_but_not_their_writes",
+    "tests/vm/test_snapshot.py::test_two_vcpus_are_saved_and_restored",
+    "tests/vm/test_network.py::test_two_clones_reach_the_host_and_answer_on_their_own_published_ports",
+    "tests/vm/test_terminal.py::test_an_interactive_shell_on_a_pty_sizes_resizes_takes_ctrl_c_and_exits_with_its_status",
+    "tests/vm/test_runtime.py::test_a_machine_made_in_one_task_is_used_and_closed_in_others",
+    "tests/vm/test_runtime.py::test_a_kernel_panic_is_reported_with_the_console_while_others_serve",
+    "tests/vm/test_vector_state.py::test_init_finds_vector_registers_isolated_wherever_the_guest_has_avx",
+    "tests/examples/test_web_service.py",
+    "tests/bench",
 ]
-"""The core set on kvm_amd: boot, exec and files, vsock, snapshots and clones, networking, terminals,
-the runtime, vector state, the examples and every bench's smoke test. asyncio only: the event loop's
-backend does not touch the hardware path, and the direct pass runs both. The whole guest suite takes
-~40 min in the L1, too long beside the direct pass in one CI run; run it with
-``scripts/nested-kvm -- .venv/bin/python -m pytest -m kvm tests``."""
+"""The core set on kvm_amd: boot (one and two vCPUs), exec and files, vsock, snapshots and clones,
+networking, terminals, the runtime, vector state, the web example and every bench's smoke test, on
+asyncio (the event loop's backend does not touch the hardware path; the direct pass runs both).
+The whole guest suite takes ~40 min in the L1, too long beside the direct pass in one CI run:
+``scripts/nested-kvm -- .venv/bin/python -m pytest -m kvm tests`` runs it."""
 L1_TIMEOUT = 30 * 60
 """Seconds the L1 may run: well past what the suite needs, short of CI's limit."""
 
@@ -38,7 +49,7 @@ def test_the_guest_suite_passes_on_kvm_amd_in_an_l1() -> None:
         pytest.skip(f"this host's own KVM is hardware ({this_host()}): the direct pass ran on it")
     command = [
         str(ROOT / "scripts" / "nested-kvm"), "--timeout", str(L1_TIMEOUT), "--",
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *L1_SUITE,
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--durations=15", *L1_SUITE,
     ]
     run = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     print(run.stdout, run.stderr, sep="\n")  # shown with the failure, or with -s
