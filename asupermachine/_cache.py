@@ -34,15 +34,31 @@ def file_digest(path: Path) -> bytes:
 
 
 def file_sha256(path: Path) -> str:
-    """The hex sha256 of a file, hashed once per version of it in this process."""
+    """The hex sha256 of a file, hashed once per version of it and remembered across processes.
+
+    A version is the file's path, size, mtime and ctime: a write changes the ctime,
+    which no one can set back, so a changed file is always hashed again.
+    """
     stat = path.stat()
-    return _sha256_of_version(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return _sha256_of_version(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=64)
-def _sha256_of_version(path: Path, size: int, mtime_ns: int, inode: int) -> str:
-    """Keyed by what changes when the file does, so a rewritten file is hashed again."""
-    return file_digest(path).hex()
+def _sha256_of_version(path: Path, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    # The kernel's source tarball is ~140 MB: hashing it for every boot's asset key cost more
+    # than the boot (seconds where Python runs slowly, such as nested KVM).
+    memo = cache_root() / "digests" / content_key(str(path).encode(), f"{size}:{mtime_ns}:{ctime_ns}".encode())
+    with contextlib.suppress(OSError, ValueError):
+        remembered = memo.read_text()
+        if len(remembered) == 64 and int(remembered, 16) >= 0:
+            return remembered
+    digest = file_digest(path).hex()
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next process a hash
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        staging = memo.with_name(f".{memo.name}.{os.getpid()}")
+        staging.write_text(digest)
+        os.replace(staging, memo)
+    return digest
 
 
 @contextlib.contextmanager

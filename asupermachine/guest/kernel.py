@@ -14,7 +14,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from .._cache import build_once, cache_root, content_key, file_digest
+from .._cache import build_once, cache_root, content_key, file_sha256
 from .._errors import AssetError
 
 KERNEL_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
@@ -36,7 +36,7 @@ def kernel_key(tarball: Path = KERNEL_SOURCE_TARBALL) -> str:
             f"kernel source {tarball} is missing: install it with "
             "`apt-get install linux-source-6.1` (scripts/setup.sh does this)"
         )
-    parts = [_BUILD_RECIPE_VERSION, file_digest(tarball), CONFIG_FRAGMENT.read_bytes()]
+    parts = [_BUILD_RECIPE_VERSION, bytes.fromhex(file_sha256(tarball)), CONFIG_FRAGMENT.read_bytes()]
     parts += [p.name.encode() + p.read_bytes() for p in _patches()]
     return content_key(*parts)
 
