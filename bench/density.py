@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+from _limits import raise_fd_limit
 from _stats import measured_under, percentile
 
 from asupermachine import ExecTimeout, Image, Machine, Runtime, Snapshot
@@ -135,14 +136,6 @@ def process_cpu_seconds() -> float:
 def progress(message: str) -> None:
     """A line on stderr while a long run goes on (the tables go to stdout)."""
     print(f"  {message}", file=sys.stderr, flush=True)
-
-
-def raise_fd_limit() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard one; returns it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 # -- default mode: N machines at once ----------------------------------------------

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
+from _limits import raise_fd_limit
 from _qemu import qemu_command
 from _stats import measured_under, percentile
 
@@ -285,6 +286,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--clones", default="1,10,50,200")
     args = parser.parse_args()
+    raise_fd_limit()  # 200 clones hold ~5,000 fds
     args.clones = [int(count) for count in args.clones.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-restore-") as workdir:
         anyio.run(run, args, Path(workdir))

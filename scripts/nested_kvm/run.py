@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,10 @@ def run(arch: L1Arch, request: Request) -> int:
         io = Path(scratch)
         (io / "request").mkdir()
         shutil.copy2(STAGE2, io / "request" / "stage2.py")
-        body = {"argv": request.argv, "cwd": str(request.cwd), "env": request.env}
+        body = {
+            "argv": request.argv, "cwd": str(request.cwd), "env": request.env,
+            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),  # the L1's PID 1 starts at 1024/4096
+        }
         (io / "request" / "request.json").write_text(json.dumps(body))
         for name in ("stdout", "stderr"):
             (io / name).touch()

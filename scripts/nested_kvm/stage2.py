@@ -7,6 +7,7 @@ every orphan meanwhile, records the exit status and powers the L1 off.
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def prepare() -> None:
 
 def run(request: dict[str, Any]) -> int:
     """Run the request's command as the L1's only job; its exit status, 128+N for signal N."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, tuple(request["nofile"]))  # the caller's, as on the host
     with open(f"{IO}/stdout", "ab", buffering=0) as out, open(f"{IO}/stderr", "ab", buffering=0) as err:
         child = subprocess.Popen(
             request["argv"], cwd=request["cwd"], env=request["env"],
