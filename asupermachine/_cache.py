@@ -7,6 +7,7 @@ import fcntl
 import functools
 import hashlib
 import os
+import string
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,16 +49,18 @@ def _sha256_of_version(path: Path, size: int, mtime_ns: int, ctime_ns: int) -> s
     # The kernel's source tarball is ~140 MB: hashing it for every boot's asset key cost more
     # than the boot (seconds where Python runs slowly, such as nested KVM).
     memo = cache_root() / "digests" / content_key(str(path).encode(), f"{size}:{mtime_ns}:{ctime_ns}".encode())
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, UnicodeDecodeError):
         remembered = memo.read_text()
-        if len(remembered) == 64 and int(remembered, 16) >= 0:
+        if len(remembered) == 64 and set(remembered) <= set(string.hexdigits):
             return remembered
     digest = file_digest(path).hex()
-    with contextlib.suppress(OSError):  # a read-only cache only costs the next process a hash
+    staging = memo.with_name(f".{memo.name}.{os.getpid()}")
+    try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        staging = memo.with_name(f".{memo.name}.{os.getpid()}")
         staging.write_text(digest)
         os.replace(staging, memo)
+    except OSError:  # a read-only or full cache only costs the next process a hash
+        staging.unlink(missing_ok=True)
     return digest
 
 
