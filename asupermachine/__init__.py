@@ -46,6 +46,7 @@ from ._network import Network as Network
 from ._options import BootOptions as BootOptions
 from ._options import RestoreOptions as RestoreOptions
 from ._options import StartOptions as StartOptions
+from ._outcome import CloseReason as CloseReason
 from ._outcome import ExecResult as ExecResult
 from ._outcome import ExitStatus as ExitStatus
 from ._outcome import GuestExit as GuestExit
@@ -56,3 +57,13 @@ from ._runtime import Runtime as Runtime
 from .image.image import Image as Image
 from .image.registry import Credentials as Credentials
 from .snapshot.snapshot import Snapshot as Snapshot
+
+
+def _present_public_names() -> None:
+    """Public types say ``asupermachine.X`` in reprs and tracebacks, not where they are defined."""
+    for name, value in globals().items():
+        if isinstance(value, type) and not name.startswith("_"):
+            value.__module__ = __name__
+
+
+_present_public_names()

@@ -33,10 +33,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._outcome import GuestExit
+from ._outcome import CloseReason, GuestExit
 
 
 class AsupermachineError(Exception):
@@ -159,13 +156,13 @@ class GuestUnresponsive(AsupermachineError, TimeoutError):
 
 
 class MachineClosed(AsupermachineError):
-    """The machine was closed: by :meth:`Machine.close`, by its ``timeout``, or with its runtime.
+    """The machine was closed: by :meth:`Machine.close`, by its ``timeout``, or with its runtime (``reason``)."""
 
-    ``reason`` is ``"closed"``, ``"timeout"`` or ``"runtime"``.
-    """
-
-    def __init__(self, machine_id: str, reason: str) -> None:
-        how = {"timeout": "reached its timeout and was closed", "runtime": "was closed with its runtime"}
+    def __init__(self, machine_id: str, reason: CloseReason) -> None:
+        how = {
+            CloseReason.TIMEOUT: "reached its timeout and was closed",
+            CloseReason.RUNTIME: "was closed with its runtime",
+        }
         super().__init__(f"machine {machine_id} {how.get(reason, 'is closed')}")
         self.machine_id = machine_id
         self.reason = reason

@@ -11,24 +11,23 @@ from types import TracebackType
 from typing import TypeVar, Unpack
 
 import anyio
+import anyio.abc
 
+from ._backend import Backend
+from ._construction import NoPublicConstructor
 from ._core.agent import files
 from ._core.agent.exec import collect
 from ._core.agent.process import Process, greet
 from ._core.agent.protocol import AGENT_PORT, FrameDecoder, VectorState, encode_hostname
 from ._core.console import Console
-from ._core.persist import MachineState
-from ._core.running import RunningVm
-from ._core.vcpu.pause import VmStopped
-from ._core.vsock.host import VsockListener, VsockStream
-from ._errors import AsupermachineError, ExecTimeout, MachineClosed, SnapshotError, VsockConnectionReset
+from ._core.vsock.host import VsockListener
+from ._errors import AsupermachineError, ExecTimeout, MachineClosed, VsockConnectionReset
 from ._hooks import default_runtime
 from ._network import MachineNetwork
 from ._options import RESTORE_KEYS, BootOptions, RestoreOptions, StartOptions
-from ._outcome import ExecResult, GuestExit, ShutdownReason
+from ._outcome import CloseReason, ExecResult, GuestExit
 from .image.image import Image
-from .snapshot.memory_file import MemoryImage, write_memory
-from .snapshot.snapshot import Snapshot, is_snapshot, write_snapshot
+from .snapshot.snapshot import Snapshot, is_snapshot
 
 AGENT_RETRY_INTERVAL = 0.05
 PORT_POLL_INTERVAL = 0.05
@@ -36,7 +35,7 @@ PORT_POLL_INTERVAL = 0.05
 T = TypeVar("T")
 
 
-class Machine:
+class Machine(metaclass=NoPublicConstructor):
     """A running microVM. Get one from a :class:`Runtime` or :meth:`create`; close it with :meth:`close`.
 
     Any task on the event loop that made it may use it and close it. Calls on a
@@ -45,16 +44,16 @@ class Machine:
     """
 
     def __init__(
-        self, engine: RunningVm, machine_id: str, *, rename_guest: bool, network: MachineNetwork | None = None
+        self, backend: Backend, machine_id: str, *, rename_guest: bool, network: MachineNetwork | None = None
     ) -> None:
-        self._engine = engine
+        self._backend = backend
         self.id = machine_id
         """Short and unique among live machines; also the guest's hostname."""
         self._network = network
         self._rename_guest = rename_guest
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()
-        self._close_reason = ""
+        self._close_reason: CloseReason | None = None
         self._life = anyio.CancelScope()
         self._calls: set[anyio.CancelScope] = set()
 
@@ -64,7 +63,7 @@ class Machine:
         still serves (:attr:`MachineNetwork.failure`); None without a NIC."""
         if self._network is None:
             return None
-        return dataclasses.replace(self._network, failure=self._engine.network_failure)
+        return dataclasses.replace(self._network, failure=self._backend.network_failure)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self.running else "stopped"
@@ -118,7 +117,7 @@ class Machine:
 
     # -- lifetime ------------------------------------------------------------------
 
-    async def serve(self, timeout: float | None) -> str:
+    async def _serve(self, timeout: float | None) -> CloseReason:
         """Keep the VM until it is closed, times out or its guest stops (the runtime's task); returns why."""
         if timeout is not None:
             self._life.deadline = anyio.current_time() + timeout
@@ -130,29 +129,29 @@ class Machine:
                     race.cancel_scope.cancel()
 
                 race.start_soon(until, self._close_requested)
-                race.start_soon(until, self._engine.stopped)
-        if self._life.cancelled_caught and not self._close_reason:
-            self._close_reason = "timeout"
+                race.start_soon(until, self._backend.stopped)
+        if self._life.cancelled_caught and self._close_reason is None:
+            self._close_reason = CloseReason.TIMEOUT
         for call in self._calls:
             call.cancel()
-        return self._close_reason or "stopped"
+        return self._close_reason or CloseReason.STOPPED
 
-    def mark_closed(self, reason: str) -> None:
+    def _mark_closed(self, reason: CloseReason) -> None:
         """The runtime has freed the VM (``reason`` unless one was already given)."""
         self._close_reason = self._close_reason or reason
         self._closed.set()
 
-    def request_close(self, reason: str) -> None:
+    def _request_close(self, reason: CloseReason) -> None:
         self._close_reason = self._close_reason or reason
         self._close_requested.set()
 
     def _halt(self) -> None:
         """Stop the guest at once, from any thread (interpreter exit); the runtime then frees it."""
-        self._engine.microvm.stop.request(GuestExit(ShutdownReason.HOST))
+        self._backend.halt()
 
     async def close(self) -> None:
         """Stop the guest and free everything it held; returns once that is done. Idempotent."""
-        self.request_close("closed")
+        self._request_close(CloseReason.CLOSED)
         await self._until_freed()
 
     async def __aenter__(self) -> Machine:
@@ -174,49 +173,44 @@ class Machine:
         return self._closed.is_set()
 
     @property
-    def close_reason(self) -> str:
-        """``"closed"``, ``"timeout"``, ``"runtime"``, ``"stopped"`` (the guest ended), or ``""`` while open."""
-        return self._close_reason if self.closed else ""
+    def close_reason(self) -> CloseReason | None:
+        """Why the machine closed; None while it is open."""
+        return self._close_reason if self.closed else None
 
     @property
     def memory_mib(self) -> int:
-        return self._engine.recipe.memory_mib
+        return self._backend.memory_mib
 
     @property
     def console(self) -> Console:
         """The serial console: ``async for chunk in vm.console``, ``vm.console.lines()``, ``send()``."""
-        return self._engine.console
+        return self._backend.console
 
     async def wait(self) -> GuestExit:
         """Wait for the guest to stop; returns why, with the exit code when init reported one.
 
         Raises :class:`GuestError` if a vCPU failed (for example an emulation failure).
         """
-        await self._engine.stopped.wait()
-        return self._engine.result()
+        await self._backend.stopped.wait()
+        return self._backend.result()
 
     @property
     def running(self) -> bool:
         """Whether the guest still runs (no vCPU has stopped)."""
-        return not self._engine.stopped.is_set()
+        return not self._backend.stopped.is_set()
 
     @property
     def exit(self) -> GuestExit | None:
         """How the guest ended, or None while it runs; raises :class:`GuestError` like :meth:`wait`."""
-        return self._engine.result() if self._engine.stopped.is_set() else None
+        return self._backend.result() if self._backend.stopped.is_set() else None
 
     # -- using ---------------------------------------------------------------------
 
     def _check_usable(self) -> None:
-        if self._close_reason and self._close_reason != "stopped" and self._host_stopped():
+        if self._close_reason not in (None, CloseReason.STOPPED) and self._backend.host_stopped():
             raise MachineClosed(self.id, self._close_reason)
-        if self._engine.stopped.is_set():
-            raise self._engine.stopped_error()
-
-    def _host_stopped(self) -> bool:
-        """Whether the guest is running or was stopped by the host, not ended by itself."""
-        stop = self._engine.microvm.stop
-        return stop.failure is None and (stop.result is None or stop.result.reason is ShutdownReason.HOST)
+        if self._backend.stopped.is_set():
+            raise self._backend.stopped_error()
 
     async def _guarded(self, step: Callable[[], Awaitable[T]]) -> T:
         """Run a call on the guest: refused once closed or stopped, cut short (with that error) when it happens.
@@ -224,7 +218,7 @@ class Machine:
         A call refused or cut short because the machine is closing raises once it is
         closed: whoever sees the error then finds it gone from its runtime.
         """
-        if self._close_reason:
+        if self._close_reason is not None:
             await self._until_freed()
         self._check_usable()
         with anyio.CancelScope() as scope:
@@ -235,7 +229,7 @@ class Machine:
                 self._calls.discard(scope)
         await self._until_freed()  # only the machine's end cancels this scope
         self._check_usable()
-        raise MachineClosed(self.id, self._close_reason or "closed")
+        raise MachineClosed(self.id, self._close_reason or CloseReason.CLOSED)
 
     async def _until_freed(self) -> None:
         """Wait, even when cancelled, for the runtime to free the machine (its teardown is bounded)."""
@@ -247,14 +241,14 @@ class Machine:
             self._check_usable()
         except AsupermachineError as error:
             return error
-        return MachineClosed(self.id, "closed")
+        return MachineClosed(self.id, CloseReason.CLOSED)
 
-    async def connect(self, port: int) -> VsockStream:
+    async def connect(self, port: int) -> anyio.abc.ByteStream:
         """An anyio byte stream to the guest's vsock ``port`` (the host is CID 2, the guest CID 3).
 
         Raises :class:`VsockConnectionReset` when the guest refuses (nothing listens there).
         """
-        return await self._guarded(lambda: self._engine.vsock.connect(port))
+        return await self._guarded(lambda: self._backend.connect(port))
 
     def listen(self, port: int) -> contextlib.AbstractAsyncContextManager[VsockListener]:
         """Accept guest connections to the host (CID 2) ``port``: ``async with vm.listen(port) as listener``.
@@ -263,7 +257,7 @@ class Machine:
         ``OSError`` (EADDRINUSE) if the port is already listened on.
         """
         self._check_usable()
-        return self._engine.vsock.listen(port)
+        return self._backend.listen(port)
 
     async def spawn(
         self,
@@ -272,7 +266,6 @@ class Machine:
         env: Mapping[str, str] | None = None,
         workdir: str = "",
         user: str | int = "",
-        cwd: str = "",
         tty: bool = False,
         size: tuple[int, int] = (24, 80),
     ) -> Process:
@@ -286,13 +279,10 @@ class Machine:
         from the user's passwd entry); ``workdir`` empty means the image's (else ``/``);
         ``user`` is a name, uid, ``user:group`` or ``uid:gid`` resolved against the
         guest's ``/etc/passwd`` and ``/etc/group`` (empty: the image's, else root).
-        ``cwd`` is the former name of ``workdir``. Waits for the agent if the guest is
-        still booting. Raises :class:`ExecError` if the command cannot start. Use the
-        process with ``async with``: leaving kills it.
+        Waits for the agent if the guest is still booting. Raises :class:`ExecError`
+        if the command cannot start. Use the process with ``async with``: leaving kills it.
         """
-        defaults = self._engine.recipe.defaults
-        env = {**defaults.env, **(env or {})}
-        workdir, user = workdir or cwd or defaults.workdir, str(user) or defaults.user
+        user = str(user)
 
         async def start() -> tuple[Process, FrameDecoder]:
             connection = await self._connect_agent()
@@ -306,7 +296,7 @@ class Machine:
                 raise
 
         process, decoder = await self._guarded(start)
-        self._engine.tasks.start_soon(process.pump, decoder, name=f"process-{process.pid}")
+        self._backend.tasks.start_soon(process.pump, decoder, name=f"process-{process.pid}")
         return process
 
     async def exec(
@@ -318,14 +308,13 @@ class Machine:
         user: str | int = "",
         stdin: bytes | None = None,
         timeout: float | None = None,
-        cwd: str = "",
     ) -> ExecResult:
         """Run ``argv`` to completion and collect its output (see :meth:`spawn`).
 
         Raises :class:`ExecTimeout`, after killing the command, if it outlives
         ``timeout`` seconds.
         """
-        process = await self.spawn(argv, env=env, workdir=workdir or cwd, user=user)
+        process = await self.spawn(argv, env=env, workdir=workdir, user=user)
 
         async def run() -> ExecResult:
             try:
@@ -379,24 +368,24 @@ class Machine:
         async def poll() -> None:
             while True:
                 try:
-                    stream = await self._engine.vsock.connect(port)
+                    stream = await self._backend.connect(port)
                 except VsockConnectionReset:
                     await anyio.sleep(PORT_POLL_INTERVAL)
                     continue
                 await stream.aclose()
                 return
 
-        await self._guarded(lambda: self._engine.until_guest(poll, f"listened on vsock port {port}"))
+        await self._guarded(lambda: self._backend.until_guest(poll, f"listened on vsock port {port}"))
 
-    async def _connect_agent(self) -> VsockStream:
-        async def connect() -> VsockStream:
+    async def _connect_agent(self) -> anyio.abc.ByteStream:
+        async def connect() -> anyio.abc.ByteStream:
             while True:
                 try:
-                    return await self._engine.vsock.connect(AGENT_PORT)
+                    return await self._backend.connect(AGENT_PORT)
                 except VsockConnectionReset:
                     await anyio.sleep(AGENT_RETRY_INTERVAL)  # the agent is not listening yet
 
-        connection = await self._engine.until_guest(connect, "agent listened")
+        connection = await self._backend.until_guest(connect, "agent listened")
         if self._rename_guest:
             # A restored clone still has the snapshot's hostname: the agent takes its own before the request.
             await connection.send(encode_hostname(self.id))
@@ -415,20 +404,5 @@ class Machine:
         with a writable disk or one that stopped, ``FileExistsError`` if
         ``path`` exists.
         """
-        microvm = self._engine.microvm
-
-        def capture(memory_path: Path) -> tuple[MachineState, MemoryImage]:
-            with microvm.quiesced(idle_within):
-                state = microvm.capture()
-                with microvm.memory.whole as memory:
-                    return state, write_memory(memory, memory_path)
-
-
-        async def take() -> Snapshot:
-            try:
-                return await anyio.to_thread.run_sync(write_snapshot, Path(path), self._engine.recipe, capture)
-            except VmStopped:
-                raise SnapshotError("running", "the VM stopped before it could be snapshotted") from None
-
-        return await self._guarded(take)
+        return await self._guarded(lambda: self._backend.snapshot(Path(path), idle_within))
 

@@ -1,4 +1,4 @@
-"""How things in a guest end: a VM (:class:`GuestExit`) and a process (:class:`ExitStatus`, :class:`ExecResult`)."""
+"""How things end: a machine (:class:`CloseReason`), its guest (:class:`GuestExit`), a process (:class:`ExitStatus`)."""
 
 from __future__ import annotations
 
@@ -20,17 +20,25 @@ class ShutdownReason(enum.Enum):
     """The host stopped the VM (close, timeout, cancellation)."""
 
 
+class CloseReason(enum.StrEnum):
+    """Why a machine closed (:attr:`Machine.close_reason`, :attr:`MachineClosed.reason`)."""
+
+    CLOSED = "closed"
+    """:meth:`Machine.close` (or leaving its ``async with``)."""
+    TIMEOUT = "timeout"
+    """Its ``timeout`` ran out."""
+    RUNTIME = "runtime"
+    """Its :class:`Runtime` closed."""
+    STOPPED = "stopped"
+    """The guest ended by itself (see :meth:`Machine.wait`)."""
+
+
 @dataclass(frozen=True)
 class GuestExit:
     """How a VM ended: the reason and, for :attr:`ShutdownReason.EXIT`, the exit code (0..255)."""
 
     reason: ShutdownReason
     exit_code: int | None = None
-
-    @property
-    def status(self) -> int | None:
-        """The former name of :attr:`exit_code`, kept for existing callers."""
-        return self.exit_code
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,11 @@ class ExitStatus:
 
     exit_code: int | None
     signal: int | None
+
+    @property
+    def returncode(self) -> int:
+        """As subprocess and anyio give it: the exit code, or minus the signal that killed the process."""
+        return self.exit_code if self.exit_code is not None else -(self.signal or 0)
 
     def __str__(self) -> str:
         return f"exit {self.exit_code}" if self.exit_code is not None else f"signal {self.signal}"

@@ -33,6 +33,7 @@ from ._errors import CapacityExceeded
 from ._machine import Machine
 from ._network import MachineNetwork, Network, NetworkOption, chosen_network
 from ._options import BootOptions, RestoreOptions, StartOptions
+from ._outcome import CloseReason
 from .guest import resolve_assets
 from .image.image import Image
 from .snapshot.snapshot import Snapshot
@@ -69,7 +70,7 @@ class Runtime:
     ) -> bool | None:
         self._closing = True
         for machine in list(self._machines.values()):
-            machine.request_close("runtime")
+            machine._request_close(CloseReason.RUNTIME)
         try:
             return await self._exit.__aexit__(kind, error, traceback)
         finally:
@@ -236,17 +237,17 @@ class Runtime:
     ) -> None:
         """Run one machine until it is closed, times out or its guest stops; never disturb the others."""
         machine: Machine | None = None
-        reason = "stopped"
+        reason = CloseReason.STOPPED
         passt = None if network is None or recipe.network is None else network.passt(recipe.network)
         try:
             async with running(recipe, console_capacity, restore, passt) as engine:
                 info = None if passt is None or recipe.network is None else MachineNetwork.of(recipe.network, passt)
-                machine = Machine(engine, machine_id, rename_guest=restore is not None, network=info)
+                machine = Machine._create(engine, machine_id, rename_guest=restore is not None, network=info)
                 self._machines[machine_id] = machine
                 if self._closing:
-                    machine.request_close("runtime")
+                    machine._request_close(CloseReason.RUNTIME)
                 task_status.started(machine)
-                reason = await machine.serve(timeout)
+                reason = await machine._serve(timeout)
         except Exception:
             if machine is None:
                 raise  # the caller of start() gets it
@@ -255,7 +256,7 @@ class Runtime:
             if machine is not None:
                 self._machines.pop(machine_id, None)
                 self._release(recipe.memory_mib)
-                machine.mark_closed(reason)
+                machine._mark_closed(reason)
 
     async def _admit(self, memory_mib: int, wait: bool) -> None:
         if self.max_memory_mib is not None and memory_mib > self.max_memory_mib:

@@ -289,8 +289,8 @@ async def _stream_console_and_wait(vm: Machine) -> int:
         out.write(chunk)
         out.flush()
     result = await vm.wait()
-    if result.reason is ShutdownReason.EXIT and result.status is not None:
-        return result.status
+    if result.reason is ShutdownReason.EXIT and result.exit_code is not None:
+        return result.exit_code
     print(f"asupermachine: guest ended by {result.reason.value}", file=sys.stderr)
     return 0 if result.reason is ShutdownReason.POWER_OFF else STATUS_ABNORMAL_END
 

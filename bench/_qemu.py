@@ -1,4 +1,4 @@
-"""QEMU ``-M microvm`` as the peer: the same kernel, initramfs, root disk, init options and CPU model as ours."""
+"""QEMU ``-M microvm`` as the peer: the same kernel, initramfs, root disk, init configuration and CPU model as ours."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asupermachine._core.arch.x86_64.cmdline import InitOptions, kernel_cmdline
+from asupermachine._cache import build_once, cache_root, content_key
+from asupermachine._core.arch.x86_64.cmdline import kernel_cmdline
 from asupermachine._core.arch.x86_64.cpuid import EMULATOR_REFUSED_FEATURES, CpuModel
 from asupermachine._core.builder import ROOT_DEVICE
+from asupermachine._core.init_config import InitConfig, initrd_with
 from asupermachine.guest import GuestAssets
 
 # QEMU's names for the KVM PV features our conservative model masks (cpuid.KVM_HYPERCALL_FEATURES).
@@ -30,7 +32,7 @@ def _transport(index: int) -> str:
 @dataclass(frozen=True)
 class QemuNic:
     """A virtio-net NIC whose frames go over ``fd``, a connected stream socket QEMU inherits (4-byte
-    big-endian length framing, as passt speaks), with ``init_option`` (init's ``asupermachine.net=``)."""
+    big-endian length framing, as passt speaks), with ``init_option`` (init's ``net=``)."""
 
     fd: int
     init_option: str
@@ -39,6 +41,17 @@ class QemuNic:
 def exit_status(qemu_returncode: int) -> int:
     """Our kernel reports init's exit status on port 0xf4: QEMU exits with (status << 1) | 1."""
     return qemu_returncode >> 1
+
+
+def _initrd(assets: GuestAssets, config: InitConfig) -> Path:
+    """Our initramfs with ``config`` appended, as our VMM loads it, in a file for ``-initrd`` (cached by content)."""
+    data = initrd_with(assets.initramfs.read_bytes(), config)
+    target = cache_root() / "bench" / "qemu-initrd" / content_key(data) / "initrd.cpio"
+
+    def write(staging: Path) -> None:
+        (staging / target.name).write_bytes(data)
+
+    return build_once(target, write)
 
 
 def qemu_command(
@@ -53,9 +66,8 @@ def qemu_command(
 ) -> list[str]:
     """QEMU booting our guest with its root disk, then ``disks`` read-only, then ``nic``, running ``command``.
 
-    The virtio-mmio transports are declared by us, before init's ``--`` (QEMU would
-    append its own declarations after it, where the kernel no longer reads them),
-    in device order, so the guest names the disks as ours does (root ``/dev/vda``, ...).
+    The virtio-mmio transports are declared by us, in device order, so the guest
+    names the disks as ours does (root ``/dev/vda``, ...).
     The caller passes ``nic.fd`` on to QEMU (``pass_fds``).
     """
     if assets.default_root is None:
@@ -77,13 +89,13 @@ def qemu_command(
         cpu_model=model,
         kernel_log=False,
         devices=[_transport(index) for index in range(1 + 1 + len(disks) + (nic is not None))],  # rng, root, disks, nic
-        init=InitOptions(root=ROOT_DEVICE, network="" if nic is None else nic.init_option),
-        command=command,
     )
+    config = InitConfig(root=ROOT_DEVICE, network="" if nic is None else nic.init_option, command=command)
+    initrd = _initrd(assets, config)
     return [
         "qemu-system-x86_64", "-M", "microvm,isa-serial=on,acpi=off,rtc=off,auto-kernel-cmdline=off", "-enable-kvm",
         "-cpu", cpu, "-smp", str(vcpus), "-m", str(memory_mib),
-        "-kernel", str(assets.kernel), "-initrd", str(assets.initramfs), "-append", cmdline,
+        "-kernel", str(assets.kernel), "-initrd", str(initrd), "-append", cmdline,
         "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
         "-device", "isa-debug-exit,iobase=0xf4,iosize=2",
         # The guest's entropy source, as ours has. (Our virtio-vsock has no peer here: QEMU

@@ -7,6 +7,7 @@ the running VM (:class:`MicroVm`) never builds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from .._errors import AssetError, KernelImageError, SnapshotError, VirtqueueError
 from .arch.x86_64 import layout
 from .arch.x86_64.boot_params import build_zero_page, e820_map
-from .arch.x86_64.cmdline import InitOptions, kernel_cmdline
+from .arch.x86_64.cmdline import kernel_cmdline
 from .arch.x86_64.cpu_state import boot_memory_contents, setup_boot_vcpu, setup_common_vcpu_state
 from .arch.x86_64.cpuid import guest_cpuid
 from .arch.x86_64.elf import load_vmlinux
@@ -26,26 +27,29 @@ from .devices.bus import Bus
 from .devices.shutdown_ports import EXIT_STATUS_PORT, I8042, I8042_DATA_PORT, ExitPorts
 from .devices.uart import COM1_BASE, COM1_IRQ, UART_PORT_COUNT, Uart
 from .devices.vector_state import XSTATE_PORT_RANGE, XSTATE_SAVE_PORT, TaskVectorStates, VectorStatePorts
+from .init_config import InitConfig, initrd_with
 from .kvm import Kvm
 from .memory import GuestMemory
-from .microvm import MIB, MicroVm
+from .microvm import MIB, NET_ID, RNG_ID, VSOCK_ID, MicroVm, block_id
 from .net.pump import RX_BACKLOG_BYTES, RX_BACKLOG_FRAMES, NetworkPump
 from .persist import MachineState, advanced, restore_vcpu, restore_vm
 from .recipe import VmRecipe
 from .vcpu.stop import StopLatch
 from .virtio.blk import Block
-from .virtio.mmio import VirtioDevice
 from .virtio.net import Net
 from .virtio.rng import Rng
-from .virtio.service import VirtioService
+from .vsock.device import RX_QUEUE as VSOCK_RX_QUEUE
 from .vsock.device import VsockDevice
-from .vsock.host import VsockHost
+from .vsock.host import MuxInbox, VsockHost
+from .vsock.muxer import VsockMuxer
 
 MIN_MEMORY_MIB = 64
 MAX_VCPUS = 254
 I8042_PORT_COUNT = 5
 EXIT_PORT_COUNT = 2
 ROOT_DEVICE = "/dev/vda"
+# Every VM has its own vsock device, so all can use the first guest CID.
+GUEST_CID = 3
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,7 @@ def check_shape(recipe: VmRecipe) -> None:
         raise ValueError(f"memory_mib must be at least {MIN_MEMORY_MIB}, not {recipe.memory_mib}")
 
 
-def build(
-    recipe: VmRecipe, console: Console, vsock: VsockHost, restore: RestorePoint | None, pump: NetworkPump | None = None
-) -> MicroVm:
+def build(recipe: VmRecipe, console: Console, restore: RestorePoint | None, pump: NetworkPump | None = None) -> MicroVm:
     """The VM ``recipe`` describes, booted from its kernel or resumed from ``restore``, ready to run.
 
     A recipe with a network needs ``pump``, the NIC's backend.
@@ -87,31 +89,36 @@ def build(
         )
         undo.callback(memory.close)
         vm = MicroVm(recipe, kvm, vm_fd, memory, console, StopLatch(), Bus(), Bus())
+        undo.callback(vm.devices.close)
         _create_platform(vm)
         _attach_platform_devices(vm)
-        devices = MmioDeviceManager()
-        blocks = [Block(disk) for disk in recipe.disks]
-        for block in blocks:
-            undo.callback(block.close)
-        vsock_device = VsockDevice(vsock.muxer, on_events=vsock.post)
-        nic = _nic(recipe, pump)
-        virtio_devices: tuple[VirtioDevice, ...] = (Rng(), vsock_device, *blocks, *([nic] if nic else []))
-        for device in virtio_devices:
-            slot = devices.register(device)
-            vm.virtio.append(VirtioService(vm_fd, vm.mmio, memory, device, slot))
-            undo.callback(vm.virtio[-1].close)
-        vm.vsock, vm.vsock_device = vm.virtio[1], vsock_device
-        vsock.attach(vm.vsock.lock, vm.kick_vsock_rx)
-        if nic is not None and pump is not None:
-            pump.attach(vm.virtio[-1], nic)
-        vm.blocks = blocks
-        entry = None if restore is not None else _load_guest(vm, kernel_cmdline_for(recipe, devices))
+        inbox = MuxInbox()
+        undo.callback(inbox.close)
+        _register_virtio_devices(vm, pump, inbox)
+        entry = None
+        if restore is None:
+            entry = _load_guest(vm, kernel_cmdline_for(recipe, vm.devices), init_config(recipe))
         undo.callback(vm.close_vcpus)
         _create_vcpus(vm, entry)
         if restore is not None:
             _restore(vm, restore.state)
         undo.pop_all()
         return vm
+
+
+def _register_virtio_devices(vm: MicroVm, pump: NetworkPump | None, inbox: MuxInbox) -> None:
+    """rng, vsock (its events to ``inbox``), the disks in order (the root first), and the NIC."""
+    devices = vm.devices
+    devices.register(RNG_ID, Rng())
+    muxer = VsockMuxer(GUEST_CID)
+    vm.vsock_device = VsockDevice(muxer, on_events=inbox.post)
+    vsock = devices.register(VSOCK_ID, vm.vsock_device)
+    vm.vsock = VsockHost(muxer, inbox, vsock.lock, functools.partial(vsock.kick, VSOCK_RX_QUEUE))
+    for index, disk in enumerate(vm.recipe.disks):
+        devices.register(block_id(index), Block(disk))
+    vm.nic = _nic(vm.recipe, pump)
+    if vm.nic is not None:
+        devices.register(NET_ID, vm.nic)
 
 
 def _nic(recipe: VmRecipe, pump: NetworkPump | None) -> Net | None:
@@ -128,20 +135,22 @@ def _nic(recipe: VmRecipe, pump: NetworkPump | None) -> Net | None:
 
 
 def kernel_cmdline_for(recipe: VmRecipe, devices: MmioDeviceManager) -> str:
-    defaults = recipe.defaults
+    """The kernel's words for a boot of ``recipe`` with ``devices`` registered."""
     return kernel_cmdline(
         cpu_model=recipe.cpu_model,
         kernel_log=recipe.kernel_log,
         extra=recipe.cmdline_extra,
         devices=devices.kernel_arguments,
-        init=InitOptions(
-            root=ROOT_DEVICE if recipe.disks else "",
-            env=defaults.env,
-            workdir=defaults.workdir,
-            user=defaults.user,
-            hostname=recipe.hostname,
-            network="" if recipe.network is None else recipe.network.init_option,
-        ),
+    )
+
+
+def init_config(recipe: VmRecipe) -> InitConfig:
+    """What init is told for a boot of ``recipe``."""
+    return InitConfig(
+        root=ROOT_DEVICE if recipe.disks else "",
+        hostname=recipe.hostname,
+        network="" if recipe.network is None else recipe.network.init_option,
+        defaults=recipe.defaults,
         command=recipe.command,
     )
 
@@ -177,13 +186,16 @@ def _attach_platform_devices(vm: MicroVm) -> None:
     vm.pio.register(XSTATE_SAVE_PORT, XSTATE_PORT_RANGE, vm.vector_states)
 
 
-def _load_guest(vm: MicroVm, cmdline: str) -> int:
-    """Place kernel, initramfs, command line and boot tables; return the kernel entry point."""
+def _load_guest(vm: MicroVm, cmdline: str, config: InitConfig) -> int:
+    """Place kernel, initramfs with init's configuration, command line and boot tables; return the entry point."""
     if len(cmdline) + 1 > layout.CMDLINE_MAX_SIZE:
-        raise ValueError(f"kernel command line is {len(cmdline)} bytes; the limit is {layout.CMDLINE_MAX_SIZE - 1}")
+        raise ValueError(
+            f"kernel command line is {len(cmdline)} bytes, over the limit of {layout.CMDLINE_MAX_SIZE - 1}:"
+            " shorten the extra kernel arguments"
+        )
     memory, recipe = vm.memory, vm.recipe
     kernel = load_vmlinux(recipe.kernel, memory)
-    initrd_addr, initrd_size = _load_initramfs(vm, kernel.end)
+    initrd_addr, initrd_size = _load_initramfs(vm, kernel.end, config)
     encoded = cmdline.encode() + b"\0"
     memory.write(layout.CMDLINE_ADDR, encoded)
     contents = {**identity_page_tables(), **boot_memory_contents()}
@@ -201,11 +213,11 @@ def _load_guest(vm: MicroVm, cmdline: str) -> int:
     return kernel.entry
 
 
-def _load_initramfs(vm: MicroVm, kernel_end: int) -> tuple[int, int]:
-    """Put the initramfs at the top of low RAM, page-aligned, clear of the kernel."""
+def _load_initramfs(vm: MicroVm, kernel_end: int, config: InitConfig) -> tuple[int, int]:
+    """Put the initramfs and init's configuration at the top of low RAM, page-aligned, clear of the kernel."""
     path = vm.recipe.initramfs
     try:
-        data = path.read_bytes()
+        data = initrd_with(path.read_bytes(), config)
     except OSError as e:
         raise AssetError(f"cannot read initramfs {path}: {e.strerror}") from None
     low_ram_end = vm.memory.regions[0].end
@@ -245,8 +257,7 @@ def _restore(vm: MicroVm, state: MachineState) -> None:
         restore_vm(vm.vm_fd, state.vm)
         for vcpu, vcpu_state in zip(vm.vcpus, state.vcpus, strict=True):
             restore_vcpu(vcpu, vcpu_state)
-        for service, transport_state in zip(vm.virtio, state.transports, strict=True):
-            service.transport.restore(transport_state)
+        vm.devices.restore(state.transports)
     except (OSError, ValueError, VirtqueueError) as error:
         raise SnapshotError("state", f"the saved VM state was refused: {error}") from error
     vm.uart.restore(state.uart)

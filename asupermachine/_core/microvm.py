@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 from .console import Console
+from .device_manager import MmioDeviceManager
 from .devices.bus import Bus
 from .devices.uart import Uart
 from .devices.vector_state import VectorStatePorts
@@ -23,12 +24,19 @@ from .recipe import VmRecipe
 from .vcpu.pause import PauseGate
 from .vcpu.runner import VcpuRunner
 from .vcpu.stop import StopLatch
-from .virtio.blk import Block
-from .virtio.service import VirtioService
-from .vsock.device import RX_QUEUE, VsockDevice
+from .virtio.net import Net
+from .vsock.device import VsockDevice
+from .vsock.host import VsockHost
 
 MIB = 1 << 20
 IDLE_POLL_INTERVAL = 0.005
+# The ids the VM's virtio devices are registered and saved under.
+RNG_ID, VSOCK_ID, NET_ID = "rng", "vsock", "net0"
+
+
+def block_id(index: int) -> str:
+    """The id of the ``index``-th disk (``/dev/vda`` is 0)."""
+    return f"blk{index}"
 
 
 class MicroVm:
@@ -38,8 +46,9 @@ class MicroVm:
     uart: Uart
     uart_lock: threading.Lock
     vector_states: VectorStatePorts
-    vsock: VirtioService
+    vsock: VsockHost
     vsock_device: VsockDevice
+    nic: Net | None
     pause: PauseGate
 
     def __init__(
@@ -56,14 +65,10 @@ class MicroVm:
         self.mmio = mmio
         self.vcpus: list[VcpuFd] = []
         self.cpuid: list[CpuidRows] = []
-        self.virtio: list[VirtioService] = []
-        self.blocks: list[Block] = []
+        self.devices = MmioDeviceManager(vm_fd, mmio, memory)
 
     def arm_pause(self) -> None:
         self.pause = PauseGate(self.vcpus, self.stop)
-
-    def kick_vsock_rx(self) -> None:
-        self.vsock.kick(RX_QUEUE)
 
     @contextlib.contextmanager
     def quiesced(self, idle_within: float = 0.0) -> Iterator[None]:
@@ -81,7 +86,7 @@ class MicroVm:
                 time.sleep(IDLE_POLL_INTERVAL)
                 self.pause.pause()
             with contextlib.ExitStack() as locks:
-                for lock in (self.uart_lock, *(service.lock for service in self.virtio)):
+                for lock in (self.uart_lock, *(service.lock for _, service in self.devices)):
                     locks.enter_context(lock)
                 yield
         finally:
@@ -101,7 +106,7 @@ class MicroVm:
                 capture_vcpu(vcpu, cpuid, msr_indices) for vcpu, cpuid in zip(self.vcpus, self.cpuid, strict=True)
             ),
             vm=capture_vm(self.vm_fd),
-            transports=tuple(service.transport.save() for service in self.virtio),
+            transports=self.devices.save(),
             uart=self.uart.save(),
             captured_at_ns=time.time_ns(),
             tsc_khz=self.vcpus[0].tsc_khz(),
@@ -124,11 +129,7 @@ class MicroVm:
         """Release every fd and mapping. Only once no vCPU thread runs."""
         self.close_vcpus()
         self.vm_fd.close()
-        for service in self.virtio:  # after the VM: KVM drops its ioeventfd/irqfd references with it
-            service.close()
-        self.virtio.clear()
-        for block in self.blocks:
-            block.close()
-        self.blocks.clear()
+        self.devices.close()  # after the VM: KVM drops its ioeventfd/irqfd references with it
+        self.vsock.close()
         self.kvm.close()
         self.memory.close()

@@ -33,7 +33,8 @@ class MachineState:
 
     vcpus: tuple[VcpuState, ...]
     vm: dict[StateKind, bytes]
-    transports: tuple[TransportState, ...]
+    transports: dict[str, TransportState]
+    """Each virtio transport's state, by device id."""
     uart: UartState
     captured_at_ns: int
     """The host's wall clock (``time.time_ns()``) when the state was captured."""

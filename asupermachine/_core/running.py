@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import anyio
 import anyio.abc
 
-from .._errors import AsupermachineError, GuestError, GuestStopped, GuestUnresponsive, NetBackendError
+from .._errors import AsupermachineError, GuestError, GuestStopped, GuestUnresponsive, NetBackendError, SnapshotError
 from .._groups import unwrap_single_error
 from .._outcome import GuestExit, ShutdownReason
+from ..snapshot.memory_file import MemoryImage, write_memory
+from ..snapshot.snapshot import Snapshot, write_snapshot
 from .builder import RestorePoint, build
 from .console import Console
 from .eventfd import EventFd
-from .microvm import MicroVm
+from .microvm import NET_ID, VSOCK_ID, MicroVm
 from .net.announce import gratuitous_arp
-from .net.passt import Passt, running_passt
+from .net.passt import Passt, PasstLink, running_passt
 from .net.pump import NetworkPump
+from .persist import MachineState
 from .recipe import VmRecipe
+from .vcpu.pause import VmStopped
 from .vcpu.runner import VcpuRunner
 from .vsock.device import EVENT_QUEUE
-from .vsock.host import VsockHost
-from .vsock.muxer import VsockMuxer
+from .vsock.host import VsockListener, VsockStream
 
-# Every VM has its own vsock device, so all can use the first guest CID.
-GUEST_CID = 3
 # How long a call waits for the guest (its agent, a port); a boot under software KVM takes ~30 s.
 GUEST_DEADLINE = 180.0
 KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
@@ -38,11 +41,9 @@ T = TypeVar("T")
 class RunningVm:
     """A built VM served by tasks in ``tasks``; :attr:`stopped` is set once every vCPU has ended."""
 
-    def __init__(
-        self, microvm: MicroVm, vsock: VsockHost, tasks: anyio.abc.TaskGroup, pump: NetworkPump | None = None
-    ) -> None:
+    def __init__(self, microvm: MicroVm, tasks: anyio.abc.TaskGroup, pump: NetworkPump | None = None) -> None:
         self.microvm = microvm
-        self.vsock = vsock
+        self.vsock = microvm.vsock
         self.tasks = tasks
         self._pump = pump
         self.stopped = anyio.Event()
@@ -57,14 +58,48 @@ class RunningVm:
         return self.microvm.recipe
 
     @property
+    def memory_mib(self) -> int:
+        return self.recipe.memory_mib
+
+    async def connect(self, port: int) -> VsockStream:
+        return await self.vsock.connect(port)
+
+    def listen(self, port: int) -> contextlib.AbstractAsyncContextManager[VsockListener]:
+        return self.vsock.listen(port)
+
+    def halt(self) -> None:
+        """Stop the guest at once, from any thread; the VM's task group then frees it."""
+        self.microvm.stop.request(GuestExit(ShutdownReason.HOST))
+
+    def host_stopped(self) -> bool:
+        """Whether the guest is running or was stopped by the host, not ended by itself."""
+        stop = self.microvm.stop
+        return stop.failure is None and (stop.result is None or stop.result.reason is ShutdownReason.HOST)
+
+    async def snapshot(self, path: Path, idle_within: float) -> Snapshot:
+        """Save the VM into the new directory ``path`` (see :meth:`Machine.snapshot`)."""
+        microvm = self.microvm
+
+        def capture(memory_path: Path) -> tuple[MachineState, MemoryImage]:
+            with microvm.quiesced(idle_within):
+                state = microvm.capture()
+                with microvm.memory.whole as memory:
+                    return state, write_memory(memory, memory_path)
+
+        try:
+            return await anyio.to_thread.run_sync(write_snapshot, path, self.recipe, capture)
+        except VmStopped:
+            raise SnapshotError("running", "the VM stopped before it could be snapshotted") from None
+
+    @property
     def network_failure(self) -> NetBackendError | None:
         """Why the VM's network stopped; None while it serves, or with no network."""
         return None if self._pump is None else self._pump.failure
 
     def start(self) -> None:
         self.tasks.start_soon(self.vsock.run, name="vsock-events")
-        for service in self.microvm.virtio:
-            self.tasks.start_soon(service.run, name=f"virtio@{service.slot.base:#x}")
+        for device_id, service in self.microvm.devices:
+            self.tasks.start_soon(service.run, name=f"virtio-{device_id}")
         for index, runner in enumerate(self.microvm.runners()):
             self.tasks.start_soon(self._run_vcpu, runner, index, name=f"vcpu-{index}")
 
@@ -123,23 +158,31 @@ class RunningVm:
 
     async def until_guest(self, step: Callable[[], Awaitable[T]], what: str) -> T:
         """Await ``step`` unless the guest stops first or it takes longer than :data:`GUEST_DEADLINE`."""
-        outcome: list[T] = []
-        with unwrap_single_error():
-            async with anyio.create_task_group() as race:
+        return await until_guest(self.stopped, self.stopped_error, step, what)
 
-                async def run_step() -> None:
-                    outcome.append(await step())
-                    race.cancel_scope.cancel()
 
-                race.start_soon(run_step)
-                with anyio.move_on_after(GUEST_DEADLINE) as deadline:
-                    await self.stopped.wait()
+async def until_guest(
+    stopped: anyio.Event, stopped_error: Callable[[], Exception], step: Callable[[], Awaitable[T]], what: str
+) -> T:
+    """Await ``step`` unless ``stopped`` is set first (``stopped_error()`` is raised) or it takes longer
+    than :data:`GUEST_DEADLINE` (:class:`GuestUnresponsive`, saying the guest has not ``what``)."""
+    outcome: list[T] = []
+    with unwrap_single_error():
+        async with anyio.create_task_group() as race:
+
+            async def run_step() -> None:
+                outcome.append(await step())
                 race.cancel_scope.cancel()
-        if outcome:
-            return outcome[0]
-        if deadline.cancelled_caught:
-            raise GuestUnresponsive(f"the guest has not {what} within {GUEST_DEADLINE:.0f} s")
-        raise self.stopped_error()
+
+            race.start_soon(run_step)
+            with anyio.move_on_after(GUEST_DEADLINE) as deadline:
+                await stopped.wait()
+            race.cancel_scope.cancel()
+    if outcome:
+        return outcome[0]
+    if deadline.cancelled_caught:
+        raise GuestUnresponsive(f"the guest has not {what} within {GUEST_DEADLINE:.0f} s")
+    raise stopped_error()
 
 
 def _describe(exit: GuestExit) -> str:
@@ -158,7 +201,6 @@ async def running(
     if (recipe.network is None) != (passt is None):
         raise ValueError("passt options go with a network, and only with one")
     console = Console(console_capacity)
-    vsock = VsockHost(VsockMuxer(GUEST_CID))
     pump = None
     if recipe.network is not None and passt is not None:
         pump = NetworkPump(gratuitous_arp(recipe.network.mac_bytes, recipe.network.ip))
@@ -166,21 +208,24 @@ async def running(
     try:
         # Appending inside the thread means a cancellation during assembly still
         # leaves us holding the VM, so the finally below can free it.
-        await anyio.to_thread.run_sync(lambda: built.append(build(recipe, console, vsock, restore, pump)))
+        await anyio.to_thread.run_sync(lambda: built.append(build(recipe, console, restore, pump)))
         microvm = built[0]
         vsock_reset = anyio.Event()
         if restore is not None:
             # The guest's connections were to a host side that is gone.
-            microvm.vsock.serve(lambda: microvm.vsock_device.post_transport_reset(vsock_reset.set), EVENT_QUEUE)
+            microvm.devices[VSOCK_ID].serve(
+                lambda: microvm.vsock_device.post_transport_reset(vsock_reset.set), EVENT_QUEUE
+            )
         with unwrap_single_error():
             async with anyio.create_task_group() as tasks:
-                engine = RunningVm(microvm, vsock, tasks, pump)
+                engine = RunningVm(microvm, tasks, pump)
                 engine.start()
                 # passt starts while the guest runs (a process start is the slowest step of a
                 # restore): the VM is ready once both are, not after one and then the other.
                 network_up = anyio.Event()
-                if pump is not None and passt is not None:
-                    tasks.start_soon(_serve_network, passt, pump, network_up, name="network")
+                if pump is not None and passt is not None and microvm.nic is not None:
+                    served = functools.partial(pump.run, service=microvm.devices[NET_ID], device=microvm.nic)
+                    tasks.start_soon(_serve_network, passt, served, network_up, name="network")
                 else:
                     network_up.set()
                 try:
@@ -195,14 +240,13 @@ async def running(
     finally:
         for microvm in built:
             microvm.close()
-        vsock.close()
         if pump is not None:
             pump.close()
         await console.release()
 
 
-async def _serve_network(passt: Passt, pump: NetworkPump, up: anyio.Event) -> None:
-    """Run the VM's passt and move frames between it and the NIC until cancelled (passt dies with it)."""
+async def _serve_network(passt: Passt, pump: Callable[[PasstLink], Awaitable[None]], up: anyio.Event) -> None:
+    """Run the VM's passt and ``pump`` frames between it and the NIC until cancelled (passt dies with it)."""
     async with running_passt(passt) as link:
         up.set()
-        await pump.run(link)
+        await pump(link)

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 from .._cache import build_once, cache_root, content_key
+from .._core.cpio import CpioEntry, cpio_archive
 from .._errors import AssetError
-from .cpio import CpioEntry, cpio_archive
 
 INIT_SOURCE = Path(__file__).parent / "init" / "init.c"
 AGENT_SOURCE = Path(__file__).parent / "agent" / "agent.c"

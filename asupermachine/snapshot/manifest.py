@@ -2,7 +2,9 @@
 
 Everything a restore needs besides the memory file is here: the assets and disks
 it was taken with (by content hash), the VM's shape, and the saved CPU and device
-state. KVM's state blobs are base64; all else is plain JSON.
+state. KVM's state blobs are base64; all else is plain JSON. What init ran and the
+image's environment are not here: they live in guest memory (the memory file), where
+every process's environment does, and the agent applies them to each exec.
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ from .._core.devices.uart import UartState
 from .._core.kvm.host import KvmHost
 from .._core.kvm.state import StateKind
 from .._core.persist import MachineState, VcpuState
-from .._core.recipe import GuestNetwork, ProcessDefaults, VmRecipe
+from .._core.recipe import GuestNetwork, VmRecipe
 from .._core.virtio.blk import Disk
 from .._core.virtio.mmio import TransportState
-from .._core.virtio.queue import QueueState
 from .._errors import SnapshotError
 from .memory_file import MemoryImage
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 FORMAT_NAME = "asupermachine-snapshot"
 
 
@@ -55,8 +56,6 @@ def encode(manifest: Manifest) -> bytes:
             "cpu_model": recipe.cpu_model.value,
             "vcpus": recipe.vcpus,
             "memory_mib": recipe.memory_mib,
-            "command": list(recipe.command),
-            "defaults": {**asdict(recipe.defaults), "env": dict(recipe.defaults.env)},
             "hostname": recipe.hostname,
             "network": None if recipe.network is None else asdict(recipe.network),
             "kernel_log": recipe.kernel_log,
@@ -114,12 +113,6 @@ def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
         cpu_model=CpuModel(body["cpu_model"]),
         vcpus=int(body["vcpus"]),
         memory_mib=int(body["memory_mib"]),
-        command=tuple(str(word) for word in body["command"]),
-        defaults=ProcessDefaults(
-            env={str(name): str(value) for name, value in body["defaults"]["env"].items()},
-            workdir=str(body["defaults"]["workdir"]),
-            user=str(body["defaults"]["user"]),
-        ),
         hostname=str(body["hostname"]),
         network=_decode_network(body["network"]),
         kernel_log=bool(body["kernel_log"]),
@@ -160,7 +153,7 @@ def _encode_state(state: MachineState) -> dict[str, Any]:
             for vcpu in state.vcpus
         ],
         "vm": _blobs(state.vm),
-        "transports": [asdict(transport) for transport in state.transports],
+        "transports": {device_id: transport.encode() for device_id, transport in state.transports.items()},
         "uart": {**asdict(state.uart), "rx": base64.b64encode(state.uart.rx).decode()},
         "captured_at_ns": state.captured_at_ns,
         "tsc_khz": state.tsc_khz,
@@ -179,10 +172,7 @@ def _decode_state(body: dict[str, Any]) -> MachineState:
         )
         for vcpu in body["vcpus"]
     )
-    transports = tuple(
-        TransportState(**{**transport, "queues": tuple(QueueState(**queue) for queue in transport["queues"])})
-        for transport in body["transports"]
-    )
+    transports = {str(device): TransportState.decode(transport) for device, transport in body["transports"].items()}
     uart = UartState(**{**body["uart"], "rx": base64.b64decode(body["uart"]["rx"], validate=True)})
     return MachineState(
         vcpus=vcpus,

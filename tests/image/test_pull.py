@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,10 +37,21 @@ def busybox_entries() -> list[Entry]:
     return entries
 
 
+SECRET = "s3cr3t-t0ken"
+# Values the kernel command line could not carry: quotes, JSON, newlines, and kilobytes of them.
+AWKWARD_ENV = {
+    "SECRET_JSON": f'{{"token": "{SECRET}", "scopes": ["read", "write"]}}',
+    "QUOTED": 'say "hi" and \'bye\'',
+    "MULTI": "line one\nline two",
+    "PADDING": "p" * 4500,
+}
 CONFIG = {
     "Entrypoint": ["/bin/sh", "-c"],
-    "Cmd": ["echo from-cmd"],
-    "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=hello image"],
+    "Cmd": ["echo \"from cmd\" 'with quotes' \"$QUOTED\""],
+    "Env": [
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=hello image",
+        *(f"{name}={value}" for name, value in AWKWARD_ENV.items()),
+    ],
     "WorkingDir": "/work",
     "User": "nobody",
     "ExposedPorts": {"8080/tcp": {}},
@@ -188,16 +200,43 @@ async def test_concurrent_pulls_share_the_store_and_prune_keeps_what_names_use(
 
 @pytest.mark.skipif(shutil.which("mkfs.erofs") is None, reason="scripts/setup.sh installs erofs-utils")
 @pytest.mark.kvm
-async def test_a_pulled_image_boots_with_its_config_and_exact_tree(images: dict[str, object], store: Store) -> None:
+async def test_a_pulled_image_boots_with_its_config_and_exact_tree(
+    images: dict[str, object], store: Store, tmp_path: Path
+) -> None:
     image = await Image.pull(f"{images['open']}/test/layered:1", store=store)
     with anyio.fail_after(600):
         async with Machine.start(image) as vm:
             seen = await vm.exec(["sh", "-c", "id -u; id -g; pwd; echo $GREETING"])
             assert seen.stdout == b"65534\n65534\n/work\nhello image\n"
+            for name, value in AWKWARD_ENV.items():
+                assert (await vm.exec(["printenv", name])).stdout == value.encode() + b"\n"
             tree = await vm.exec(["sh", "-c", "cd /data && ls -A && cat kept hard link1 && ls -A /opaque"], user="root")
             assert tree.stdout == b"hard\nkept\nlink1\nlink2\nnull\nowned\nkeptkeptkept" + b"new\n"
             modes = await vm.exec(["stat", "-c", "%a %u %g %h %t,%T", "/data/owned", "/data/kept", "/data/null"])
             assert modes.stdout.split(b"\n")[:3] == [b"4750 1234 5678 1 0,0", b"644 0 0 2 0,0", b"666 0 0 1 1,3"]
+            # The environment reached init privately: not on the kernel command line, not in the boot log.
+            exposed = await vm.exec(["sh", "-c", "cat /proc/cmdline; dmesg"], user="root")
+            assert exposed.exit_code == 0 and b"console=" in exposed.stdout and SECRET.encode() not in exposed.stdout
+            snapshot = await vm.snapshot(tmp_path / "configured")
+        assert SECRET not in (snapshot.path / "snapshot.json").read_text()
+        async with Machine.restore(snapshot) as vm:
+            restored = await vm.exec(["sh", "-c", "id -u; pwd; echo $GREETING; printenv SECRET_JSON"])
+            assert restored.stdout == f"65534\n/work\nhello image\n{AWKWARD_ENV['SECRET_JSON']}\n".encode()
         async with Machine.start(image, run=True) as vm:
             output = b"".join([chunk async for chunk in vm.console])
-            assert b"from-cmd" in output and (await vm.wait()).exit_code == 0
+            assert f"from cmd with quotes {AWKWARD_ENV['QUOTED']}".encode() in output
+            assert (await vm.wait()).exit_code == 0
+
+@pytest.mark.skipif(shutil.which("mkfs.erofs") is None, reason="scripts/setup.sh installs erofs-utils")
+@pytest.mark.kvm
+def test_run_cold_from_the_cli_takes_quoted_arguments_and_env(images: dict[str, object]) -> None:
+    """``run --cold IMAGE -- CMD`` with quotes in CMD and a JSON ``-e`` value, as a user types it."""
+    payload = '{"quoted": "yes", "n": 1}'
+    words = ['printf "%s|%s\\n" "$PAYLOAD" "two words"']
+    result = subprocess.run(
+        [sys.executable, "-m", "asupermachine", "run", "--cold", "--network", "none", "-e", f"PAYLOAD={payload}",
+         f"{images['open']}/test/layered:1", "--", *words],
+        capture_output=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert f"{payload}|two words".encode() in result.stdout

@@ -78,7 +78,7 @@ async def test_an_exec_round_trip_carries_the_request_stdin_output_and_exit_code
     assert result == ExecResult(ExitStatus(3, None), b"out:" + b"in" * STDIN_CHUNK, b"err")
     [(argv, env, workdir, user, stdin)] = seen
     assert (argv, workdir, user, stdin) == (["grep", "-v", "x"], "/srv", "nobody", b"in" * STDIN_CHUNK)
-    assert env["A"] == "1" and "PATH" in env  # the host adds the default PATH
+    assert env == {"A": "1"}  # the image's env, the default PATH and HOME are the agent's to add
 
 
 async def test_commands_are_found_by_path_and_may_be_async() -> None:
@@ -294,3 +294,15 @@ async def test_a_tty_process_stderr_ends_at_once_while_it_runs() -> None:
                 await process.stderr.receive()  # stdin still open: the command still runs
         finally:
             await collect(process, None)
+
+
+async def test_output_honours_max_bytes_and_returncode_reads_as_anyio_s() -> None:
+    def killed(argv: list[str], env: dict[str, str], workdir: str, user: str, stdin: bytes) -> CommandResult:
+        return ExitStatus(None, signal.SIGTERM), b"abcdef", b""
+
+    agent = FakeAgent(commands={"killed": killed})
+    async with started(agent, ["killed"]) as process:
+        await process.stdin.aclose()
+        assert [await process.stdout.receive(4), await process.stdout.receive(4)] == [b"abcd", b"ef"]
+        assert await process.wait() == ExitStatus(None, signal.SIGTERM)
+        assert process.returncode == -signal.SIGTERM

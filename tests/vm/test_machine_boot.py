@@ -60,7 +60,10 @@ FLOOD_SCRIPT = (
     "i=0; while [ $i -lt 60 ]; do echo flood-$i-................................................; i=$((i+1)); done"
 )
 FLOOD_CAPACITY = 512
-CONFIGURED_SCRIPT = "echo user=$(id -u):$(id -g) pwd=$(pwd) greeting=$GREETING; touch /etc/written"
+CONFIGURED_SCRIPT = (
+    "echo user=$(id -u):$(id -g) pwd=$(pwd) greeting=$GREETING home=$HOME; echo \"json=$JSON\"; "
+    "echo cmdline-has-secret=$(grep -c s3cr3t /proc/cmdline); touch /etc/written"
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +102,7 @@ def console_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Transcri
     configured = transcript(
         "configured",
         command=["sh", "-c", CONFIGURED_SCRIPT],
-        env={"GREETING": "hello world"},
+        env={"GREETING": "hello world", "JSON": '{"token": "s3cr3t", "quoted": "a \\"b\\""}'},
         workdir="/tmp",
         user="nobody",
     )
@@ -146,7 +149,9 @@ def test_unread_console_drops_oldest_output_without_stalling_the_guest(console_r
 
 def test_init_runs_the_command_with_the_given_env_workdir_and_user(console_runs: dict[str, Transcript]) -> None:
     configured = console_runs["configured"]
-    assert "user=65534:65534 pwd=/tmp greeting=hello world" in configured.lines
+    assert "user=65534:65534 pwd=/tmp greeting=hello world home=/nonexistent" in configured.lines
+    assert 'json={"token": "s3cr3t", "quoted": "a \\"b\\""}' in configured.lines
+    assert "cmdline-has-secret=0" in configured.lines
     # The busybox root is read-only, the overlay above it is not (but only root may write /etc).
     assert any("Permission denied" in line for line in configured.lines)
 

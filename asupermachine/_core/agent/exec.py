@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import anyio.abc
 
+from ..._errors import VsockConnectionReset
 from ..._outcome import ExecResult
 from .process import Process
 
@@ -21,7 +24,10 @@ async def collect(process: Process, stdin: bytes | None) -> ExecResult:
         tasks.start_soon(drain, process.stdout, stdout)
         tasks.start_soon(drain, process.stderr, stderr)
         if stdin:
-            await process.stdin.send(stdin)
+            # As subprocess's communicate(): a process that ends without reading all
+            # its input is not an error; wait() says how it ended.
+            with contextlib.suppress(VsockConnectionReset):
+                await process.stdin.send(stdin)
         await process.stdin.aclose()
     status = await process.wait()
     return ExecResult(status, bytes(stdout), bytes(stderr))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal as signals
 import struct
@@ -12,8 +13,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ..._environment import DEFAULT_PATH
-from ..._errors import AgentProtocolError, ExecError
+from ..._errors import AgentProtocolError, ExecError, VsockConnectionReset
 from ..._outcome import ExitStatus
 from ..vsock.host import MAX_RECEIVE
 from .protocol import (
@@ -37,17 +37,19 @@ OUTPUT_BUFFER_CHUNKS = 64
 DEFAULT_TERM = "xterm"  # what docker run -t sets
 
 
-
-
 class _Output(anyio.abc.ByteReceiveStream):
     def __init__(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
         self._receive = receive
+        self._pending = b""  # what a smaller ``max_bytes`` left of a chunk
 
     async def receive(self, max_bytes: int = MAX_RECEIVE) -> bytes:
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            raise anyio.EndOfStream from None
+        if not self._pending:
+            try:
+                self._pending = await self._receive.receive()
+            except anyio.EndOfStream:
+                raise anyio.EndOfStream from None
+        chunk, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+        return chunk
 
     async def aclose(self) -> None:
         await self._receive.aclose()
@@ -62,7 +64,7 @@ class _Input(anyio.abc.ByteSendStream):
             await self._process._send(encode_frame(Kind.STDIN, item[offset : offset + STDIN_CHUNK]))
 
     async def aclose(self) -> None:
-        await self._process._send(encode_frame(Kind.STDIN))  # empty STDIN: end of input
+        await self._process._send_control(encode_frame(Kind.STDIN))  # empty STDIN: end of input
 
 
 class Process:
@@ -115,7 +117,7 @@ class Process:
         (the VM went away). ``tty`` is ``(rows, cols)`` to run it on a terminal that
         size (with ``TERM`` set unless ``env`` has it).
         """
-        environment = {"PATH": DEFAULT_PATH, **(env or {})}
+        environment = dict(env or {})
         request = b""
         if tty is not None:
             environment.setdefault("TERM", DEFAULT_TERM)
@@ -163,12 +165,13 @@ class Process:
         return self._status
 
     @property
-    def returncode(self) -> ExitStatus | None:
-        return self._status
+    def returncode(self) -> int | None:
+        """As anyio's and subprocess's: the exit code, or minus the killing signal; None while it runs."""
+        return None if self._status is None else self._status.returncode
 
     async def send_signal(self, signal: int) -> None:
         if self._status is None:
-            await self._send(encode_frame(Kind.SIGNAL, U32.pack(signal)))
+            await self._send_control(encode_frame(Kind.SIGNAL, U32.pack(signal)))
 
     async def kill(self) -> None:
         await self.send_signal(signals.SIGKILL)
@@ -178,11 +181,17 @@ class Process:
         if not self.tty:
             raise ValueError("this process has no terminal to resize: spawn it with tty=True")
         if self._status is None:
-            await self._send(encode_window(Kind.RESIZE, rows, cols))
+            await self._send_control(encode_window(Kind.RESIZE, rows, cols))
 
     async def _send(self, frame: bytes) -> None:
         async with self._send_lock:
             await self._connection.send(frame)
+
+    async def _send_control(self, frame: bytes) -> None:
+        """Send a frame that is moot once the process has ended (its connection may be gone first: the
+        agent closes it as the process ends); :meth:`wait` says how it ended."""
+        with contextlib.suppress(VsockConnectionReset):
+            await self._send(frame)
 
     async def aclose(self) -> None:
         await self._connection.aclose()

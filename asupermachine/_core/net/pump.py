@@ -39,7 +39,7 @@ logger = logging.getLogger("asupermachine")
 
 
 class NetworkPump:
-    """One device's backend: :meth:`attach` it to the device's service once built, then :meth:`run` it."""
+    """One NIC's backend: its hooks go to the device when it is made; :meth:`run` then serves it."""
 
     def __init__(self, announcement: bytes, outbox_bytes: int = OUTBOX_BYTES) -> None:
         self._announcement = announcement  # sent first, so passt knows the guest's MAC (see .announce)
@@ -49,8 +49,6 @@ class NetworkPump:
         self._tx_stalled = False  # the device found no room: serve its TX queue again when there is
         self._frames_to_send = EventFd()
         self._backlog_room = EventFd()
-        self._service: VirtioService | None = None
-        self._device: Net | None = None
         self.failure: NetBackendError | None = None
         """Why passt stopped serving the VM (it died or broke its framing); None while it serves."""
 
@@ -72,25 +70,24 @@ class NetworkPump:
 
     # -- serving ------------------------------------------------------------------------
 
-    def attach(self, service: VirtioService, device: Net) -> None:
-        self._service, self._device = service, device
+    async def run(self, link: PasstLink, service: VirtioService, device: Net) -> None:
+        """Move frames between ``link`` and ``device`` (served by ``service``) until cancelled.
 
-    async def run(self, link: PasstLink) -> None:
-        """Move frames both ways until cancelled; if passt fails, keep why (:attr:`failure`), log it and return."""
+        If passt fails, keep why (:attr:`failure`), log it and return.
+        """
         try:
             await link.send_frames([self._announcement])
             with unwrap_single_error():
                 async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(self._send, link)
-                    tasks.start_soon(self._receive, link)
+                    tasks.start_soon(self._send, link, service)
+                    tasks.start_soon(self._receive, link, service, device)
         except NetBackendError as error:
             self.failure = error
             logger.warning("a VM's network stopped: %s", error)
         except anyio.ClosedResourceError:
             pass  # the link closed under us: the VM is going
 
-    async def _send(self, link: PasstLink) -> None:
-        assert self._service is not None
+    async def _send(self, link: PasstLink, service: VirtioService) -> None:
         while True:
             await self._frames_to_send.wait()
             while self._outbox:
@@ -99,11 +96,9 @@ class NetworkPump:
                 self._outbox_bytes -= sum(map(len, frames))
                 if self._tx_stalled:
                     self._tx_stalled = False
-                    self._service.kick(TX_QUEUE)
+                    service.kick(TX_QUEUE)
 
-    async def _receive(self, link: PasstLink) -> None:
-        service, device = self._service, self._device
-        assert service is not None and device is not None
+    async def _receive(self, link: PasstLink, service: VirtioService, device: Net) -> None:
         pending: deque[bytes] = deque()  # received, not yet taken by the device: none is ever dropped here
         while True:
             if not pending:

@@ -8,9 +8,10 @@ callables, so the same class runs under the vCPU loop and in unit tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..._errors import VirtqueueError
 from ..memory import GuestMemory
@@ -93,6 +94,10 @@ class VirtioDevice(Protocol):
 
     def reset(self) -> None: ...
 
+    def close(self) -> None:
+        """Release the device's backend (a disk's file), if it has one."""
+        ...
+
 
 def read_config_space(config: bytes, offset: int, size: int) -> int:
     """The ``size`` bytes at ``offset`` of a device's config space ``config``, little-endian; zero past its end."""
@@ -111,6 +116,20 @@ class TransportState:
     driver_features_sel: int
     queue_sel: int
     queues: tuple[QueueState, ...]
+
+    def encode(self) -> dict[str, Any]:
+        """As plain JSON values."""
+        return {**dataclasses.asdict(self), "queues": [queue.encode() for queue in self.queues]}
+
+    @classmethod
+    def decode(cls, body: Mapping[str, Any]) -> TransportState:
+        """From :meth:`encode`'s values; raises ``KeyError``, ``TypeError`` or ``ValueError`` for others."""
+        return cls(
+            status=int(body["status"]), interrupt_status=int(body["interrupt_status"]),
+            driver_features=int(body["driver_features"]), config_generation=int(body["config_generation"]),
+            device_features_sel=int(body["device_features_sel"]), driver_features_sel=int(body["driver_features_sel"]),
+            queue_sel=int(body["queue_sel"]), queues=tuple(QueueState.decode(queue) for queue in body["queues"]),
+        )
 
 
 class MmioTransport:

@@ -172,6 +172,9 @@ class Net:
         self.backlog_bytes = 0
         self._backlog_room()
 
+    def close(self) -> None:
+        pass  # the backend (passt and its pump) belongs to the running VM
+
     def process_queue(self, index: int) -> bool:
         """Send what the guest queued (on a TX notification), then fill receive buffers with waiting frames.
 

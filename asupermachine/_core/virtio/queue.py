@@ -8,8 +8,11 @@ address and length is checked before use and a malformed chain raises
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..._errors import GuestMemoryError, VirtqueueError
 from ..memory import GuestMemory
@@ -65,6 +68,19 @@ class QueueState:
     used_ring: int
     next_avail: int
     next_used: int
+
+    def encode(self) -> dict[str, Any]:
+        """As plain JSON values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def decode(cls, body: Mapping[str, Any]) -> QueueState:
+        """From :meth:`encode`'s values; raises ``KeyError``, ``TypeError`` or ``ValueError`` for others."""
+        return cls(
+            size=int(body["size"]), ready=bool(body["ready"]), desc_table=int(body["desc_table"]),
+            avail_ring=int(body["avail_ring"]), used_ring=int(body["used_ring"]), next_avail=int(body["next_avail"]),
+            next_used=int(body["next_used"]),
+        )
 
 
 class Virtqueue:

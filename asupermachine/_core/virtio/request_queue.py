@@ -25,6 +25,9 @@ class RequestQueueDevice:
     def reset(self) -> None:
         self._queue = None
 
+    def close(self) -> None:
+        pass  # no backend
+
     def process_queue(self, index: int) -> bool:
         queue = self._queue
         if queue is None or index != 0:

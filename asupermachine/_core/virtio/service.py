@@ -10,16 +10,29 @@ transport through the vCPU's MMIO exits.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio
 
 from ..._errors import VirtqueueError
-from ..device_manager import MmioSlot
 from ..devices.bus import Bus
 from ..eventfd import EventFd
 from ..kvm import VmFd
 from ..memory import GuestMemory
 from .mmio import VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_SIZE, MmioTransport, VirtioDevice
+
+
+@dataclass(frozen=True)
+class MmioSlot:
+    """Where a virtio-mmio device lives: its register window (guest-physical) and its interrupt line."""
+
+    base: int
+    irq: int
+
+    @property
+    def kernel_argument(self) -> str:
+        """How the guest learns of the device (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES)."""
+        return f"virtio_mmio.device=4K@{self.base:#x}:{self.irq}"
 
 
 class VirtioService:

@@ -51,6 +51,9 @@ class VsockDevice:
         self._queues = []
         self._on_events(self.muxer.reset_all())
 
+    def close(self) -> None:
+        pass  # the muxer holds no resource; its host side closes with the VM
+
     def post_transport_reset(self, handled: Callable[[], None]) -> bool:
         """Tell the driver its connections are gone (after a restore); True if the event was queued.
 

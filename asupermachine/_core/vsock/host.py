@@ -1,8 +1,8 @@
 """The host's end of a VM's vsock: anyio byte streams over the muxer.
 
 The muxer lives under the vsock device's lock and its events may be raised on a
-vCPU thread (a device reset), so they cross into the event loop through an
-inbox and an :class:`EventFd` that one task in the VM's task group drains.
+vCPU thread (a device reset), so they cross into the event loop through a
+:class:`MuxInbox` that one task in the VM's task group drains.
 """
 
 from __future__ import annotations
@@ -44,43 +44,56 @@ class _Channel:
         self.changed = anyio.Event()
 
 
-class VsockHost:
-    """Opens streams to guest ports; serves the event inbox with :meth:`run`."""
+class MuxInbox:
+    """The muxer's events, posted from any thread (the device's, under its lock), taken on the event loop."""
 
-    def __init__(self, muxer: VsockMuxer) -> None:
-        self.muxer = muxer
+    def __init__(self) -> None:
+        self._events: deque[tuple[PortPair, MuxEvent]] = deque()
         self._lock = threading.Lock()
-        self._kick_rx: Callable[[], None] = lambda: None
-        self._channels: dict[PortPair, _Channel] = {}
-        self._backlogs: dict[int, MemoryObjectSendStream[VsockStream]] = {}
-        self._inbox: deque[tuple[PortPair, MuxEvent]] = deque()
-        self._inbox_lock = threading.Lock()
         self._wakeup = EventFd()
 
-    def attach(self, device_lock: threading.Lock, kick_rx: Callable[[], None]) -> None:
-        """Share the device's lock, and learn how to have its RX queue served."""
-        self._lock = device_lock
-        self._kick_rx = kick_rx
-
-    # -- from the device (any thread) ----------------------------------------------------
-
     def post(self, events: list[tuple[PortPair, MuxEvent]]) -> None:
-        with self._inbox_lock:
-            self._inbox.extend(events)
+        with self._lock:
+            self._events.extend(events)
         self._wakeup.signal()
 
-    # -- on the event loop -----------------------------------------------------------------
+    async def take(self) -> list[tuple[PortPair, MuxEvent]]:
+        """The events posted since the last take, once there are any; raises ``ClosedResourceError`` once closed."""
+        await self._wakeup.wait()
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+        return events
+
+    def close(self) -> None:
+        """Release the eventfd (on the event loop's thread): a :meth:`take` still waiting raises."""
+        self._wakeup.close()
+
+
+class VsockHost:
+    """Opens streams to guest ports over the vsock device's muxer; serves its events with :meth:`run`.
+
+    ``device_lock`` is the device's (the muxer is touched only under it), ``kick_rx``
+    has the device's RX queue served, and ``inbox`` is where the device posts events.
+    """
+
+    def __init__(
+        self, muxer: VsockMuxer, inbox: MuxInbox, device_lock: threading.Lock, kick_rx: Callable[[], None]
+    ) -> None:
+        self.muxer = muxer
+        self._inbox = inbox
+        self._lock = device_lock
+        self._kick_rx = kick_rx
+        self._channels: dict[PortPair, _Channel] = {}
+        self._backlogs: dict[int, MemoryObjectSendStream[VsockStream]] = {}
 
     async def run(self) -> None:
-        """Dispatch the inbox's events until cancelled, or until :meth:`close`."""
+        """Dispatch the device's events until cancelled, or until the inbox is closed."""
         while True:
             try:
-                await self._wakeup.wait()
+                events = await self._inbox.take()
             except anyio.ClosedResourceError:
                 return
-            with self._inbox_lock:
-                events = list(self._inbox)
-                self._inbox.clear()
             for pair, event in events:
                 self._dispatch(pair, event)
 
@@ -152,6 +165,8 @@ class VsockHost:
 
     def _send(self, pair: PortPair, data: bytes) -> int:
         with self._lock:
+            if pair not in self.muxer.connections:  # reset by the guest; the event may not be dispatched yet
+                raise VsockConnectionReset("the guest reset the vsock connection")
             sent = self.muxer.send(pair, data)
         if sent:
             self._kick_rx()
@@ -176,8 +191,8 @@ class VsockHost:
         self._kick_rx()
 
     def close(self) -> None:
-        """Release the inbox eventfd (on the event loop's thread): a :meth:`run` still waiting ends."""
-        self._wakeup.close()
+        """Release the inbox (on the event loop's thread): a :meth:`run` still waiting ends."""
+        self._inbox.close()
 
 
 class VsockStream(anyio.abc.ByteStream):

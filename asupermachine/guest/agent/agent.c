@@ -4,9 +4,12 @@
  *
  *   agent -> host  HELLO   u32 protocol version, u32 vector state (vector_state.h; init's argv[1])
  *   host  -> agent EXEC    u32 argc, u32 envc, cwd\0, user\0, argv[i]\0..., env[i]\0...
- *                          (empty cwd or user: the agent's; user as in spawn_process.h;
- *                          HOME, if env lacks it, comes from the user's passwd entry;
- *                          where vector state leaks, vector_state_safe_env fills gaps)
+ *                          (empty cwd or user: the image's, which init gives the agent as
+ *                          argv[2] and argv[3]; user as in spawn_process.h; env adds to the
+ *                          image's, the agent's own environment; PATH, if neither has it,
+ *                          is the default; HOME, if neither has it, comes from the user's
+ *                          passwd entry; where vector state leaks, vector_state_safe_env
+ *                          fills gaps)
  *   agent -> host  STARTED u32 pid          | ERROR i32 errno, message
  *   host  -> agent STDIN data (empty: close stdin) | SIGNAL u32 signo
  *   agent -> host  STDOUT data | STDERR data ... then EXITED i32 status, i32 signal
@@ -105,6 +108,9 @@ struct session {
 };
 static struct session sessions[MAX_SESSIONS];
 static uint32_t vector_state = VECTOR_STATE_UNCHECKED; /* from init: argv[1] */
+/* Every exec's defaults, the image's, from init: argv[2], argv[3] and the environment. */
+static const char *default_workdir = "", *default_user = "";
+extern char **environ;
 
 static int append(struct buffer *b, const void *data, size_t len) {
     uint8_t *grown = realloc(b->data, b->len + len);
@@ -209,8 +215,10 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
     memcpy(&argc, p, 4);
     memcpy(&envc, p + 4, 4);
     if (argc == 0 || argc > 4096 || envc > 4096) { send_error(s, EINVAL, "bad EXEC counts"); return; }
-    /* cwd, user, argv, NULL, env, HOME if missing, the AVX-free settings, NULL */
-    char **strings = calloc(argc + envc + 5 + VECTOR_STATE_SAFE_ENV_COUNT, sizeof *strings);
+    size_t image_envc = 0;
+    while (environ[image_envc]) image_envc++;
+    /* cwd, user, argv, NULL, env, the image's env, PATH and HOME if missing, the AVX-free settings, NULL */
+    char **strings = calloc(argc + envc + image_envc + 6 + VECTOR_STATE_SAFE_ENV_COUNT, sizeof *strings);
     if (!strings) { send_error(s, ENOMEM, "EXEC"); return; }
     const char *cursor = (const char *)p + 8, *end = (const char *)p + len;
     for (uint32_t i = 0; i < 2 + argc + envc; i++) {
@@ -219,10 +227,14 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
         strings[i] = (char *)cursor;
         cursor = nul + 1;
     }
-    const char *cwd = strings[0], *user_spec = strings[1];
+    const char *cwd = strings[0][0] ? strings[0] : default_workdir;
+    const char *user_spec = strings[1][0] ? strings[1] : default_user;
     char **argv = strings + 2, **envp = strings + 2 + argc + 1;
     memmove(envp, strings + 2 + argc, envc * sizeof *strings);
     argv[argc] = NULL;
+    int count = (int)envc;
+    for (size_t i = 0; i < image_envc; i++)
+        if (spawn_env_lacks(envp, (int)envc, environ[i])) envp[count++] = environ[i];
 
     struct spawn_user user;
     int err = user_spec[0] ? spawn_resolve_user(user_spec, &user) : 0;
@@ -233,17 +245,12 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
         send_error(s, err, detail);
         return;
     }
-    char home[sizeof user.home + 5] = "HOME=/";
-    int has_home = 0;
-    for (uint32_t i = 0; i < envc; i++) has_home |= strncmp(envp[i], "HOME=", 5) == 0;
-    if (!has_home) {
-        if (user_spec[0]) snprintf(home, sizeof home, "HOME=%s", user.home);
-        envp[envc++] = home;
-    }
+    char home[sizeof user.home + 5];
+    count = spawn_complete_env(envp, count, user_spec[0] ? &user : NULL, home, sizeof home);
     if (vector_state == VECTOR_STATE_LEAKS)
         for (const char *const *entry = vector_state_safe_env; *entry; entry++)
-            if (vector_state_env_lacks(envp, (int)envc, *entry)) envp[envc++] = (char *)*entry;
-    envp[envc] = NULL;
+            if (spawn_env_lacks(envp, count, *entry)) envp[count++] = (char *)*entry;
+    envp[count] = NULL;
 
     int out[2], err_pipe[2], in[2];
     const char *failed = s->tty ? open_pty(s, out, err_pipe, in) : open_pipes(out, err_pipe, in);
@@ -484,6 +491,7 @@ static void finish_if_done(struct session *s) {
 int main(int argc, char **argv) {
     enum { SOCK, OUT, ERR, IN };
     if (argc > 1) vector_state = (uint32_t)atoi(argv[1]);
+    if (argc > 3) default_workdir = argv[2], default_user = argv[3];
     for (int i = 0; i < MAX_SESSIONS; i++) sessions[i].sock = sessions[i].out = sessions[i].err = sessions[i].in = -1;
     signal(SIGPIPE, SIG_IGN);
     sigset_t child;

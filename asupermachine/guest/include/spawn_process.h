@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -97,6 +98,25 @@ static int spawn_resolve_user(const char *spec, struct spawn_user *user) {
         user->group_count = 1;
     }
     return 0;
+}
+
+/* Whether envp[0..count) lacks a variable named as `entry` ("NAME=value" or "NAME="). */
+static inline int spawn_env_lacks(char *const *envp, int count, const char *entry) {
+    size_t name_len = strcspn(entry, "=") + 1;
+    for (int i = 0; i < count; i++)
+        if (strncmp(envp[i], entry, name_len) == 0) return 0;
+    return 1;
+}
+
+/* As docker does, where envp[0..count) lacks them: PATH the default, HOME the user's home (else /).
+   envp has room for two more; `home` (HOME's entry) must outlive it. Returns the new count. */
+static inline int spawn_complete_env(char **envp, int count, const struct spawn_user *user, char *home, size_t size) {
+    if (spawn_env_lacks(envp, count, "PATH=")) envp[count++] = "PATH=" SPAWN_DEFAULT_PATH;
+    if (spawn_env_lacks(envp, count, "HOME=")) {
+        snprintf(home, size, "HOME=%s", user && user->home[0] ? user->home : "/");
+        envp[count++] = home;
+    }
+    return count;
 }
 
 static const char *spawn_env_path(char **envp) {

@@ -116,14 +116,6 @@ static const char *const vector_state_safe_env[] = {
 };
 #define VECTOR_STATE_SAFE_ENV_COUNT (sizeof vector_state_safe_env / sizeof *vector_state_safe_env - 1)
 
-/* Whether envp[0..count) lacks a variable named as `entry` ("NAME=value"). */
-static inline int vector_state_env_lacks(char *const *envp, int count, const char *entry) {
-    size_t name_len = strcspn(entry, "=") + 1;
-    for (int i = 0; i < count; i++)
-        if (strncmp(envp[i], entry, name_len) == 0) return 0;
-    return 1;
-}
-
 /* Runs the check on CPU 0 (the caller's affinity is put back). */
 static inline enum vector_state vector_state_check(void) {
     int a_to_b[2], b_to_a[2];

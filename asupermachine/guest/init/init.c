@@ -4,8 +4,8 @@
  * Mounts /proc, /sys and /dev; with a root device, mounts it read-only
  * (erofs or ext4) under a writable tmpfs overlay and moves into it; prints
  * the ready line with the guest's uptime; starts the agent (which stays in
- * the initramfs, never in the user's root); runs the command that follows
- * COMMAND_MARKER in its argv; reaps every child; and ends the VM reporting
+ * the initramfs, never in the user's root); runs the command that
+ * its configuration names; reaps every child; and ends the VM reporting
  * the command's exit status through reboot(2) RESTART2 "exit=N" (the
  * project's kernel turns that into a write to the VMM's exit-status port).
  * Without a command it stays up, a sandbox for the agent. Before the agent
@@ -13,16 +13,23 @@
  * and hands the agent the result, and sets up the network (guest_network.h):
  * lo always, eth0 and the root's /etc/hosts and /etc/resolv.conf when asked.
  *
- * The kernel command line ends "-- [OPTION...] COMMAND_MARKER [COMMAND...]";
- * options (arch/x86_64/cmdline.py writes them) are
- *   asupermachine.root=DEVICE    the root filesystem
- *   asupermachine.env=NAME=VALUE the command's environment (repeatable)
- *   asupermachine.workdir=DIR    the command's working directory
- *   asupermachine.hostname=NAME  the guest's hostname
- *   asupermachine.user=USER      the command's user: name, uid, user:group, uid:gid
- *   asupermachine.net=ADDRESS/PREFIX,GATEWAY,MTU[,DNS]
- *                                eth0's IPv4 address, default route and MTU, and the
- *                                resolver, e.g. 10.0.2.15/24,10.0.2.2,32744,10.0.2.3
+ * Its configuration is CONFIG_PATH, a file the VMM appends to the initramfs
+ * for each boot (asupermachine/_core/init_config.py writes it), which init
+ * reads and deletes first: NUL-terminated KEY=VALUE records, the first
+ * CONFIG_FORMAT, then
+ *   root=DEVICE        the root filesystem
+ *   hostname=NAME      the guest's hostname
+ *   net=ADDRESS/PREFIX,GATEWAY,MTU[,DNS]
+ *                      eth0's IPv4 address, default route and MTU, and the
+ *                      resolver, e.g. 10.0.2.15/24,10.0.2.2,32744,10.0.2.3
+ *   workdir=DIR        the command's working directory
+ *   user=USER          the command's user: name, uid, user:group, uid:gid
+ *   env=NAME=VALUE     the command's environment (repeatable, a later one wins)
+ *   arg=WORD           the command, a word per record (none: serve the agent)
+ * workdir, user and env are also every exec's defaults: the agent gets them as
+ * its argv[2], argv[3] and environment. Of what the kernel hands init as argv
+ * and environment, only TERM is used (for the command); PATH and HOME, where
+ * the image sets neither, are completed as for an exec (spawn_complete_env).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,11 +55,10 @@
 #define LINUX_REBOOT_CMD_POWER_OFF 0x4321FEDCU
 
 #define READY_MARKER "asupermachine-init: ready"
-/* arch/x86_64/cmdline.py INIT_COMMAND_MARKER */
-#define COMMAND_MARKER "asupermachine-init-command"
+/* asupermachine/_core/init_config.py CONFIG_NAME and FORMAT */
+#define CONFIG_PATH "/.asupermachine-init"
+#define CONFIG_FORMAT "asupermachine-init=1"
 #define AGENT_PATH "/agent"
-#define OPTION_PREFIX "asupermachine."
-#define MAX_ENV 512
 #define STATUS_COMMAND_NOT_FOUND 127
 #define STATUS_INIT_FAILURE 125
 
@@ -94,8 +100,10 @@ static void print_ready_line(void) {
 
 struct options {
     const char *root, *workdir, *user, *hostname, *network;
-    char *env[MAX_ENV + 1];
-    int env_count;
+    char **env;         /* the command's: the kernel's TERM, then the image's */
+    char **image_env;   /* the image's alone: the agent's defaults for exec */
+    char **command;
+    int env_count, image_env_count;
 };
 
 static void report(const char *what, const char *detail, int err) {
@@ -104,15 +112,68 @@ static void report(const char *what, const char *detail, int err) {
     say(message);
 }
 
-/* Set NAME=VALUE in the command's environment, replacing an earlier NAME. */
-static void put_env(struct options *options, char *entry) {
+/* Set NAME=VALUE in env[0..*count), replacing an earlier NAME (env has room for one more). */
+static void put_env(char **env, int *count, char *entry) {
     size_t name_len = strcspn(entry, "=");
-    for (int i = 0; i < options->env_count; i++)
-        if (strncmp(options->env[i], entry, name_len + 1) == 0) {
-            options->env[i] = entry;
+    for (int i = 0; i < *count; i++)
+        if (strncmp(env[i], entry, name_len + 1) == 0) {
+            env[i] = entry;
             return;
         }
-    if (options->env_count < MAX_ENV) options->env[options->env_count++] = entry;
+    env[(*count)++] = entry;
+}
+
+/* The configuration file's bytes, NUL-terminated, with *size set; the file is gone after. NULL: none. */
+static char *read_config(size_t *size) {
+    struct stat st;
+    char *data = NULL;
+    int fd = open(CONFIG_PATH, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    if (fstat(fd, &st) == 0 && (data = malloc((size_t)st.st_size + 1)) != NULL) {
+        size_t got = 0;
+        while (got < (size_t)st.st_size) {
+            ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            got += (size_t)n;
+        }
+        data[got] = '\0';
+        *size = got;
+    }
+    close(fd);
+    unlink(CONFIG_PATH);  /* it holds the image's environment, secrets too */
+    return data;
+}
+
+/* Fill options from the configuration (records point into it); returns 0 or an errno value. */
+static int parse_config(char *data, size_t size, struct options *options) {
+    size_t records = 0, args = 0;
+    char *end = data + size;
+    if (size < sizeof CONFIG_FORMAT || strcmp(data, CONFIG_FORMAT) != 0) return EINVAL;
+    for (char *p = data; p < end; p += strlen(p) + 1) records++;
+    options->env = calloc(records + VECTOR_STATE_SAFE_ENV_COUNT + 4, sizeof *options->env);
+    options->image_env = calloc(records + 1, sizeof *options->image_env);
+    options->command = calloc(records + 1, sizeof *options->command);
+    if (!options->env || !options->image_env || !options->command) return ENOMEM;
+    for (char **entry = environ; *entry; entry++)
+        if (strncmp(*entry, "TERM=", 5) == 0) put_env(options->env, &options->env_count, *entry);
+    for (char *p = data + sizeof CONFIG_FORMAT, *next; p < end; p = next) {
+        char *value = strchr(p, '=');
+        next = p + strlen(p) + 1;
+        if (value == NULL) continue;
+        *value++ = '\0';
+        if (strcmp(p, "root") == 0) options->root = value;
+        else if (strcmp(p, "hostname") == 0) options->hostname = value;
+        else if (strcmp(p, "net") == 0) options->network = value;
+        else if (strcmp(p, "workdir") == 0) options->workdir = value;
+        else if (strcmp(p, "user") == 0) options->user = value;
+        else if (strcmp(p, "arg") == 0) options->command[args++] = value;
+        else if (strcmp(p, "env") == 0 && strchr(value, '=')) {
+            put_env(options->env, &options->env_count, value);
+            put_env(options->image_env, &options->image_env_count, value);
+        }
+    }
+    return 0;
 }
 
 /* Where vector state leaks between tasks, say so and keep the command's runtimes off AVX. */
@@ -121,7 +182,7 @@ static enum vector_state check_vector_state(struct options *options) {
     if (state != VECTOR_STATE_LEAKS) return state;
     say("asupermachine-init: AVX registers leak between tasks on this CPU; AVX-free settings are in the environment\n");
     for (const char *const *entry = vector_state_safe_env; *entry; entry++)
-        if (vector_state_env_lacks(options->env, options->env_count, *entry) && options->env_count < MAX_ENV)
+        if (spawn_env_lacks(options->env, options->env_count, *entry))
             options->env[options->env_count++] = (char *)*entry;
     return state;
 }
@@ -129,12 +190,14 @@ static enum vector_state check_vector_state(struct options *options) {
 /* Run the command and reap every child until it ends; returns a shell-style status. */
 static int run_command(char **argv, struct options *options) {
     struct spawn_user user;
+    char home[sizeof user.home + 5];
     struct spawn_request request = { .argv = argv, .envp = options->env, .cwd = options->workdir,
                                      .stdio = { -1, -1, -1 }, .exec_fd = -1 };
     const char *step = "user";
     pid_t child;
     int err = options->user ? spawn_resolve_user(options->user, &user) : 0;
     request.user = options->user ? &user : NULL;
+    options->env_count = spawn_complete_env(options->env, options->env_count, request.user, home, sizeof home);
     if (err == 0) err = spawn_process(&request, &child, &step);
     if (err != 0) {
         report(step, argv[0], err);
@@ -154,10 +217,12 @@ static int run_command(char **argv, struct options *options) {
 }
 
 /* The agent serves exec and files over vsock; the VM works without it, only less. */
-static void start_agent(int agent, enum vector_state vectors) {
+static void start_agent(int agent, enum vector_state vectors, const struct options *options) {
     char state[2] = { (char)('0' + vectors), '\0' };
-    char *argv[] = { AGENT_PATH, state, NULL };
-    struct spawn_request request = { .argv = argv, .envp = environ, .stdio = { -1, -1, -1 }, .exec_fd = agent };
+    char *argv[] = { AGENT_PATH, state, (char *)(options->workdir ? options->workdir : ""),
+                     (char *)(options->user ? options->user : ""), NULL };
+    struct spawn_request request = { .argv = argv, .envp = options->image_env, .stdio = { -1, -1, -1 },
+                                     .exec_fd = agent };
     const char *step;
     pid_t pid;
     int err = agent < 0 ? errno : spawn_process(&request, &pid, &step);
@@ -206,25 +271,15 @@ static void end_vm(int status) {
     for (;;) pause();
 }
 
-int main(int argc, char **argv) {
+int main(void) {
+    static char no_config[] = CONFIG_FORMAT;
     struct options options = { 0 };
-    char **command = NULL;
-    (void)argc;
-    setenv("PATH", SPAWN_DEFAULT_PATH, 0);
-    setenv("HOME", "/", 0);
-    for (char **entry = environ; *entry; entry++) put_env(&options, *entry);
-    /* The kernel also hands init unknown command-line words: only options and
-       what follows the VMM's marker count. */
-    for (char **word = argv + 1; *word != NULL && command == NULL; word++) {
-        char *value = strchr(*word, '=');
-        if (strcmp(*word, COMMAND_MARKER) == 0) command = word + 1;
-        else if (strncmp(*word, OPTION_PREFIX, strlen(OPTION_PREFIX)) != 0 || value == NULL) continue;
-        else if (strncmp(*word, OPTION_PREFIX "root=", value - *word + 1) == 0) options.root = value + 1;
-        else if (strncmp(*word, OPTION_PREFIX "workdir=", value - *word + 1) == 0) options.workdir = value + 1;
-        else if (strncmp(*word, OPTION_PREFIX "hostname=", value - *word + 1) == 0) options.hostname = value + 1;
-        else if (strncmp(*word, OPTION_PREFIX "user=", value - *word + 1) == 0) options.user = value + 1;
-        else if (strncmp(*word, OPTION_PREFIX "net=", value - *word + 1) == 0) options.network = value + 1;
-        else if (strncmp(*word, OPTION_PREFIX "env=", value - *word + 1) == 0 && strchr(value + 1, '=')) put_env(&options, value + 1);
+    size_t size = sizeof no_config;
+    char *config = read_config(&size);
+    int err = parse_config(config ? config : no_config, size, &options);
+    if (err != 0) {
+        report("read", CONFIG_PATH, err);
+        end_vm(STATUS_INIT_FAILURE);
     }
     mount_or_warn("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
     mount_or_warn("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC);
@@ -246,8 +301,8 @@ int main(int argc, char **argv) {
     network_set_up(options.network, options.hostname, report);
     enum vector_state vectors = check_vector_state(&options);
     print_ready_line();
-    start_agent(agent, vectors);
-    if (command == NULL || *command == NULL) serve_forever();
-    end_vm(run_command(command, &options));
+    start_agent(agent, vectors, &options);
+    if (*options.command == NULL) serve_forever();
+    end_vm(run_command(options.command, &options));
     return 0;
 }

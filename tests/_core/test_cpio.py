@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from asupermachine.guest.cpio import CpioEntry, cpio_archive
+from asupermachine._core.cpio import CpioEntry, cpio_archive
 from asupermachine.guest.initramfs import initramfs_entries
 
 
