@@ -88,37 +88,37 @@ def build(recipe: VmRecipe, console: Console, restore: RestorePoint | None, pump
             layout.ram_layout(recipe.memory_mib * MIB), backing=None if restore is None else restore.memory_file
         )
         undo.callback(memory.close)
-        vm = MicroVm(recipe, kvm, vm_fd, memory, console, StopLatch(), Bus(), Bus())
-        undo.callback(vm.devices.close)
-        _create_platform(vm)
-        _attach_platform_devices(vm)
+        microvm = MicroVm(recipe, kvm, vm_fd, memory, console, StopLatch(), Bus(), Bus())
+        undo.callback(microvm.devices.close)
+        _create_platform(microvm)
+        _attach_platform_devices(microvm)
         inbox = MuxInbox()
         undo.callback(inbox.close)
-        _register_virtio_devices(vm, pump, inbox)
+        _register_virtio_devices(microvm, pump, inbox)
         entry = None
         if restore is None:
-            entry = _load_guest(vm, kernel_cmdline_for(recipe, vm.devices), init_config(recipe))
-        undo.callback(vm.close_vcpus)
-        _create_vcpus(vm, entry)
+            entry = _load_guest(microvm, kernel_cmdline_for(recipe, microvm.devices), init_config(recipe))
+        undo.callback(microvm.close_vcpus)
+        _create_vcpus(microvm, entry)
         if restore is not None:
-            _restore(vm, restore.state)
+            _restore(microvm, restore.state)
         undo.pop_all()
-        return vm
+        return microvm
 
 
-def _register_virtio_devices(vm: MicroVm, pump: NetworkPump | None, inbox: MuxInbox) -> None:
+def _register_virtio_devices(microvm: MicroVm, pump: NetworkPump | None, inbox: MuxInbox) -> None:
     """rng, vsock (its events to ``inbox``), the disks in order (the root first), and the NIC."""
-    devices = vm.devices
+    devices = microvm.devices
     devices.register(RNG_ID, Rng())
     muxer = VsockMuxer(GUEST_CID)
-    vm.vsock_device = VsockDevice(muxer, on_events=inbox.post)
-    vsock = devices.register(VSOCK_ID, vm.vsock_device)
-    vm.vsock = VsockHost(muxer, inbox, vsock.lock, functools.partial(vsock.kick, VSOCK_RX_QUEUE))
-    for index, disk in enumerate(vm.recipe.disks):
+    microvm.vsock_device = VsockDevice(muxer, on_events=inbox.post)
+    vsock = devices.register(VSOCK_ID, microvm.vsock_device)
+    microvm.vsock = VsockHost(muxer, inbox, vsock.lock, functools.partial(vsock.kick, VSOCK_RX_QUEUE))
+    for index, disk in enumerate(microvm.recipe.disks):
         devices.register(block_id(index), Block(disk))
-    vm.nic = _nic(vm.recipe, pump)
-    if vm.nic is not None:
-        devices.register(NET_ID, vm.nic)
+    microvm.nic = _nic(microvm.recipe, pump)
+    if microvm.nic is not None:
+        devices.register(NET_ID, microvm.nic)
 
 
 def _nic(recipe: VmRecipe, pump: NetworkPump | None) -> Net | None:
@@ -155,47 +155,47 @@ def init_config(recipe: VmRecipe) -> InitConfig:
     )
 
 
-def _create_platform(vm: MicroVm) -> None:
-    fd = vm.vm_fd
+def _create_platform(microvm: MicroVm) -> None:
+    fd = microvm.vm_fd
     fd.set_identity_map_addr(layout.KVM_IDENTITY_MAP_ADDR)
     fd.set_tss_addr(layout.KVM_TSS_ADDR)
     fd.create_irqchip()
     fd.create_pit2()
-    for slot, region in enumerate(vm.memory.regions):
-        fd.set_user_memory_region(slot, region.guest_phys_addr, region.size, vm.memory.host_address(region))
+    for slot, region in enumerate(microvm.memory.regions):
+        fd.set_user_memory_region(slot, region.guest_phys_addr, region.size, microvm.memory.host_address(region))
 
 
-def _attach_platform_devices(vm: MicroVm) -> None:
-    request, fd = vm.stop.request, vm.vm_fd
+def _attach_platform_devices(microvm: MicroVm) -> None:
+    request, fd = microvm.stop.request, microvm.vm_fd
 
     def pulse_com1() -> None:
         fd.set_irq_line(COM1_IRQ, True)
         fd.set_irq_line(COM1_IRQ, False)
 
-    vm.uart = uart = Uart(output=vm.console.feed, interrupt=pulse_com1)
-    vm.uart_lock = uart_lock = vm.pio.register(COM1_BASE, UART_PORT_COUNT, uart)
+    microvm.uart = uart = Uart(output=microvm.console.feed, interrupt=pulse_com1)
+    microvm.uart_lock = uart_lock = microvm.pio.register(COM1_BASE, UART_PORT_COUNT, uart)
 
     def type_into_console(data: bytes) -> int:
         with uart_lock:
             return uart.receive(data)
 
-    vm.console.attach_input(type_into_console)
-    vm.pio.register(I8042_DATA_PORT, I8042_PORT_COUNT, I8042(request))
-    vm.pio.register(EXIT_STATUS_PORT, EXIT_PORT_COUNT, ExitPorts(request))
-    vm.vector_states = VectorStatePorts(TaskVectorStates())
-    vm.pio.register(XSTATE_SAVE_PORT, XSTATE_PORT_RANGE, vm.vector_states)
+    microvm.console.attach_input(type_into_console)
+    microvm.pio.register(I8042_DATA_PORT, I8042_PORT_COUNT, I8042(request))
+    microvm.pio.register(EXIT_STATUS_PORT, EXIT_PORT_COUNT, ExitPorts(request))
+    microvm.vector_states = VectorStatePorts(TaskVectorStates())
+    microvm.pio.register(XSTATE_SAVE_PORT, XSTATE_PORT_RANGE, microvm.vector_states)
 
 
-def _load_guest(vm: MicroVm, cmdline: str, config: InitConfig) -> int:
+def _load_guest(microvm: MicroVm, cmdline: str, config: InitConfig) -> int:
     """Place kernel, initramfs with init's configuration, command line and boot tables; return the entry point."""
     if len(cmdline) + 1 > layout.CMDLINE_MAX_SIZE:
         raise ValueError(
             f"kernel command line is {len(cmdline)} bytes, over the limit of {layout.CMDLINE_MAX_SIZE - 1}:"
             " shorten the extra kernel arguments"
         )
-    memory, recipe = vm.memory, vm.recipe
+    memory, recipe = microvm.memory, microvm.recipe
     kernel = load_vmlinux(recipe.kernel, memory)
-    initrd_addr, initrd_size = _load_initramfs(vm, kernel.end, config)
+    initrd_addr, initrd_size = _load_initramfs(microvm, kernel.end, config)
     encoded = cmdline.encode() + b"\0"
     memory.write(layout.CMDLINE_ADDR, encoded)
     contents = {**identity_page_tables(), **boot_memory_contents()}
@@ -213,52 +213,52 @@ def _load_guest(vm: MicroVm, cmdline: str, config: InitConfig) -> int:
     return kernel.entry
 
 
-def _load_initramfs(vm: MicroVm, kernel_end: int, config: InitConfig) -> tuple[int, int]:
+def _load_initramfs(microvm: MicroVm, kernel_end: int, config: InitConfig) -> tuple[int, int]:
     """Put the initramfs and init's configuration at the top of low RAM, page-aligned, clear of the kernel."""
-    path = vm.recipe.initramfs
+    path = microvm.recipe.initramfs
     try:
         data = initrd_with(path.read_bytes(), config)
     except OSError as e:
         raise AssetError(f"cannot read initramfs {path}: {e.strerror}") from None
-    low_ram_end = vm.memory.regions[0].end
+    low_ram_end = microvm.memory.regions[0].end
     addr = (low_ram_end - len(data)) & ~(layout.PAGE_SIZE - 1)
     if addr < kernel_end:
         raise KernelImageError(
-            f"kernel and a {len(data)}-byte initramfs do not fit in {vm.recipe.memory_mib} MiB of RAM"
+            f"kernel and a {len(data)}-byte initramfs do not fit in {microvm.recipe.memory_mib} MiB of RAM"
         )
-    vm.memory.write(addr, data)
+    microvm.memory.write(addr, data)
     return addr, len(data)
 
 
-def _create_vcpus(vm: MicroVm, entry: int | None) -> None:
+def _create_vcpus(microvm: MicroVm, entry: int | None) -> None:
     """Create the vCPUs with this host's CPUID for the model; set boot state unless restoring."""
-    supported = vm.kvm.supported_cpuid()
-    count = vm.recipe.vcpus
+    supported = microvm.kvm.supported_cpuid()
+    count = microvm.recipe.vcpus
     for index in range(count):
-        vcpu = vm.vm_fd.create_vcpu(index)
-        vm.vcpus.append(vcpu)
-        cpuid = tuple(guest_cpuid(supported, vm.recipe.cpu_model, index, count))
-        vm.cpuid.append(cpuid)
+        vcpu = microvm.vm_fd.create_vcpu(index)
+        microvm.vcpus.append(vcpu)
+        cpuid = tuple(guest_cpuid(supported, microvm.recipe.cpu_model, index, count))
+        microvm.cpuid.append(cpuid)
         vcpu.set_cpuid(list(cpuid))
         if entry is not None:
             setup_common_vcpu_state(vcpu)
             if index == 0:
                 setup_boot_vcpu(vcpu, entry)
-    vm.arm_pause()
+    microvm.arm_pause()
 
 
-def _restore(vm: MicroVm, state: MachineState) -> None:
+def _restore(microvm: MicroVm, state: MachineState) -> None:
     """Put back a snapshot's KVM and device state (memory is already the snapshot's).
 
     Raises :class:`SnapshotError` if KVM or a device refuses the saved state.
     """
     state = advanced(state, time.time_ns() - state.captured_at_ns)
     try:
-        restore_vm(vm.vm_fd, state.vm)
-        for vcpu, vcpu_state in zip(vm.vcpus, state.vcpus, strict=True):
+        restore_vm(microvm.vm_fd, state.vm)
+        for vcpu, vcpu_state in zip(microvm.vcpus, state.vcpus, strict=True):
             restore_vcpu(vcpu, vcpu_state)
-        vm.devices.restore(state.transports)
+        microvm.devices.restore(state.transports)
     except (OSError, ValueError, VirtqueueError) as error:
         raise SnapshotError("state", f"the saved VM state was refused: {error}") from error
-    vm.uart.restore(state.uart)
-    vm.vector_states.states = TaskVectorStates(state.task_vector_states)
+    microvm.uart.restore(state.uart)
+    microvm.vector_states.states = TaskVectorStates(state.task_vector_states)

@@ -25,8 +25,8 @@ LAST_VIRTIO_IRQ = 23
 class MmioDeviceManager:
     """The VM's virtio devices by id, in registration order (the guest's probe order: vda before vdb)."""
 
-    def __init__(self, vm: VmFd, bus: Bus, memory: GuestMemory) -> None:
-        self._vm, self._bus, self._memory = vm, bus, memory
+    def __init__(self, vm_fd: VmFd, bus: Bus, memory: GuestMemory) -> None:
+        self._vm_fd, self._bus, self._memory = vm_fd, bus, memory
         self._services: dict[str, VirtioService] = {}
 
     def register(self, device_id: str, device: VirtioDevice) -> VirtioService:
@@ -42,7 +42,7 @@ class MmioDeviceManager:
             if irq > LAST_VIRTIO_IRQ:
                 raise ValueError(f"at most {LAST_VIRTIO_IRQ - FIRST_VIRTIO_IRQ + 1} virtio devices fit")
             slot = MmioSlot(VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE, irq)
-            service = VirtioService(self._vm, self._bus, self._memory, device, slot)
+            service = VirtioService(self._vm_fd, self._bus, self._memory, device, slot)
         except BaseException:
             device.close()
             raise

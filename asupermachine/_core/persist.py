@@ -88,10 +88,10 @@ def restore_vcpu(vcpu: VcpuFd, state: VcpuState) -> None:
         set_state(vcpu.fd, kind, state.kvm[kind])
 
 
-def capture_vm(vm: VmFd) -> dict[StateKind, bytes]:
-    return {kind: get_state(vm.fd, kind) for kind in VM_STATE_KINDS}
+def capture_vm(vm_fd: VmFd) -> dict[StateKind, bytes]:
+    return {kind: get_state(vm_fd.fd, kind) for kind in VM_STATE_KINDS}
 
 
-def restore_vm(vm: VmFd, state: dict[StateKind, bytes]) -> None:
+def restore_vm(vm_fd: VmFd, state: dict[StateKind, bytes]) -> None:
     for kind in VM_STATE_KINDS:
-        set_state(vm.fd, kind, state[kind])
+        set_state(vm_fd.fd, kind, state[kind])

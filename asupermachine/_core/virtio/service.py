@@ -38,15 +38,15 @@ class MmioSlot:
 class VirtioService:
     """A device on its transport, wired to KVM; :meth:`run` serves it until cancelled."""
 
-    def __init__(self, vm: VmFd, bus: Bus, memory: GuestMemory, device: VirtioDevice, slot: MmioSlot) -> None:
+    def __init__(self, vm_fd: VmFd, bus: Bus, memory: GuestMemory, device: VirtioDevice, slot: MmioSlot) -> None:
         self.slot = slot
         self._eventfds: list[EventFd] = []
         try:
             self._irq = self._eventfd()
-            vm.register_irqfd(self._irq.fileno(), slot.irq)
+            vm_fd.register_irqfd(self._irq.fileno(), slot.irq)
             self._notify = [self._eventfd() for _ in device.queue_max_sizes]
             for index, notify in enumerate(self._notify):
-                vm.register_ioeventfd(slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, notify.fileno(), datamatch=index)
+                vm_fd.register_ioeventfd(slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, notify.fileno(), datamatch=index)
             self.transport = MmioTransport(
                 device, memory, interrupt=self._raise_interrupt, queue_notify=self._notify_queue
             )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .packet import MAX_PAYLOAD, VIRTIO_VSOCK_SHUTDOWN_RCV, VIRTIO_VSOCK_SHUTDOWN_SEND, VMADDR_CID_HOST, Op, Packet
 
 DEFAULT_BUFFER = 256 * 1024
-U32 = 1 << 32
+COUNTER_MODULUS = 1 << 32  # the wire counters (fwd_cnt) are u32 and wrap
 
 
 class State(enum.Enum):
@@ -75,7 +75,7 @@ class VsockConnection:
         self._forwarded_at_last_update = self._forwarded
         return Packet(
             VMADDR_CID_HOST, self.guest_cid, self.host_port, self.guest_port, op, flags,
-            self.buffer_size, self._forwarded % U32, payload,
+            self.buffer_size, self._forwarded % COUNTER_MODULUS, payload,
         )
 
     def connect(self) -> Packet:
@@ -92,7 +92,7 @@ class VsockConnection:
     @property
     def send_credit(self) -> int:
         """How many bytes the guest has room for right now."""
-        in_flight = (self._sent - self._peer_forwarded) % U32
+        in_flight = (self._sent - self._peer_forwarded) % COUNTER_MODULUS
         return max(self._peer_buffer - in_flight, 0)
 
     def send(self, data: bytes) -> tuple[list[Packet], int]:
