@@ -18,7 +18,7 @@ from ._construction import NoPublicConstructor
 from ._core.agent import files
 from ._core.agent.exec import collect
 from ._core.agent.process import Process, greet
-from ._core.agent.protocol import AGENT_PORT, FrameDecoder, VectorState, encode_hostname
+from ._core.agent.protocol import AGENT_PORT, VectorState, encode_hostname
 from ._core.console import Console
 from ._core.vsock.host import VsockListener
 from ._errors import AsupermachineError, ExecTimeout, MachineClosed, VsockConnectionReset
@@ -284,19 +284,19 @@ class Machine(metaclass=NoPublicConstructor):
         """
         user = str(user)
 
-        async def start() -> tuple[Process, FrameDecoder]:
+        async def start() -> Process:
             connection = await self._connect_agent()
             try:
-                return await Process.start(
-                    connection, argv, env=env, workdir=workdir, user=user, lost=self._lost, tty=size if tty else None
+                return await Process._start(
+                    connection, argv, tasks=self._backend.tasks, env=env, workdir=workdir, user=user,
+                    lost=self._lost, tty=size if tty else None,
                 )
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await connection.aclose()
                 raise
 
-        process, decoder = await self._guarded(start)
-        self._backend.tasks.start_soon(process.pump, decoder, name=f"process-{process.pid}")
+        process = await self._guarded(start)
         return process
 
     async def exec(

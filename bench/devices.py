@@ -472,8 +472,7 @@ def bench_agent(budget: float) -> list[Row]:
         async with anyio.create_task_group() as tasks:
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
-                process, decoder = await Process.start(agent.connect(tasks), ["true"], env=None, workdir="", user="")
-                tasks.start_soon(process.pump, decoder)
+                process = await Process._start(agent.connect(tasks), ["true"], tasks=tasks)
                 async with process:
                     await collect(process, None)
                 times.append(time.perf_counter() - start)

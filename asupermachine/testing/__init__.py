@@ -5,8 +5,7 @@
   server): hand it to the code under test in place of one from a runtime.
 - :class:`FakeAgent` speaks the guest agent's protocol from Python: commands are
   callables, files a dict. :meth:`FakeAgent.connect` gives the host end of a new
-  in-memory connection to it, to hand to what would take an agent connection
-  (:meth:`Process.start <asupermachine.Process.start>`).
+  in-memory connection to it.
 - :func:`memory_stream_pair` is two connected in-memory byte streams.
 - :class:`VirtqueueDriver` plays a guest's virtio driver on a split virtqueue, to
   drive a device model request by request.

@@ -9,6 +9,9 @@ from .kernel import L1Kernel
 
 CONSOLE_NAME = "console.log"
 """The L1 kernel's console, written into the run's directory."""
+MONITOR_NAME = "monitor.sock"
+"""QEMU's human monitor, in the run's directory: to look into an L1 that stopped answering
+(``socat - UNIX-CONNECT:.../monitor.sock``, then ``info cpus``, ``info registers -a``)."""
 
 
 def kernel_cmdline(arch: L1Arch) -> str:
@@ -24,7 +27,8 @@ def qemu_command(
     return [
         arch.qemu, *arch.machine,
         "-m", str(memory_mib), "-smp", str(vcpus),
-        "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-no-reboot",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-monitor", f"unix:{io / MONITOR_NAME},server=on,wait=off",
         "-kernel", str(kernel.image), "-initrd", str(initramfs), "-append", kernel_cmdline(arch),
         "-serial", f"file:{io / CONSOLE_NAME}",
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",

@@ -25,6 +25,7 @@ from asupermachine._core.agent.protocol import (
     encode_frame,
     encode_hostname,
 )
+from asupermachine._groups import unwrap_single_error
 from asupermachine.testing import CommandResult, FakeAgent, memory_stream_pair
 
 pytestmark = pytest.mark.anyio
@@ -45,10 +46,9 @@ async def started(
     """A process started on ``agent`` as ``Machine.spawn`` starts one, its frames pumped, for the block."""
     with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
-            process, decoder = await Process.start(
-                agent.connect(tasks), argv, env=env, workdir=workdir, user=user, tty=tty
+            process = await Process._start(
+                agent.connect(tasks), argv, tasks=tasks, env=env, workdir=workdir, user=user, tty=tty
             )
-            tasks.start_soon(process.pump, decoder)
             async with process:
                 yield process
 
@@ -102,7 +102,7 @@ async def test_an_unknown_command_is_refused_with_enoent() -> None:
         async with anyio.create_task_group() as tasks:
             async with FakeAgent().connect(tasks) as connection:
                 with pytest.raises(ExecError) as refused:
-                    await Process.start(connection, ["nosuch"], env=None, workdir="", user="")
+                    await Process._start(connection, ["nosuch"], tasks=tasks)
     assert refused.value.errno == errno.ENOENT and "nosuch" in str(refused.value)
 
 
@@ -174,9 +174,10 @@ Request = Callable[[anyio.abc.ByteStream], Awaitable[object]]
 
 
 async def exec_true(connection: anyio.abc.ByteStream) -> object:
-    process, decoder = await Process.start(connection, ["true"], env=None, workdir="", user="")
-    await process.pump(decoder)  # inline: it returns at EXITED or at a failure, which wait() raises
-    return await process.wait()
+    with unwrap_single_error():  # a refusal, as Machine.spawn raises it
+        async with anyio.create_task_group() as tasks:
+            process = await Process._start(connection, ["true"], tasks=tasks)
+    return await process.wait()  # its output routing has ended: at EXITED, or at a failure wait() raises
 
 
 async def read_a_file(connection: anyio.abc.ByteStream) -> object:

@@ -13,6 +13,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ..._construction import NoPublicConstructor
 from ..._errors import AgentProtocolError, ExecError, VsockConnectionReset
 from ..._outcome import ExitStatus
 from ..vsock.host import MAX_RECEIVE
@@ -67,7 +68,7 @@ class _Input(anyio.abc.ByteSendStream):
         await self._process._send_control(encode_frame(Kind.STDIN))  # empty STDIN: end of input
 
 
-class Process:
+class Process(metaclass=NoPublicConstructor):
     """A command in the guest: ``stdin``, ``stdout``, ``stderr`` streams, :meth:`wait`, signals.
 
     On a terminal (``tty``) its output, stderr included, comes on ``stdout`` as a
@@ -100,22 +101,23 @@ class Process:
         self._done = anyio.Event()
 
     @classmethod
-    async def start(
+    async def _start(
         cls,
         connection: anyio.abc.ByteStream,
         argv: Sequence[str],
         *,
-        env: Mapping[str, str] | None,
-        workdir: str,
-        user: str,
+        tasks: anyio.abc.TaskGroup,
+        env: Mapping[str, str] | None = None,
+        workdir: str = "",
+        user: str = "",
         lost: Callable[[], BaseException] | None = None,
         tty: tuple[int, int] | None = None,
-    ) -> tuple[Process, FrameDecoder]:
-        """Greet the agent, ask it to spawn ``argv``; the caller then runs :meth:`pump`.
+    ) -> Process:
+        """Greet the agent, ask it to spawn ``argv``, and route its output from a task in ``tasks``.
 
-        ``lost()`` is what :meth:`wait` raises if the pump ends without an exit status
-        (the VM went away). ``tty`` is ``(rows, cols)`` to run it on a terminal that
-        size (with ``TERM`` set unless ``env`` has it).
+        ``lost()`` is what :meth:`wait` raises if the connection ends without an exit
+        status (the VM went away). ``tty`` is ``(rows, cols)`` to run it on a terminal
+        that size (with ``TERM`` set unless ``env`` has it).
         """
         environment = dict(env or {})
         request = b""
@@ -130,10 +132,12 @@ class Process:
 
         started = await expect_started(connection, decoder, refused)
         pid = unpack_payload(U32, started, Kind.STARTED)[0]
-        return cls(connection, pid, lost, tty=tty is not None), decoder
+        process = cls._create(connection, pid, lost, tty=tty is not None)
+        tasks.start_soon(process._pump, decoder, name=f"process-{pid}")
+        return process
 
-    async def pump(self, decoder: FrameDecoder) -> None:
-        """Route the agent's frames to the output streams until the process ends (a task's job)."""
+    async def _pump(self, decoder: FrameDecoder) -> None:
+        """Route the agent's frames to the output streams until the process ends."""
         try:
             async with self._out, self._err:
                 while True:
