@@ -16,10 +16,13 @@ from typing import BinaryIO
 from .arch import L1Arch
 from .initramfs import build_initramfs
 from .kernel import fetch_kernel
-from .qemu import CONSOLE_NAME, qemu_command
+from .monitor import vcpu_states
+from .qemu import CONSOLE_NAME, MONITOR_NAME, qemu_command
 
 STAGE2 = Path(__file__).with_name("stage2.py")
 POLL_SECONDS = 0.2
+STUCK_NAME = "stuck.txt"
+"""Where the L1's vCPUs were when its run timed out (from QEMU's monitor), in the run's directory."""
 L1_FAILED = 125
 """Our exit status when the L1 itself failed (the command's own statuses pass through)."""
 TIMED_OUT = 124
@@ -59,6 +62,8 @@ def run(arch: L1Arch, request: Request) -> int:
             qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
             try:
                 finished = _stream_until_exit(qemu, io, request.timeout)
+                if not finished:
+                    (io / STUCK_NAME).write_text("\n".join(vcpu_states(io / MONITOR_NAME)))
             finally:
                 if qemu.poll() is None:
                     qemu.kill()
@@ -95,7 +100,11 @@ def _copy_new(streams: tuple[tuple[BinaryIO, BinaryIO], ...]) -> bool:
 
 def _outcome(io: Path, finished: bool, qemu_status: int, timeout: float | None) -> int:
     if not finished:
-        return _fail(f"the run outlived its timeout of {timeout:g} s and was stopped", io, TIMED_OUT)
+        where = (io / STUCK_NAME).read_text().splitlines()
+        return _fail(
+            f"the run outlived its timeout of {timeout:g} s and was stopped; the L1's vCPUs were at:\n  "
+            + "\n  ".join(where or ["(QEMU's monitor did not answer)"]), io, TIMED_OUT,
+        )
     if (io / "status").is_file():
         return int((io / "status").read_text())
     if (io / "failure").is_file():

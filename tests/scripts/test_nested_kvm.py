@@ -1,7 +1,9 @@
-"""The pure parts of scripts/nested-kvm: module load order and the L1's QEMU command line."""
+"""scripts/nested-kvm: module load order and the L1's QEMU command line (pure), and a run that times out."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,3 +43,15 @@ def test_the_l1_gets_svm_the_host_root_read_only_and_the_run_directory_writable(
     assert any("path=/," in share and "readonly=on" in share for share in shares)
     assert any(f"path={tmp_path / 'io'}," in share and "readonly" not in share for share in shares)
     assert argv[argv.index("-m") + 1] == "4096" and argv[argv.index("-smp") + 1] == "2"
+
+
+def test_a_run_past_its_timeout_is_stopped_and_says_where_the_l1_vcpus_were() -> None:
+    """A real L1 (QEMU's TCG, no KVM needed): an L1 that stops answering ends with status 124, not a hang."""
+    tool = Path(__file__).parents[2] / "scripts" / "nested-kvm"
+    run = subprocess.run(
+        [str(tool), "--timeout", "20", "--", "sleep", "600"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 124, run.stderr[-2000:]
+    assert "outlived its timeout of 20 s" in run.stderr
+    assert re.search(r"CPU#0 RIP=[0-9a-f]{16} ", run.stderr), run.stderr[-2000:]
