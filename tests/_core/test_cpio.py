@@ -4,7 +4,6 @@ import subprocess
 import pytest
 
 from asupermachine._core.cpio import CpioEntry, cpio_archive
-from asupermachine.guest.initramfs import initramfs_entries
 
 
 def test_archive_unpacks_with_the_system_cpio(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -20,13 +19,6 @@ def test_archive_unpacks_with_the_system_cpio(tmp_path) -> None:  # type: ignore
     assert (tmp_path / "bin/tool").read_bytes() == b"#!/bin/sh\n"
     assert (tmp_path / "bin/tool").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "bin/link").readlink().as_posix() == "tool"
-
-
-def test_listing_includes_the_console_device_node() -> None:
-    archive = cpio_archive(initramfs_entries(b"\x7fELF", b"\x7fELF"))
-    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=archive, capture_output=True, check=True).stdout
-    console = next(line for line in listing.decode().splitlines() if line.endswith("dev/console"))
-    assert console.startswith("c") and "5," in console and "1" in console
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../escape", "a/../../b", ""])
