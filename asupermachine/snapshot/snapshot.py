@@ -21,7 +21,7 @@ from .._core.kvm import Kvm
 from .._core.kvm.host import this_host
 from .._core.microvm import MIB
 from .._core.persist import MachineState
-from .._core.recipe import VmRecipe
+from .._core.recipe import ProcessDefaults, VmRecipe
 from .._core.virtio.blk import Disk
 from .._errors import SnapshotError
 from ..guest import resolve_assets
@@ -96,6 +96,9 @@ def write_snapshot(
         kernel=Path(recipe.kernel).resolve(),
         initramfs=Path(recipe.initramfs).resolve(),
         disks=tuple(Disk(Path(disk.path).resolve()) for disk in recipe.disks),
+        # What init ran and the image's env live in guest memory; the manifest keeps neither.
+        command=(),
+        defaults=ProcessDefaults(),
     )
     files = (recipe.kernel, recipe.initramfs, *(disk.path for disk in recipe.disks))
     sha256 = {str(path): file_sha256(path) for path in files}

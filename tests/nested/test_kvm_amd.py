@@ -22,6 +22,9 @@ L1_SUITE = [
     "-m", "kvm", "-k", "not trio",
     "tests/vm/test_machine_boot.py::test_init_reports_the_command_exit_status_zero_and_nonzero",
     "tests/vm/test_machine_boot.py::test_guest_with_two_vcpus_sees_two_cpus",
+    "tests/vm/test_machine_boot.py::test_init_runs_the_command_with_the_given_env_workdir_and_user",
+    "tests/image/test_pull.py::test_a_pulled_image_boots_with_its_config_and_exact_tree",
+    "tests/image/test_pull.py::test_run_cold_from_the_cli_takes_quoted_arguments_and_env",
     "tests/vm/test_machine_exec.py",
     "tests/vm/test_machine_vsock.py",
     "tests/vm/test_snapshot.py::test_live_snapshot_then_restore_carries_on",
@@ -35,7 +38,8 @@ L1_SUITE = [
     "tests/examples/test_web_service.py",
     "tests/bench",
 ]
-"""The core set on kvm_amd: boot (one and two vCPUs), exec and files, vsock, snapshots and clones,
+"""The core set on kvm_amd: boot (one and two vCPUs), init's configuration (an image's env, quotes,
+the CLI), exec and files, vsock, snapshots and clones,
 networking, terminals, the runtime, vector state, the web example and every bench's smoke test, on
 asyncio (the event loop's backend does not touch the hardware path; the direct pass runs both).
 The whole guest suite takes ~40 min in the L1, too long beside the direct pass in one CI run:

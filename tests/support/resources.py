@@ -21,6 +21,19 @@ THREAD_SETTLE = 2.0
 GUEST_SIZED = 64 << 20
 
 
+def kvm_fd_targets() -> list[str]:
+    """What this process's KVM fds are (``/dev/kvm``, ``anon_inode:kvm-vm``, ...), to say which leaked."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if "kvm" in target:
+            targets.append(f"{fd} -> {target}")
+    return targets
+
+
 def held() -> Held:
     targets = []
     for fd in os.listdir("/proc/self/fd"):
@@ -66,7 +79,7 @@ def assert_nothing_left(before: Held) -> None:
     while after.threads > before.threads and time.monotonic() < deadline:
         time.sleep(0.01)
         after = held()
-    assert after.kvm_fds == 0, after
+    assert after.kvm_fds == 0, (after, kvm_fd_targets())
     assert after.kvm_mappings == 0, after
     assert after.guest_sized_mappings == before.guest_sized_mappings, (before, after)
     assert after.fds == before.fds, (before, after)
