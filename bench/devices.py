@@ -40,7 +40,7 @@ from asupermachine._core.devices.shutdown_ports import EXIT_STATUS_PORT, I8042, 
 from asupermachine._core.devices.uart import UART_PORT_COUNT, Uart  # noqa: E402
 from asupermachine._core.kvm._kvm_cffi import ffi, lib  # noqa: E402
 from asupermachine._core.memory import GuestMemory  # noqa: E402
-from asupermachine._core.net.stream_framing import FrameDecoder, encode_frames, frame_buffers  # noqa: E402
+from asupermachine._core.net.stream_framing import EthernetStreamDecoder, encode_frames, frame_buffers  # noqa: E402
 from asupermachine._core.vcpu.runner import VcpuRunner  # noqa: E402
 from asupermachine._core.virtio.blk import REQUEST_HEADER, VIRTIO_BLK_T_IN, Block, Disk  # noqa: E402
 from asupermachine._core.virtio.mmio import VIRTIO_MMIO_INTERRUPT_STATUS, VIRTIO_MMIO_SIZE, MmioTransport  # noqa: E402
@@ -407,7 +407,7 @@ def net_rx(mtu: int, with_socket: bool, budget: float) -> tuple[float, float]:
     frame = _tcp_frame(14 + mtu)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     child = _peer(FEED, theirs, encode_frames([frame] * 64)) if with_socket else None
-    decoder = FrameDecoder()
+    decoder = EthernetStreamDecoder()
     pending: deque[bytes] = deque()
     net = Net(b"\x02\0\0\0\0\x02", lambda frames: None, lambda: 1 << 30, mtu=mtu)
     buffer_bytes = 1536 if mtu <= 1500 else PAGE  # Linux sizes mergeable buffers by the average frame, up to a page

@@ -35,7 +35,7 @@ import anyio.lowlevel
 
 from ..._errors import NetBackendError
 from ..._groups import unwrap_single_error
-from .stream_framing import ETH_HLEN, MAX_SENT_FRAME_LENGTH, Frame, FrameDecoder, frame_buffers
+from .stream_framing import ETH_HLEN, MAX_SENT_FRAME_LENGTH, BytesLike, EthernetStreamDecoder, frame_buffers
 
 SETPRIV = "setpriv"
 START_TIMEOUT = 10.0
@@ -154,7 +154,7 @@ class PasstLink:
         self._stderr_tail = bytearray()
         self._stderr_done = False
         self._exited = anyio.Event()
-        self._decoder = FrameDecoder()
+        self._decoder = EthernetStreamDecoder()
         self._receiving = anyio.ResourceGuard("receiving frames from passt")
         self._sending = anyio.Lock()
         self._send_broken = False
@@ -208,7 +208,7 @@ class PasstLink:
                     await anyio.lowlevel.cancel_shielded_checkpoint()
                     return frames
 
-    async def send_frames(self, frames: Iterable[Frame]) -> None:
+    async def send_frames(self, frames: Iterable[BytesLike]) -> None:
         """Send ``frames`` to passt in order, one ``sendmsg`` each, so that each reaches it whole; no copy is made.
 
         Raises :class:`NetBackendError` for a frame passt would not take (shorter

@@ -6,8 +6,8 @@ else is on the stream (no virtio-net header, no checksum). qemu reads it in
 
 Decoding is done in the decoder's own buffer so that a socket can
 ``recv_into`` it and the frames come out as views of what was received, never
-copied: :meth:`FrameDecoder.receive_buffer` then :meth:`FrameDecoder.received`.
-:meth:`FrameDecoder.feed` takes bytes from anywhere instead.
+copied: :meth:`EthernetStreamDecoder.receive_buffer` then :meth:`EthernetStreamDecoder.received`.
+:meth:`EthernetStreamDecoder.feed` takes bytes from anywhere instead.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from ..._errors import NetBackendError
 
-Frame = bytes | bytearray | memoryview
+BytesLike = bytes | bytearray | memoryview
 
 FRAME_LENGTH = struct.Struct(">I")
 """The length that goes before each frame: bytes of the frame, big-endian (qemu ``net_fill_rstate``)."""
@@ -48,7 +48,7 @@ DEFAULT_CAPACITY = 256 * 1024
 MIN_CAPACITY = 2 * (FRAME_LENGTH.size + MAX_RECEIVED_FRAME_LENGTH)
 
 
-class FrameDecoder:
+class EthernetStreamDecoder:
     """Bytes of the stream in, whole frames out.
 
     Frames come out as :class:`memoryview` slices of the decoder's buffer, valid
@@ -114,7 +114,7 @@ class FrameDecoder:
             self._start = frame_end
         return frames
 
-    def feed(self, data: Frame) -> list[bytes]:
+    def feed(self, data: BytesLike) -> list[bytes]:
         """Take ``data`` (any number of bytes, from anywhere); return copies of the frames now whole."""
         source = memoryview(data).cast("B")
         frames: list[bytes] = []
@@ -132,7 +132,7 @@ class FrameDecoder:
             raise self._error
 
 
-def _checked_length(frame: Frame) -> int:
+def _checked_length(frame: BytesLike) -> int:
     length = memoryview(frame).nbytes
     if not MIN_FRAME_LENGTH <= length <= MAX_SENT_FRAME_LENGTH:
         raise NetBackendError(
@@ -142,7 +142,7 @@ def _checked_length(frame: Frame) -> int:
     return length
 
 
-def frame_buffers(frames: Iterable[Frame]) -> list[memoryview]:
+def frame_buffers(frames: Iterable[BytesLike]) -> list[memoryview]:
     """The buffers of ``frames`` on the stream, for ``sendmsg``: each frame after its length.
 
     The frames are not copied: the lengths share one small buffer and the list
@@ -162,6 +162,6 @@ def frame_buffers(frames: Iterable[Frame]) -> list[memoryview]:
     return buffers
 
 
-def encode_frames(frames: Iterable[Frame]) -> bytes:
+def encode_frames(frames: Iterable[BytesLike]) -> bytes:
     """``frames`` as one buffer of the stream, each after its length; refuses what :func:`frame_buffers` does."""
     return b"".join(frame_buffers(frames))

@@ -14,7 +14,7 @@ from asupermachine._core.net.stream_framing import (
     MAX_SENT_FRAME_LENGTH,
     MIN_CAPACITY,
     MIN_FRAME_LENGTH,
-    FrameDecoder,
+    EthernetStreamDecoder,
     encode_frames,
     frame_buffers,
 )
@@ -39,7 +39,7 @@ def stream(frames: list[bytes]) -> bytes:
 def test_random_splits_of_a_stream_decode_to_the_same_frames(frames: list[bytes], cuts: list[float]) -> None:
     data = stream(frames)
     points = sorted({int(cut * len(data)) for cut in cuts} | {0, len(data)})
-    decoder = FrameDecoder()
+    decoder = EthernetStreamDecoder()
     decoded: list[bytes] = []
     for start, end in zip(points, points[1:], strict=False):
         decoded += decoder.feed(data[start:end])
@@ -51,7 +51,7 @@ def test_random_splits_of_a_stream_decode_to_the_same_frames(frames: list[bytes]
 @given(frames=frame_lists, sizes=st.lists(st.integers(1, 3 * MAX_RECEIVED_FRAME_LENGTH), min_size=1, max_size=8))
 def test_frames_received_in_place_by_recv_into_are_the_frames_sent(frames: list[bytes], sizes: list[int]) -> None:
     data = memoryview(stream(frames))
-    decoder = FrameDecoder(MIN_CAPACITY)
+    decoder = EthernetStreamDecoder(MIN_CAPACITY)
     decoded: list[bytes] = []
     position = 0
     while position < len(data):
@@ -64,7 +64,7 @@ def test_frames_received_in_place_by_recv_into_are_the_frames_sent(frames: list[
 
 
 def test_frames_are_views_of_the_decoders_buffer_not_copies() -> None:
-    decoder = FrameDecoder()
+    decoder = EthernetStreamDecoder()
     space = decoder.receive_buffer()
     data = stream([pattern(60), pattern(1514)])
     space[: len(data)] = data
@@ -76,12 +76,12 @@ def test_frames_are_views_of_the_decoders_buffer_not_copies() -> None:
 
 def test_a_frame_of_the_largest_length_passt_builds_decodes() -> None:
     frame = pattern(MAX_RECEIVED_FRAME_LENGTH)
-    assert FrameDecoder().feed(stream([frame])) == [frame]
+    assert EthernetStreamDecoder().feed(stream([frame])) == [frame]
 
 
 @pytest.mark.parametrize("length", [0, 1, MIN_FRAME_LENGTH - 1, MAX_RECEIVED_FRAME_LENGTH + 1, 2**32 - 1])
 def test_a_bad_length_is_refused_as_soon_as_it_is_in_and_from_then_on(length: int) -> None:
-    decoder = FrameDecoder()
+    decoder = EthernetStreamDecoder()
     assert decoder.feed(stream([b"g" * 60])) == [b"g" * 60]
     with pytest.raises(NetBackendError, match=f"frame length of {length} bytes at stream offset 64"):
         decoder.feed(struct.pack(">I", length))  # no body needed to know
@@ -92,7 +92,7 @@ def test_a_bad_length_is_refused_as_soon_as_it_is_in_and_from_then_on(length: in
 
 
 def test_pending_counts_the_bytes_of_an_incomplete_frame() -> None:
-    decoder = FrameDecoder()
+    decoder = EthernetStreamDecoder()
     data = stream([pattern(100)])
     assert decoder.feed(data[:3]) == []
     assert decoder.pending == 3
@@ -104,11 +104,11 @@ def test_pending_counts_the_bytes_of_an_incomplete_frame() -> None:
 
 def test_a_decoder_too_small_for_a_frame_is_refused() -> None:
     with pytest.raises(ValueError):
-        FrameDecoder(MIN_CAPACITY - 1)
+        EthernetStreamDecoder(MIN_CAPACITY - 1)
 
 
 def test_received_refuses_more_bytes_than_there_was_room_for() -> None:
-    decoder = FrameDecoder()
+    decoder = EthernetStreamDecoder()
     with pytest.raises(ValueError):
         decoder.received(len(decoder.receive_buffer()) + 1)
 
