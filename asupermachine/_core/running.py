@@ -213,7 +213,7 @@ async def running(
         vsock_reset = anyio.Event()
         if restore is not None:
             # The guest's connections were to a host side that is gone.
-            microvm.devices[VSOCK_ID].serve(
+            microvm.devices[VSOCK_ID].work_on(
                 lambda: microvm.vsock_device.post_transport_reset(vsock_reset.set), EVENT_QUEUE
             )
         with unwrap_single_error():

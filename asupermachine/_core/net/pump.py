@@ -103,7 +103,7 @@ class NetworkPump:
         while True:
             if not pending:
                 pending.extend(bytes(frame) for frame in await link.receive_frames())
-            service.serve(functools.partial(_deliver, device, pending), RX_QUEUE)
+            service.work_on(functools.partial(_deliver, device, pending), RX_QUEUE)
             if not service.transport.active:
                 pending.clear()  # no driver: the link is down, as on a real NIC
             elif pending:

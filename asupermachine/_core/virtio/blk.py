@@ -82,7 +82,7 @@ class Block(RequestQueueDevice):
         # 5.2.4: capacity, size_max (not offered), seg_max.
         return read_config_space(struct.pack("<QII", self.capacity_sectors, 0, SEGMENTS_PER_REQUEST), offset, size)
 
-    def serve(self, queue: Virtqueue, chain: DescriptorChain) -> int:
+    def handle(self, queue: Virtqueue, chain: DescriptorChain) -> int:
         """Serve one request; returns the bytes written into the guest's buffers (data + status)."""
         if not chain.readable or chain.readable[0].length < REQUEST_HEADER.size or not chain.writable:
             return 0  # no header or no status byte: nothing can be answered

@@ -6,7 +6,7 @@ from .queue import DescriptorChain, Virtqueue
 
 
 class RequestQueueDevice:
-    """Subclasses set ``device_id``, ``device_features``, ``queue_max_sizes`` and implement :meth:`serve`."""
+    """Subclasses set ``device_id``, ``device_features``, ``queue_max_sizes`` and implement :meth:`handle`."""
 
     blocking_io = False
 
@@ -34,10 +34,10 @@ class RequestQueueDevice:
             return False
         used = False
         while (chain := queue.pop()) is not None:
-            queue.add_used(chain.head, self.serve(queue, chain))
+            queue.add_used(chain.head, self.handle(queue, chain))
             used = True
         return used
 
-    def serve(self, queue: Virtqueue, chain: DescriptorChain) -> int:
+    def handle(self, queue: Virtqueue, chain: DescriptorChain) -> int:
         """Serve one request; returns how many bytes were written into its writable buffers."""
         raise NotImplementedError

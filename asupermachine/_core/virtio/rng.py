@@ -25,7 +25,7 @@ class Rng(RequestQueueDevice):
         super().__init__()
         self._entropy = entropy
 
-    def serve(self, queue: Virtqueue, chain: DescriptorChain) -> int:
+    def handle(self, queue: Virtqueue, chain: DescriptorChain) -> int:
         budget = MAX_REQUEST_BYTES
         for buffer in chain.writable:
             length = min(buffer.length, budget)

@@ -91,9 +91,9 @@ class VirtioService:
                 self._process(index)
 
     def _process(self, index: int) -> None:
-        self.serve(lambda: self.transport.device.process_queue(index), index)
+        self.work_on(lambda: self.transport.device.process_queue(index), index)
 
-    def serve(self, work: Callable[[], bool], queue: int) -> None:
+    def work_on(self, work: Callable[[], bool], queue: int) -> None:
         """Run ``work`` on the active device under its lock; interrupt if it used buffers of ``queue``."""
         transport = self.transport
         with self.lock:
