@@ -21,6 +21,11 @@ THREAD_SETTLE = 2.0
 GUEST_SIZED = 64 << 20
 
 
+def _is_kvm(target: str) -> bool:
+    """An fd's target is KVM's: the device, or a VM or vCPU (not any path that happens to say "kvm")."""
+    return target == "/dev/kvm" or target.startswith("anon_inode:kvm")
+
+
 def kvm_fd_targets() -> list[str]:
     """What this process's KVM fds are (``/dev/kvm``, ``anon_inode:kvm-vm``, ...), to say which leaked."""
     targets = []
@@ -29,7 +34,7 @@ def kvm_fd_targets() -> list[str]:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except FileNotFoundError:
             continue
-        if "kvm" in target:
+        if _is_kvm(target):
             targets.append(f"{fd} -> {target}")
     return targets
 
@@ -49,7 +54,7 @@ def held() -> Held:
             guest_sized += end - start >= GUEST_SIZED and len(line.split()) == 5
     return Held(
         fds=len(targets),
-        kvm_fds=sum("kvm" in target for target in targets),
+        kvm_fds=sum(map(_is_kvm, targets)),
         kvm_mappings=kvm_mappings,
         guest_sized_mappings=guest_sized,
         threads=sum(not _idle_pool_worker(frame) for frame in sys._current_frames().values()),
