@@ -227,7 +227,6 @@ async def test_a_pulled_image_boots_with_its_config_and_exact_tree(
             assert f"from cmd with quotes {AWKWARD_ENV['QUOTED']}".encode() in output
             assert (await vm.wait()).exit_code == 0
 
-@pytest.mark.skipif(shutil.which("mkfs.erofs") is None, reason="scripts/setup.sh installs erofs-utils")
 @pytest.mark.kvm
 def test_run_cold_from_the_cli_takes_quoted_arguments_and_env(images: dict[str, object]) -> None:
     """``run --cold IMAGE -- CMD`` with quotes in CMD and a JSON ``-e`` value, as a user types it."""
