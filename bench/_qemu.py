@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from asupermachine._cache import build_once, cache_root, content_key
 from asupermachine._core.arch.x86_64.cmdline import kernel_cmdline
@@ -104,3 +107,34 @@ def qemu_command(
         *drives,
         *nics,
     ]
+
+
+def qmp_kvm_stats(socket_path: Path, timeout: float = 30.0) -> dict[str, int]:
+    """KVM's counters of a running QEMU (QMP ``query-stats``, VM and vCPUs added up): the ones
+    :meth:`Machine.kvm_stats` reports, for a side-by-side count."""
+    totals: dict[str, int] = {}
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path))
+        replies = sock.makefile("rb")
+        _qmp_reply(replies)  # the greeting
+        for command in ({"execute": "qmp_capabilities"},
+                        {"execute": "query-stats", "arguments": {"target": "vm"}},
+                        {"execute": "query-stats", "arguments": {"target": "vcpu"}}):
+            sock.sendall(json.dumps(command).encode() + b"\n")
+            reply = _qmp_reply(replies)
+            for provider in reply.get("return") or []:
+                for stat in provider["stats"]:
+                    if isinstance(stat["value"], int):
+                        totals[stat["name"]] = totals.get(stat["name"], 0) + stat["value"]
+    return totals
+
+
+def _qmp_reply(replies: BinaryIO) -> dict[str, Any]:
+    """The next QMP message that is not an asynchronous event."""
+    while True:
+        message: dict[str, Any] = json.loads(replies.readline())
+        if "error" in message:
+            raise RuntimeError(f"QMP: {message['error']}")
+        if "event" not in message:
+            return message

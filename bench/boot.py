@@ -2,6 +2,8 @@
 
 Measures, per run, the time from starting the boot to the init's ready line on the
 serial console and to the guest's exit, then prints min/median/max for each peer.
+Then one more boot per peer, held at the ready line, counts KVM's exits by kind up
+to it (our ``Machine.kvm_stats``, QEMU's QMP ``query-stats``: the same counters).
 
     .venv/bin/python bench/boot.py [--runs N] [--vcpus N]
 """
@@ -12,12 +14,14 @@ import argparse
 import shutil
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
-from _qemu import exit_status, qemu_command
+from _qemu import exit_status, qemu_command, qmp_kvm_stats
 from _stats import measured_under
 
 from asupermachine import Machine, ShutdownReason
@@ -25,7 +29,13 @@ from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
 from asupermachine.guest import READY_MARKER, GuestAssets, resolve_assets
 
 COMMAND = ["true"]
+HELD_COMMAND = ["sleep", "600"]  # keeps the guest up while its exits are counted
 MEMORY_MIB = 256
+# KVM's counters worth a row (Documentation/virt/kvm/api.rst names them; both peers report these).
+EXIT_COUNTERS = (
+    "exits", "io_exits", "mmio_exits", "halt_exits", "halt_wakeup", "irq_exits", "irq_window_exits",
+    "irq_injections", "signal_exits", "request_irq_exits", "insn_emulation", "hypercalls", "pf_taken",
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,44 @@ def boot_qemu(assets: GuestAssets, vcpus: int) -> Sample:
     return Sample(ready, time.perf_counter() - start)
 
 
+def exits_asupermachine(assets: GuestAssets, vcpus: int) -> dict[str, int]:
+    async def once() -> dict[str, int]:
+        async with Machine.boot(command=HELD_COMMAND, vcpus=vcpus) as vm:
+            async for line in vm.console.lines():
+                if line.startswith(READY_MARKER):
+                    return vm.kvm_stats()
+        raise RuntimeError("the guest stopped before its ready line")
+
+    return anyio.run(once)
+
+
+def exits_qemu(assets: GuestAssets, vcpus: int) -> dict[str, int]:
+    with tempfile.TemporaryDirectory() as scratch:
+        monitor = Path(scratch) / "qmp.sock"
+        command = qemu_command(
+            assets, vcpus=vcpus, memory_mib=MEMORY_MIB, model=detect_cpu_model(), command=HELD_COMMAND
+        )
+        with subprocess.Popen(
+            [*command, "-qmp", f"unix:{monitor},server=on,wait=off"], stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as qemu:
+            assert qemu.stdout is not None
+            try:
+                for raw in qemu.stdout:
+                    if raw.decode(errors="replace").startswith(READY_MARKER):
+                        return qmp_kvm_stats(monitor)
+                raise RuntimeError(f"QEMU stopped before the ready line ({qemu.wait()})")
+            finally:
+                qemu.kill()
+
+
 def _stats(values: list[float]) -> str:
     return f"{min(values):7.2f} {statistics.median(values):7.2f} {max(values):7.2f}"
+
+
+EXIT_COUNTS: dict[Callable[[GuestAssets, int], Sample], Callable[[GuestAssets, int], dict[str, int]]] = {
+    boot_asupermachine: exits_asupermachine, boot_qemu: exits_qemu,
+}
 
 
 def main() -> None:
@@ -93,6 +139,11 @@ def main() -> None:
     print(f"{'peer':<18} {'ready line: min   median  max':>30}   {'guest exit: min  median  max':>30}")
     for name, samples in results.items():
         print(f"{name:<18} {_stats([s.ready for s in samples]):>30}   {_stats([s.exit for s in samples]):>30}")
+    counters = {name: EXIT_COUNTS[boot](assets, args.vcpus) for name, boot in peers.items()}
+    print("\nKVM's counters from start to the ready line, one boot each")
+    print(f"{'counter':<18}" + "".join(f"{name:>18}" for name in counters))
+    for counter in EXIT_COUNTERS:
+        print(f"{counter:<18}" + "".join(f"{counts.get(counter, 0):>18,}" for counts in counters.values()))
 
 
 if __name__ == "__main__":

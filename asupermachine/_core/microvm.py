@@ -18,6 +18,7 @@ from .devices.vector_state import VectorStatePorts
 from .kvm import Kvm, VcpuFd, VmFd
 from .kvm._kvm_cffi import lib
 from .kvm.state import StateKind, get_state
+from .kvm.stats import read_stats, summed
 from .memory import GuestMemory
 from .persist import CpuidRows, MachineState, capture_vcpu, capture_vm
 from .recipe import VmRecipe
@@ -112,6 +113,10 @@ class MicroVm:
             tsc_khz=self.vcpus[0].tsc_khz(),
             task_vector_states=self.vector_states.states.state(),
         )
+
+    def kvm_stats(self) -> dict[str, int]:
+        """KVM's cumulative counters of this VM, its vCPUs' added up (``exits``, ``io_exits``, ``mmio_exits``...)."""
+        return summed(read_stats(fd) for fd in (self.vm_fd.fd, *(vcpu.fd for vcpu in self.vcpus)))
 
     def runners(self) -> list[VcpuRunner]:
         return [

@@ -67,6 +67,9 @@ class RunningVm:
     def listen(self, port: int) -> contextlib.AbstractAsyncContextManager[VsockListener]:
         return self.vsock.listen(port)
 
+    def kvm_stats(self) -> dict[str, int]:
+        return self.microvm.kvm_stats()
+
     def halt(self) -> None:
         """Stop the guest at once, from any thread; the VM's task group then frees it."""
         self.microvm.stop.request(GuestExit(ShutdownReason.HOST))

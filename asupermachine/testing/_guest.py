@@ -56,6 +56,9 @@ class FakeGuest:
             raise VsockConnectionReset(f"nothing listens on vsock port {port} in the fake guest")
         return self.agent.connect(self.tasks)
 
+    def kvm_stats(self) -> dict[str, int]:
+        return {}
+
     def listen(self, port: int) -> contextlib.AbstractAsyncContextManager[VsockListener]:
         raise VsockError("a fake guest connects to no host port")
 

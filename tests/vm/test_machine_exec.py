@@ -27,6 +27,11 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
     with anyio.fail_after(600):
         async with Machine.boot(disks=disks) as vm:  # no command: the guest stays up for exec
             assert await vm.exec(["echo", "hello"]) == ExecResult(ExitStatus(0, None), b"hello\n", b"")
+            counted = vm.kvm_stats()
+            await vm.exec(["true"])
+            recounted = vm.kvm_stats()
+            # The exec's virtio interrupts were acknowledged through MMIO exits the VMM served.
+            assert recounted["mmio_exits"] > counted["mmio_exits"] and recounted["exits"] > counted["exits"]
             for code in (1, 255):
                 assert (await vm.exec(["sh", "-c", f"exit {code}"])).exit_code == code
             both = await vm.exec(["sh", "-c", "echo out; echo err >&2"])

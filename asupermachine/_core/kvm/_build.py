@@ -19,6 +19,7 @@ CDEF = r"""
 #define KVM_CAP_MAX_VCPUS ...
 #define KVM_CAP_IOEVENTFD ...
 #define KVM_CAP_IRQFD ...
+#define KVM_CAP_BINARY_STATS_FD ...
 
 #define KVM_EXIT_UNKNOWN ...
 #define KVM_EXIT_EXCEPTION ...
@@ -133,6 +134,7 @@ int amv_irq_line(int vm, uint32_t irq, uint32_t level);
 int amv_ioeventfd(int vm, uint64_t addr, uint32_t len, int fd, uint64_t datamatch, int deassign);
 int amv_irqfd(int vm, int fd, uint32_t gsi, int deassign);
 int amv_create_vcpu(int vm, unsigned long id);
+int amv_get_stats_fd(int fd);
 int amv_run(int vcpu);
 int amv_get_regs(int vcpu, struct kvm_regs *regs);
 int amv_set_regs(int vcpu, struct kvm_regs *regs);
@@ -226,6 +228,8 @@ int amv_irqfd(int vm, int fd, __u32 gsi, int deassign) {
     return amv_ioctl(vm, KVM_IRQFD, PTR(&i));
 }
 int amv_create_vcpu(int vm, unsigned long id) { return amv_ioctl(vm, KVM_CREATE_VCPU, id); }
+/* KVM_GET_STATS_FD (Linux 5.14): a read-only fd of the VM's or vCPU's binary statistics. */
+int amv_get_stats_fd(int fd) { return amv_ioctl(fd, KVM_GET_STATS_FD, 0); }
 /* KVM_RUN is called through cffi, which releases the GIL for the call. */
 int amv_run(int vcpu) { return amv_ioctl(vcpu, KVM_RUN, 0); }
 int amv_get_regs(int vcpu, struct kvm_regs *r) { return amv_ioctl(vcpu, KVM_GET_REGS, PTR(r)); }
