@@ -16,7 +16,7 @@ import anyio.abc
 from ._backend import Backend
 from ._construction import NoPublicConstructor
 from ._core.agent import files
-from ._core.agent.exec import collect
+from ._core.agent.exec import execute
 from ._core.agent.process import Process, greet
 from ._core.agent.protocol import AGENT_PORT, VectorState, encode_hostname
 from ._core.console import Console
@@ -326,15 +326,15 @@ class Machine(metaclass=NoPublicConstructor):
         Raises :class:`ExecTimeout`, after killing the command, if it outlives
         ``timeout`` seconds.
         """
-        process = await self.spawn(argv, env=env, workdir=workdir, user=user)
+        user = str(user)
 
         async def run() -> ExecResult:
-            try:
-                async with process:
+            async with await self._connect_agent() as connection:  # closing it kills the command
+                try:
                     with anyio.fail_after(timeout):
-                        return await collect(process, stdin)
-            except TimeoutError:
-                raise ExecTimeout(f"{argv[0]!r} ran longer than {timeout} s and was killed") from None
+                        return await execute(connection, argv, env=env, workdir=workdir, user=user, stdin=stdin)
+                except TimeoutError:
+                    raise ExecTimeout(f"{argv[0]!r} ran longer than {timeout} s and was killed") from None
 
         return await self._guarded(run)
 

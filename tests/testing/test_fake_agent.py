@@ -15,7 +15,7 @@ import pytest
 
 from asupermachine import AgentProtocolError, ExecError, ExecResult, ExitStatus, GuestFileError, VectorState
 from asupermachine._core.agent import files
-from asupermachine._core.agent.exec import collect
+from asupermachine._core.agent.exec import execute
 from asupermachine._core.agent.process import Process, agent_error, greet, next_frame
 from asupermachine._core.agent.protocol import (
     FRAME_HEADER,
@@ -61,9 +61,19 @@ async def run(
     workdir: str = "",
     user: str = "",
 ) -> ExecResult:
-    """What ``Machine.exec`` does over its agent connection: start, pump, collect."""
-    async with started(agent, argv, env, workdir, user) as process:
-        return await collect(process, stdin)
+    """What ``Machine.exec`` does over its agent connection."""
+    async with anyio.create_task_group() as tasks, agent.connect(tasks) as connection:
+        return await execute(connection, argv, env=env, workdir=workdir, user=user, stdin=stdin)
+
+
+async def finish(process: Process, stdin: bytes | None) -> ExecResult:
+    """Feed a spawned process ``stdin``, end its input, read its output to the end and wait for it."""
+    if stdin:
+        await process.stdin.send(stdin)
+    await process.stdin.aclose()
+    stdout = b"".join([chunk async for chunk in process.stdout])
+    stderr = b"".join([chunk async for chunk in process.stderr])
+    return ExecResult(await process.wait(), stdout, stderr)
 
 
 async def test_an_exec_round_trip_carries_the_request_stdin_output_and_exit_code() -> None:
@@ -254,7 +264,7 @@ async def test_a_tty_process_records_its_window_and_each_resize_and_merges_stder
         assert process.tty
         await process.resize(40, 120)
         await process.stdin.send(b"typed")
-        result = await collect(process, None)
+        result = await finish(process, None)
     assert result == ExecResult(ExitStatus(5, None), b"out:typederr", b"")
     assert agent.windows == [(24, 80), (40, 120)]
     assert seen_env[0]["TERM"] == "xterm"
@@ -269,7 +279,7 @@ async def test_a_tty_process_keeps_a_term_the_caller_gave() -> None:
 
     agent = FakeAgent(commands={"sh": shell})
     async with started(agent, ["sh"], env={"TERM": "vt100"}, tty=(30, 100)) as process:
-        await collect(process, None)
+        await finish(process, None)
     assert seen_env[0]["TERM"] == "vt100" and agent.windows == [(30, 100)]
 
 
@@ -282,7 +292,7 @@ async def test_resizing_a_process_without_a_terminal_is_a_value_error() -> None:
         assert not process.tty
         with pytest.raises(ValueError, match="tty=True"):
             await process.resize(24, 80)
-        result = await collect(process, b"in")
+        result = await finish(process, b"in")
     assert (result.stdout, result.stderr) == (b"in", b"err")  # stderr stays apart without a terminal
     assert agent.windows == []
 
@@ -294,7 +304,7 @@ async def test_a_tty_process_stderr_ends_at_once_while_it_runs() -> None:
             with anyio.fail_after(1), pytest.raises(anyio.EndOfStream):
                 await process.stderr.receive()  # stdin still open: the command still runs
         finally:
-            await collect(process, None)
+            await finish(process, None)
 
 
 async def test_output_honours_max_bytes_and_returncode_reads_as_anyio_s() -> None:

@@ -1,33 +1,58 @@
-"""Run a process in the guest to completion and collect what it wrote."""
+"""Run a command in the guest to completion and collect what it wrote, on one connection and one task."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 
 import anyio
 import anyio.abc
 
 from ..._errors import VsockConnectionReset
 from ..._outcome import ExecResult
-from .process import Process
+from .process import exit_status, next_frame, start_command
+from .protocol import PIPELINED_INPUT, FrameDecoder, Kind, encode_stdin
 
 
-async def collect(process: Process, stdin: bytes | None) -> ExecResult:
-    """Feed ``stdin``, then close it; gather stdout and stderr until the process ends."""
+async def execute(
+    connection: anyio.abc.ByteStream,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    workdir: str = "",
+    user: str = "",
+    stdin: bytes | None = None,
+) -> ExecResult:
+    """Run ``argv`` through the agent on a fresh ``connection``: feed it ``stdin`` then end its input,
+    and gather stdout and stderr until it ends. Raises :class:`ExecError` if it cannot start."""
+    data = stdin or b""
+    pipelined = len(data) <= PIPELINED_INPUT
+    _, decoder = await start_command(
+        connection, argv, env=env, workdir=workdir, user=user, then=encode_stdin(data, end=True) if pipelined else b""
+    )
+    if pipelined:
+        return await _gather(connection, decoder)
+    async with anyio.create_task_group() as feeding:
+        feeding.start_soon(_feed, connection, data)
+        result = await _gather(connection, decoder)
+        feeding.cancel_scope.cancel()  # the command ended: what it did not read has nobody to go to
+    return result
+
+
+async def _feed(connection: anyio.abc.ByteStream, data: bytes) -> None:
+    # As subprocess's communicate(): a command that ends without reading all its
+    # input is not an error; its exit status says how it ended.
+    with contextlib.suppress(VsockConnectionReset):
+        await connection.send(encode_stdin(data, end=True))
+
+
+async def _gather(connection: anyio.abc.ByteStream, decoder: FrameDecoder) -> ExecResult:
     stdout, stderr = bytearray(), bytearray()
-
-    async def drain(stream: anyio.abc.ByteReceiveStream, into: bytearray) -> None:
-        async for chunk in stream:
-            into += chunk
-
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(drain, process.stdout, stdout)
-        tasks.start_soon(drain, process.stderr, stderr)
-        if stdin:
-            # As subprocess's communicate(): a process that ends without reading all
-            # its input is not an error; wait() says how it ended.
-            with contextlib.suppress(VsockConnectionReset):
-                await process.stdin.send(stdin)
-        await process.stdin.aclose()
-    status = await process.wait()
-    return ExecResult(status, bytes(stdout), bytes(stderr))
+    while True:
+        frame = await next_frame(connection, decoder)
+        if frame.kind is Kind.STDOUT:
+            stdout += frame.payload
+        elif frame.kind is Kind.STDERR:
+            stderr += frame.payload
+        else:
+            return ExecResult(exit_status(frame), bytes(stdout), bytes(stderr))

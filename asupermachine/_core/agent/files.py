@@ -8,25 +8,39 @@ import anyio.abc
 
 from ..._errors import AgentProtocolError, GuestFileError
 from .process import agent_error, expect_started, greet, next_frame
-from .protocol import STDIN_CHUNK, U32, Frame, FrameDecoder, Kind, encode_frame, encode_path
+from .protocol import (
+    PIPELINED_INPUT,
+    STDIN_CHUNK,
+    U32,
+    Frame,
+    FrameDecoder,
+    Kind,
+    encode_frame,
+    encode_path,
+    encode_stdin,
+)
 
 
 async def write_file(connection: anyio.abc.ByteStream, path: str, data: bytes, mode: int) -> None:
     """Create or replace ``path`` in the guest with ``data`` and permission bits ``mode``."""
+    request = encode_frame(Kind.WRITE_FILE, U32.pack(mode) + encode_path(path))
+    pipelined = len(data) <= PIPELINED_INPUT
+    # The request goes out before the agent's greeting is read: it waits in the socket.
+    await connection.send(request + encode_stdin(data, end=True) if pipelined else request)
     _, decoder = await greet(connection)
-    await connection.send(encode_frame(Kind.WRITE_FILE, U32.pack(mode) + encode_path(path)))
     await _expect_started(connection, decoder, path)
-    view = memoryview(data)
-    for offset in range(0, len(view), STDIN_CHUNK):
-        await connection.send(encode_frame(Kind.STDIN, bytes(view[offset : offset + STDIN_CHUNK])))
-    await connection.send(encode_frame(Kind.STDIN))  # end of content
+    if not pipelined:
+        view = memoryview(data)
+        for offset in range(0, len(view), STDIN_CHUNK):
+            await connection.send(encode_stdin(view[offset : offset + STDIN_CHUNK], end=False))
+        await connection.send(encode_frame(Kind.STDIN))  # end of content
     await _expect_exited(connection, decoder, path)
 
 
 async def read_file(connection: anyio.abc.ByteStream, path: str) -> bytes:
     """The whole content of ``path`` in the guest."""
-    _, decoder = await greet(connection)
     await connection.send(encode_frame(Kind.READ_FILE, encode_path(path)))
+    _, decoder = await greet(connection)
     await _expect_started(connection, decoder, path)
     content = bytearray()
     while (frame := await next_frame(connection, decoder)).kind is Kind.STDOUT:

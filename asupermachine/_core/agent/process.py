@@ -20,7 +20,6 @@ from ..vsock.host import MAX_RECEIVE
 from .protocol import (
     ERRNO,
     I32_PAIR,
-    STDIN_CHUNK,
     U32,
     Frame,
     FrameDecoder,
@@ -29,6 +28,7 @@ from .protocol import (
     decode_hello,
     encode_exec,
     encode_frame,
+    encode_stdin,
     encode_window,
 )
 
@@ -61,8 +61,7 @@ class _Input(anyio.abc.ByteSendStream):
         self._process = process
 
     async def send(self, item: bytes) -> None:
-        for offset in range(0, len(item), STDIN_CHUNK):
-            await self._process._send(encode_frame(Kind.STDIN, item[offset : offset + STDIN_CHUNK]))
+        await self._process._send(encode_stdin(item, end=False))
 
     async def aclose(self) -> None:
         await self._process._send_control(encode_frame(Kind.STDIN))  # empty STDIN: end of input
@@ -113,25 +112,12 @@ class Process(metaclass=NoPublicConstructor):
         lost: Callable[[], BaseException] | None = None,
         tty: tuple[int, int] | None = None,
     ) -> Process:
-        """Greet the agent, ask it to spawn ``argv``, and route its output from a task in ``tasks``.
+        """Have the agent spawn ``argv`` (see :func:`start_command`) and route its output from a task in ``tasks``.
 
         ``lost()`` is what :meth:`wait` raises if the connection ends without an exit
-        status (the VM went away). ``tty`` is ``(rows, cols)`` to run it on a terminal
-        that size (with ``TERM`` set unless ``env`` has it).
+        status (the VM went away).
         """
-        environment = dict(env or {})
-        request = b""
-        if tty is not None:
-            environment.setdefault("TERM", DEFAULT_TERM)
-            request = encode_window(Kind.TTY, *tty)
-        _, decoder = await greet(connection)
-        await connection.send(request + encode_exec(argv, environment, workdir, user))
-
-        def refused(code: int, detail: str) -> ExecError:
-            return ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
-
-        started = await expect_started(connection, decoder, refused)
-        pid = unpack_payload(U32, started, Kind.STARTED)[0]
+        pid, decoder = await start_command(connection, argv, env=env, workdir=workdir, user=user, tty=tty)
         process = cls._create(connection, pid, lost, tty=tty is not None)
         tasks.start_soon(process._pump, decoder, name=f"process-{pid}")
         return process
@@ -146,12 +132,9 @@ class Process(metaclass=NoPublicConstructor):
                         await self._out.send(frame.payload)
                     elif frame.kind is Kind.STDERR:
                         await self._err.send(frame.payload)
-                    elif frame.kind is Kind.EXITED:
-                        code, signal = unpack_payload(I32_PAIR, frame.payload, Kind.EXITED)
-                        self._status = ExitStatus(None if code < 0 else code, signal or None)
-                        return
                     else:
-                        raise AgentProtocolError(f"unexpected {frame.kind.name} frame while the command runs")
+                        self._status = exit_status(frame)
+                        return
         except anyio.BrokenResourceError:
             self._failure = AgentProtocolError("the reader of this process's output went away")
         except Exception as error:  # the process's failure, surfaced by wait()
@@ -207,6 +190,47 @@ class Process(metaclass=NoPublicConstructor):
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+async def start_command(
+    connection: anyio.abc.ByteStream,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    workdir: str = "",
+    user: str = "",
+    tty: tuple[int, int] | None = None,
+    then: bytes = b"",
+) -> tuple[int, FrameDecoder]:
+    """Ask the agent on a fresh ``connection`` to spawn ``argv``; returns its pid and the connection's decoder.
+
+    The request goes out before the agent's greeting is read (it waits in the
+    socket), with ``then`` (frames for the command, such as all of its stdin) right
+    behind it, so a command is started in one round trip. ``tty`` is ``(rows, cols)``
+    to run it on a terminal that size (with ``TERM`` set unless ``env`` has it).
+    Raises :class:`ExecError` if the agent cannot start it.
+    """
+    environment = dict(env or {})
+    request = b""
+    if tty is not None:
+        environment.setdefault("TERM", DEFAULT_TERM)
+        request = encode_window(Kind.TTY, *tty)
+    await connection.send(request + encode_exec(argv, environment, workdir, user) + then)
+    _, decoder = await greet(connection)
+
+    def refused(code: int, detail: str) -> ExecError:
+        return ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
+
+    started = await expect_started(connection, decoder, refused)
+    return unpack_payload(U32, started, Kind.STARTED)[0], decoder
+
+
+def exit_status(frame: Frame) -> ExitStatus:
+    """How the command ended, from the frame that follows its output; :class:`AgentProtocolError` unless EXITED."""
+    if frame.kind is not Kind.EXITED:
+        raise AgentProtocolError(f"unexpected {frame.kind.name} frame while the command runs")
+    code, signal = unpack_payload(I32_PAIR, frame.payload, Kind.EXITED)
+    return ExitStatus(None if code < 0 else code, signal or None)
 
 
 async def next_frame(connection: anyio.abc.ByteStream, decoder: FrameDecoder) -> Frame:

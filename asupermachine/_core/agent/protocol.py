@@ -21,6 +21,9 @@ FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 # Host data (a process's stdin, a file's content) goes in STDIN frames of at most this many bytes.
 STDIN_CHUNK = 64 * 1024
+PIPELINED_INPUT = 64 * 1024
+"""Input up to this size goes out with its request: the guest's vsock buffer (256 KiB) holds it whole,
+so sending it never waits on a command or file that is not reading yet."""
 I32_PAIR = struct.Struct("<ii")
 U32 = struct.Struct("<I")
 ERRNO = struct.Struct("<i")
@@ -90,6 +93,15 @@ def encode_frame(kind: Kind, payload: bytes = b"") -> bytes:
     if len(payload) > MAX_FRAME:
         raise ValueError(f"an agent frame carries at most {MAX_FRAME} bytes")
     return FRAME_HEADER.pack(len(payload), kind, 0) + payload
+
+
+def encode_stdin(data: bytes | memoryview, *, end: bool) -> bytes:
+    """``data`` as STDIN frames of at most :data:`STDIN_CHUNK` bytes; with ``end``, the empty one that closes it."""
+    view = memoryview(data)
+    frames = [encode_frame(Kind.STDIN, bytes(view[at : at + STDIN_CHUNK])) for at in range(0, len(view), STDIN_CHUNK)]
+    if end:
+        frames.append(encode_frame(Kind.STDIN))
+    return b"".join(frames)
 
 
 def encode_exec(argv: Sequence[str], env: Mapping[str, str], workdir: str, user: str = "") -> bytes:
