@@ -88,6 +88,12 @@ class Passt:
             _port_spec(host, guest_port)  # refuse a bad mapping now, not when passt starts
         object.__setattr__(self, "publish", MappingProxyType(dict(self.publish)))
 
+    @property
+    def start_may_fail(self) -> bool:
+        """Whether starting it can fail for a reason of this VM's: a host port to publish may be taken, or
+        its program has not yet been seen to start in this process."""
+        return bool(self.publish) or self.executable not in _started_programs
+
     def argv(self, fd: int, pid_file: str | None = None) -> list[str]:
         """passt's command line: frames on the inherited socket ``fd``, in the foreground, errors on stderr."""
         interface = ipaddress.IPv4Interface(self.address)
@@ -103,6 +109,10 @@ class Passt:
         if pid_file is not None:
             argv += ["--pid", pid_file]
         return argv
+
+
+_started_programs: set[str] = set()
+"""passt programs that have started in this process: another start of one fails only for an outside reason."""
 
 
 def _port_spec(host: str | int, guest_port: int) -> str:
@@ -410,6 +420,7 @@ async def running_passt(options: Passt) -> AsyncIterator[PasstLink]:
                 tasks.start_soon(link._reap)
                 try:
                     await link._until_ready()
+                    _started_programs.add(options.executable)
                     yield link
                 finally:
                     with anyio.CancelScope(shield=True):

@@ -82,8 +82,7 @@ class NetworkPump:
                     tasks.start_soon(self._send, link, service)
                     tasks.start_soon(self._receive, link, service, device)
         except NetBackendError as error:
-            self.failure = error
-            logger.warning("a VM's network stopped: %s", error)
+            self.fail(error)
         except anyio.ClosedResourceError:
             pass  # the link closed under us: the VM is going
 
@@ -108,6 +107,11 @@ class NetworkPump:
                 pending.clear()  # no driver: the link is down, as on a real NIC
             elif pending:
                 await self._backlog_room.wait()
+
+    def fail(self, error: NetBackendError) -> None:
+        """Passt stopped serving (or never started): keep why and log it; the guest runs on without a network."""
+        self.failure = error
+        logger.warning("a VM's network stopped: %s", error)
 
     def close(self) -> None:
         """Close the wake-ups; after :meth:`run` has ended."""
