@@ -35,33 +35,47 @@ def file_digest(path: Path) -> bytes:
 
 
 def file_sha256(path: Path) -> str:
-    """The hex sha256 of a file, hashed once per version of it and remembered across processes.
+    """The hex sha256 of a file, hashed once per version of it (see :func:`remembered`)."""
+    return remembered(path, "sha256", lambda version: file_digest(version).hex(), _is_sha256)
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and set(text) <= set(string.hexdigits)
+
+
+def remembered(path: Path, question: str, answer: Callable[[Path], str], valid: Callable[[str], bool]) -> str:
+    """``answer(path)``, worked out once per version of the file and remembered across processes.
 
     A version is the file's path, size, mtime and ctime: a write changes the ctime,
-    which no one can set back, so a changed file is always hashed again.
+    which no one can set back, so a changed file is always asked again. ``question``
+    names what ``answer`` works out; a remembered text that is not ``valid`` (a
+    damaged memo) is worked out again. An exception from ``answer`` is not remembered.
     """
     stat = path.stat()
-    return _sha256_of_version(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return _remembered(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, question, answer, valid)
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256_of_version(path: Path, size: int, mtime_ns: int, ctime_ns: int) -> str:
-    # The kernel's source tarball is ~140 MB: hashing it for every boot's asset key cost more
-    # than the boot (seconds where Python runs slowly, such as nested KVM).
-    memo = cache_root() / "digests" / content_key(str(path).encode(), f"{size}:{mtime_ns}:{ctime_ns}".encode())
+@functools.lru_cache(maxsize=256)
+def _remembered(
+    path: Path, size: int, mtime_ns: int, ctime_ns: int, question: str, answer: Callable[[Path], str],
+    valid: Callable[[str], bool],
+) -> str:
+    # The kernel's source tarball is ~140 MB and a snapshot's memory file hundreds: hashing them for
+    # every boot or restore cost more than the boot (seconds where Python runs slowly, such as nested KVM).
+    version = f"{size}:{mtime_ns}:{ctime_ns}".encode()
+    memo = cache_root() / "digests" / content_key(str(path).encode(), version, question.encode())
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        remembered = memo.read_text()
-        if len(remembered) == 64 and set(remembered) <= set(string.hexdigits):
-            return remembered
-    digest = file_digest(path).hex()
+        if valid(text := memo.read_text()):
+            return text
+    text = answer(path)
     staging = memo.with_name(f".{memo.name}.{os.getpid()}")
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        staging.write_text(digest)
+        staging.write_text(text)
         os.replace(staging, memo)
-    except OSError:  # a read-only or full cache only costs the next process a hash
+    except OSError:  # a read-only or full cache only costs the next process the work
         staging.unlink(missing_ok=True)
-    return digest
+    return text
 
 
 @contextlib.contextmanager

@@ -33,14 +33,17 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _stats import measured_under
 
-from asupermachine._core.agent.exec import collect  # noqa: E402
-from asupermachine._core.agent.process import Process  # noqa: E402
+from asupermachine._core.agent.exec import execute  # noqa: E402
+from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model  # noqa: E402
+from asupermachine._core.builder import RestorePoint, build  # noqa: E402
+from asupermachine._core.console import Console  # noqa: E402
 from asupermachine._core.devices.bus import Bus  # noqa: E402
 from asupermachine._core.devices.shutdown_ports import EXIT_STATUS_PORT, I8042, I8042_DATA_PORT, ExitPorts  # noqa: E402
 from asupermachine._core.devices.uart import UART_PORT_COUNT, Uart  # noqa: E402
 from asupermachine._core.kvm._kvm_cffi import ffi, lib  # noqa: E402
 from asupermachine._core.memory import GuestMemory  # noqa: E402
 from asupermachine._core.net.stream_framing import EthernetStreamDecoder, encode_frames, frame_buffers  # noqa: E402
+from asupermachine._core.recipe import VmRecipe  # noqa: E402
 from asupermachine._core.vcpu.runner import VcpuRunner  # noqa: E402
 from asupermachine._core.virtio.blk import REQUEST_HEADER, VIRTIO_BLK_T_IN, Block, Disk  # noqa: E402
 from asupermachine._core.virtio.mmio import VIRTIO_MMIO_INTERRUPT_STATUS, VIRTIO_MMIO_SIZE, MmioTransport  # noqa: E402
@@ -62,6 +65,8 @@ from asupermachine._core.vsock.connection import Data  # noqa: E402
 from asupermachine._core.vsock.device import EVENT_QUEUE_SIZE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, VsockDevice  # noqa: E402
 from asupermachine._core.vsock.muxer import MuxEvent, PortPair, VsockMuxer  # noqa: E402
 from asupermachine._core.vsock.packet import HEADER, VIRTIO_VSOCK_TYPE_STREAM, VMADDR_CID_HOST, Op  # noqa: E402
+from asupermachine.guest import resolve_assets  # noqa: E402
+from asupermachine.snapshot.memory_file import write_memory  # noqa: E402
 from asupermachine.testing import FakeAgent  # noqa: E402
 from bench._rings import BufferSpec, Ring  # noqa: E402
 from bench._stats import percentile  # noqa: E402
@@ -77,6 +82,8 @@ DATA_BASE = 0x100_0000
 GIB_PER_S = 1 << 30
 NET_GOAL = 5e9 / 8  # 5 Gbit/s in bytes/s
 EXEC_GOAL_S = 2e-3
+RESTORE_GOAL_S = 2e-3
+ASSETS = resolve_assets()
 # GOALS.md: a KVM exit costs C 7.75 us, this VMM 8.82 us (1.14x), here under kvm_pvm; the goal is <= 1.2x.
 C_EXIT_US, PY_EXIT_US, EXIT_GOAL_RATIO = 7.75, 8.82, 1.2
 
@@ -460,7 +467,7 @@ def bench_net(budget: float) -> list[Row]:
 
 
 def bench_agent(budget: float) -> list[Row]:
-    """``exec(["true"])`` as Machine.exec does it (start, pump, collect), against FakeAgent in memory."""
+    """``exec(["true"])`` as Machine.exec does it, against FakeAgent in memory."""
     times: list[float] = []
 
     def true(argv: list[str], env: dict[str, str], workdir: str, user: str, stdin: bytes) -> tuple[int, bytes, bytes]:
@@ -472,9 +479,8 @@ def bench_agent(budget: float) -> list[Row]:
         async with anyio.create_task_group() as tasks:
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
-                process = await Process._start(agent.connect(tasks), ["true"], tasks=tasks)
-                async with process:
-                    await collect(process, None)
+                async with agent.connect(tasks) as connection:
+                    await execute(connection, ["true"])
                 times.append(time.perf_counter() - start)
 
     anyio.run(main)
@@ -544,13 +550,46 @@ def bench_exits(budget: float) -> list[Row]:
     return rows
 
 
+# -- restore -----------------------------------------------------------------------------------
+
+
+def bench_restore(budget: float) -> list[Row]:
+    """A restore's host work: ``build`` from a restore point (KVM VM, memory mapped from the file, devices,
+    vCPUs, saved state put back) and the VM's release, for a 256 MiB guest that never runs (its state,
+    fresh from the boot loader, is what a snapshot of it would hold)."""
+    recipe = VmRecipe(kernel=ASSETS.kernel, initramfs=ASSETS.initramfs, disks=(), cpu_model=detect_cpu_model())
+    builds, releases = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-restore-") as scratch:
+        booted = build(recipe, Console(), None)
+        try:
+            state = booted.capture()
+            with booted.memory.whole as memory:
+                write_memory(memory, Path(scratch) / "memory")
+        finally:
+            booted.close()
+        point = RestorePoint(state, Path(scratch) / "memory")
+        deadline = time.perf_counter() + budget
+        while time.perf_counter() < deadline or len(builds) < 3:
+            start = time.perf_counter()
+            restored = build(recipe, Console(), point)
+            builds.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            restored.close()
+            releases.append(time.perf_counter() - start)
+    p50, release = percentile(builds, 0.5), percentile(releases, 0.5)
+    return [
+        Row("restore", "host work of one restore, 256 MiB, p50", f"{p50 * 1e3:.2f} ms", "2 ms", RESTORE_GOAL_S / p50),
+        Row("restore", "its release (KVM tears the VM down; off the loop)", f"{release * 1e3:.2f} ms"),
+    ]
+
+
 # -- the table ---------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="0.2 s per measurement instead of 1 s")
-    parser.add_argument("--only", choices=["vsock", "blk", "net", "agent", "exit"], help="one path")
+    parser.add_argument("--only", choices=["vsock", "blk", "net", "agent", "exit", "restore"], help="one path")
     args = parser.parse_args()
     budget = 0.2 if args.quick else 1.0
     paths: dict[str, Callable[[], list[Row]]] = {
@@ -559,6 +598,7 @@ def main() -> None:
         "net": lambda: bench_net(budget),
         "agent": lambda: bench_agent(budget),
         "exit": lambda: bench_exits(budget),
+        "restore": lambda: bench_restore(budget),
     }
     rows: list[Row] = []
     for name, run in paths.items():

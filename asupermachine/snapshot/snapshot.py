@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._cache import file_sha256
+from .._cache import content_key, file_sha256, remembered
 from .._core.arch.x86_64.cpuid import guest_cpuid
 from .._core.builder import RestorePoint
 from .._core.kvm import Kvm
@@ -30,6 +30,7 @@ from .memory_file import MemoryImage, verify_memory
 
 MANIFEST_NAME = "snapshot.json"
 MEMORY_NAME = "memory"
+VERIFIED = "verified"
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Snapshot:
             # The VM maps this much of the file: anything shorter would fault the host.
             size, mib = manifest.memory.size, manifest.recipe.memory_mib
             raise SnapshotError("manifest", f"a memory file of {size} bytes for a VM of {mib} MiB")
-        verify_memory(root / MEMORY_NAME, manifest.memory)
+        _check_memory(root / MEMORY_NAME, manifest)
         return cls(root, manifest)
 
     @property
@@ -120,6 +121,21 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _check_memory(path: Path, manifest: Manifest) -> None:
+    """The memory file must hold what the manifest recorded; checked once per version of the file."""
+    image = manifest.memory
+
+    def verified(version: Path) -> str:
+        verify_memory(version, image)
+        return VERIFIED
+
+    question = f"memory {image.size} {image.blake2b} {content_key(repr(image.extents).encode())}"
+    try:
+        remembered(path, question, verified, VERIFIED.__eq__)
+    except OSError as e:
+        raise SnapshotError("memory", f"cannot read {path}: {e.strerror}") from None
 
 
 def _check_disk(path: Path, sha256: str) -> None:
