@@ -234,9 +234,11 @@ def _create_vcpus(microvm: MicroVm, entry: int | None) -> None:
     """Create the vCPUs with this host's CPUID for the model; set boot state unless restoring."""
     supported = microvm.kvm.supported_cpuid()
     count = microvm.recipe.vcpus
+    microvm.watch_stats(microvm.vm_fd.fd)
     for index in range(count):
         vcpu = microvm.vm_fd.create_vcpu(index)
         microvm.vcpus.append(vcpu)
+        microvm.watch_stats(vcpu.fd)
         cpuid = tuple(guest_cpuid(supported, microvm.recipe.cpu_model, index, count))
         microvm.cpuid.append(cpuid)
         vcpu.set_cpuid(list(cpuid))

@@ -18,7 +18,7 @@ from .devices.vector_state import VectorStatePorts
 from .kvm import Kvm, VcpuFd, VmFd
 from .kvm._kvm_cffi import lib
 from .kvm.state import StateKind, get_state
-from .kvm.stats import read_stats, summed
+from .kvm.stats import KvmStats, summed
 from .memory import GuestMemory
 from .persist import CpuidRows, MachineState, capture_vcpu, capture_vm
 from .recipe import VmRecipe
@@ -67,6 +67,15 @@ class MicroVm:
         self.vcpus: list[VcpuFd] = []
         self.cpuid: list[CpuidRows] = []
         self.devices = MmioDeviceManager(vm_fd, mmio, memory)
+        self._stats: list[KvmStats] = []  # closed with the vCPUs
+
+    def watch_stats(self, fd: int) -> None:
+        """Count KVM's statistics of the VM or a vCPU ``fd`` into :meth:`kvm_stats` (for a vCPU: before it runs).
+
+        A kernel without them (before Linux 5.14) only leaves the counts out.
+        """
+        with contextlib.suppress(OSError):
+            self._stats.append(KvmStats(fd))
 
     def arm_pause(self) -> None:
         self.pause = PauseGate(self.vcpus, self.stop)
@@ -116,7 +125,7 @@ class MicroVm:
 
     def kvm_stats(self) -> dict[str, int]:
         """KVM's cumulative counters of this VM, its vCPUs' added up (``exits``, ``io_exits``, ``mmio_exits``...)."""
-        return summed(read_stats(fd) for fd in (self.vm_fd.fd, *(vcpu.fd for vcpu in self.vcpus)))
+        return summed(stats.read() for stats in self._stats)
 
     def runners(self) -> list[VcpuRunner]:
         return [
@@ -129,6 +138,9 @@ class MicroVm:
         for vcpu in self.vcpus:
             vcpu.close()
         self.vcpus.clear()
+        for stats in self._stats:
+            stats.close()
+        self._stats.clear()
 
     def close(self) -> None:
         """Release every fd and mapping. Only once no vCPU thread runs."""

@@ -10,10 +10,10 @@ from asupermachine._core.kvm import Kvm
 from asupermachine._core.kvm.stats import (
     DESCRIPTOR,
     HEADER,
+    KvmStats,
     StatsFormatError,
     StatsLayout,
     descriptor_table_span,
-    read_stats,
     summed,
 )
 
@@ -80,10 +80,15 @@ def test_a_fresh_vm_and_vcpu_report_kvm_counters() -> None:
         try:
             vcpu = vm.create_vcpu(0)
             try:
-                counters = read_stats(vcpu.fd)
-                assert counters["exits"] == 0
-                assert {"io_exits", "mmio_exits", "halt_exits"} <= counters.keys()
-                assert isinstance(read_stats(vm.fd), dict)
+                vcpu_stats, vm_stats = KvmStats(vcpu.fd), KvmStats(vm.fd)
+                try:
+                    counters = vcpu_stats.read()
+                    assert counters["exits"] == 0
+                    assert {"io_exits", "mmio_exits", "halt_exits"} <= counters.keys()
+                    assert isinstance(vm_stats.read(), dict)
+                finally:
+                    vcpu_stats.close()
+                    vm_stats.close()
             finally:
                 vcpu.close()
         finally:

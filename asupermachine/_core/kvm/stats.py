@@ -3,7 +3,7 @@
 The binary format (Documentation/virt/kvm/api.rst, "KVM_GET_STATS_FD") is a
 header, a table of descriptors (flags, exponent, size, offset, bucket size, a
 fixed-width name) and a data block of 64-bit values. :class:`StatsLayout` is its
-sans-IO reader; :func:`read_stats` reads a VM or vCPU fd's. QEMU's ``query-stats`` reports
+sans-IO reader; :class:`KvmStats` reads a VM's or vCPU's. QEMU's ``query-stats`` reports
 the same counters, so two VMMs on the same guest compare exit for exit.
 """
 
@@ -87,16 +87,33 @@ def _header(head: bytes) -> tuple[int, ...]:
     return fields
 
 
-def read_stats(owner_fd: int) -> dict[str, int]:
-    """The cumulative counters of the VM or vCPU ``owner_fd``, now (opens and closes a stats fd)."""
-    fd = check(lib.amv_get_stats_fd(owner_fd), "KVM_GET_STATS_FD")
-    try:
-        head = os.pread(fd, HEADER.size, 0)
-        offset, length = descriptor_table_span(head)
-        layout = StatsLayout.parse(head, os.pread(fd, length, offset))
-        return layout.values(os.pread(fd, layout.data_size, layout.data_offset))
-    finally:
-        os.close(fd)
+class KvmStats:
+    """The statistics fd of a VM or vCPU, open until :meth:`close`, read at any time.
+
+    Open a vCPU's before it first runs: ``KVM_GET_STATS_FD``, as every vCPU ioctl,
+    waits for the vCPU's ``KVM_RUN`` to return, which for a halted guest may be never.
+    Reading the fd waits for nothing.
+    """
+
+    def __init__(self, owner_fd: int) -> None:
+        self.fd = check(lib.amv_get_stats_fd(owner_fd), "KVM_GET_STATS_FD")
+        try:
+            head = os.pread(self.fd, HEADER.size, 0)
+            offset, length = descriptor_table_span(head)
+            self._layout = StatsLayout.parse(head, os.pread(self.fd, length, offset))
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self) -> dict[str, int]:
+        """The counters now."""
+        layout = self._layout
+        return layout.values(os.pread(self.fd, layout.data_size, layout.data_offset))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def summed(readings: Iterable[Mapping[str, int]]) -> dict[str, int]:
