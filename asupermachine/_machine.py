@@ -18,7 +18,7 @@ from ._construction import NoPublicConstructor
 from ._core.agent import files
 from ._core.agent.exec import execute
 from ._core.agent.process import Process, greet
-from ._core.agent.protocol import AGENT_PORT, VectorState, encode_hostname
+from ._core.agent.protocol import AGENT_PORT, CommandRequest, VectorState, encode_hostname
 from ._core.console import Console
 from ._core.vsock.host import VsockListener
 from ._errors import AsupermachineError, ExecTimeout, MachineClosed, VsockConnectionReset
@@ -294,15 +294,12 @@ class Machine(metaclass=NoPublicConstructor):
         Waits for the agent if the guest is still booting. Raises :class:`ExecError`
         if the command cannot start. Use the process with ``async with``: leaving kills it.
         """
-        user = str(user)
+        request = CommandRequest(tuple(argv), dict(env or {}), workdir, str(user), size if tty else None)
 
         async def start() -> Process:
             connection = await self._connect_agent()
             try:
-                return await Process._start(
-                    connection, argv, tasks=self._backend.tasks, env=env, workdir=workdir, user=user,
-                    lost=self._lost, tty=size if tty else None,
-                )
+                return await Process._start(connection, request, tasks=self._backend.tasks, lost=self._lost)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await connection.aclose()
@@ -326,13 +323,13 @@ class Machine(metaclass=NoPublicConstructor):
         Raises :class:`ExecTimeout`, after killing the command, if it outlives
         ``timeout`` seconds.
         """
-        user = str(user)
+        request = CommandRequest(tuple(argv), dict(env or {}), workdir, str(user))
 
         async def run() -> ExecResult:
             async with await self._connect_agent() as connection:  # closing it kills the command
                 try:
                     with anyio.fail_after(timeout):
-                        return await execute(connection, argv, env=env, workdir=workdir, user=user, stdin=stdin)
+                        return await execute(connection, request, stdin)
                 except TimeoutError:
                     raise ExecTimeout(f"{argv[0]!r} ran longer than {timeout} s and was killed") from None
 

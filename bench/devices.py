@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _stats import measured_under
 
 from asupermachine._core.agent.exec import execute  # noqa: E402
+from asupermachine._core.agent.protocol import CommandRequest  # noqa: E402
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model  # noqa: E402
 from asupermachine._core.builder import RestorePoint, build  # noqa: E402
 from asupermachine._core.console import Console  # noqa: E402
@@ -480,7 +481,7 @@ def bench_agent(budget: float) -> list[Row]:
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
                 async with agent.connect(tasks) as connection:
-                    await execute(connection, ["true"])
+                    await execute(connection, CommandRequest(["true"]))
                 times.append(time.perf_counter() - start)
 
     anyio.run(main)

@@ -21,6 +21,7 @@ from asupermachine._core.agent.protocol import (
     FRAME_HEADER,
     PROTOCOL_VERSION,
     STDIN_CHUNK,
+    CommandRequest,
     Kind,
     encode_frame,
     encode_hostname,
@@ -47,7 +48,7 @@ async def started(
     with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             process = await Process._start(
-                agent.connect(tasks), argv, tasks=tasks, env=env, workdir=workdir, user=user, tty=tty
+                agent.connect(tasks), CommandRequest(argv, env or {}, workdir, user, tty), tasks=tasks
             )
             async with process:
                 yield process
@@ -63,7 +64,7 @@ async def run(
 ) -> ExecResult:
     """What ``Machine.exec`` does over its agent connection."""
     async with anyio.create_task_group() as tasks, agent.connect(tasks) as connection:
-        return await execute(connection, argv, env=env, workdir=workdir, user=user, stdin=stdin)
+        return await execute(connection, CommandRequest(argv, env or {}, workdir, user), stdin)
 
 
 async def finish(process: Process, stdin: bytes | None) -> ExecResult:
@@ -112,7 +113,7 @@ async def test_an_unknown_command_is_refused_with_enoent() -> None:
         async with anyio.create_task_group() as tasks:
             async with FakeAgent().connect(tasks) as connection:
                 with pytest.raises(ExecError) as refused:
-                    await Process._start(connection, ["nosuch"], tasks=tasks)
+                    await Process._start(connection, CommandRequest(["nosuch"]), tasks=tasks)
     assert refused.value.errno == errno.ENOENT and "nosuch" in str(refused.value)
 
 
@@ -186,7 +187,7 @@ Request = Callable[[anyio.abc.ByteStream], Awaitable[object]]
 async def exec_true(connection: anyio.abc.ByteStream) -> object:
     with unwrap_single_error():  # a refusal, as Machine.spawn raises it
         async with anyio.create_task_group() as tasks:
-            process = await Process._start(connection, ["true"], tasks=tasks)
+            process = await Process._start(connection, CommandRequest(["true"]), tasks=tasks)
     return await process.wait()  # its output routing has ended: at EXITED, or at a failure wait() raises
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
 
 import anyio
 import anyio.abc
@@ -11,25 +10,15 @@ import anyio.abc
 from ..._errors import VsockConnectionReset
 from ..._outcome import ExecResult
 from .process import exit_status, next_frame, start_command
-from .protocol import PIPELINED_INPUT, FrameDecoder, Kind, encode_stdin
+from .protocol import PIPELINED_INPUT, CommandRequest, FrameDecoder, Kind, encode_stdin
 
 
-async def execute(
-    connection: anyio.abc.ByteStream,
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    workdir: str = "",
-    user: str = "",
-    stdin: bytes | None = None,
-) -> ExecResult:
-    """Run ``argv`` through the agent on a fresh ``connection``: feed it ``stdin`` then end its input,
+async def execute(connection: anyio.abc.ByteStream, request: CommandRequest, stdin: bytes | None = None) -> ExecResult:
+    """Run ``request`` through the agent on a fresh ``connection``: feed it ``stdin`` then end its input,
     and gather stdout and stderr until it ends. Raises :class:`ExecError` if it cannot start."""
     data = stdin or b""
     pipelined = len(data) <= PIPELINED_INPUT
-    _, decoder = await start_command(
-        connection, argv, env=env, workdir=workdir, user=user, then=encode_stdin(data, end=True) if pipelined else b""
-    )
+    _, decoder = await start_command(connection, request, encode_stdin(data, end=True) if pipelined else b"")
     if pipelined:
         return await _gather(connection, decoder)
     async with anyio.create_task_group() as feeding:

@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal as signals
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from types import TracebackType
 
 import anyio
@@ -21,12 +21,12 @@ from .protocol import (
     ERRNO,
     I32_PAIR,
     U32,
+    CommandRequest,
     Frame,
     FrameDecoder,
     Hello,
     Kind,
     decode_hello,
-    encode_exec,
     encode_frame,
     encode_stdin,
     encode_window,
@@ -35,7 +35,6 @@ from .protocol import (
 # Output chunks held for a reader before the agent connection stops being read
 # (and vsock credit then stops the guest's writes).
 OUTPUT_BUFFER_CHUNKS = 64
-DEFAULT_TERM = "xterm"  # what docker run -t sets
 
 
 class _Output(anyio.abc.ByteReceiveStream):
@@ -103,22 +102,18 @@ class Process(metaclass=NoPublicConstructor):
     async def _start(
         cls,
         connection: anyio.abc.ByteStream,
-        argv: Sequence[str],
+        request: CommandRequest,
         *,
         tasks: anyio.abc.TaskGroup,
-        env: Mapping[str, str] | None = None,
-        workdir: str = "",
-        user: str = "",
         lost: Callable[[], BaseException] | None = None,
-        tty: tuple[int, int] | None = None,
     ) -> Process:
-        """Have the agent spawn ``argv`` (see :func:`start_command`) and route its output from a task in ``tasks``.
+        """Have the agent spawn ``request`` (see :func:`start_command`) and route its output from a task in ``tasks``.
 
         ``lost()`` is what :meth:`wait` raises if the connection ends without an exit
         status (the VM went away).
         """
-        pid, decoder = await start_command(connection, argv, env=env, workdir=workdir, user=user, tty=tty)
-        process = cls._create(connection, pid, lost, tty=tty is not None)
+        pid, decoder = await start_command(connection, request)
+        process = cls._create(connection, pid, lost, tty=request.tty is not None)
         tasks.start_soon(process._pump, decoder, name=f"process-{pid}")
         return process
 
@@ -193,33 +188,20 @@ class Process(metaclass=NoPublicConstructor):
 
 
 async def start_command(
-    connection: anyio.abc.ByteStream,
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    workdir: str = "",
-    user: str = "",
-    tty: tuple[int, int] | None = None,
-    then: bytes = b"",
+    connection: anyio.abc.ByteStream, request: CommandRequest, then: bytes = b""
 ) -> tuple[int, FrameDecoder]:
-    """Ask the agent on a fresh ``connection`` to spawn ``argv``; returns its pid and the connection's decoder.
+    """Ask the agent on a fresh ``connection`` to spawn ``request``; returns its pid and the connection's decoder.
 
     The request goes out before the agent's greeting is read (it waits in the
     socket), with ``then`` (frames for the command, such as all of its stdin) right
-    behind it, so a command is started in one round trip. ``tty`` is ``(rows, cols)``
-    to run it on a terminal that size (with ``TERM`` set unless ``env`` has it).
-    Raises :class:`ExecError` if the agent cannot start it.
+    behind it, so a command is started in one round trip. Raises
+    :class:`ExecError` if the agent cannot start it.
     """
-    environment = dict(env or {})
-    request = b""
-    if tty is not None:
-        environment.setdefault("TERM", DEFAULT_TERM)
-        request = encode_window(Kind.TTY, *tty)
-    await connection.send(request + encode_exec(argv, environment, workdir, user) + then)
+    await connection.send(request.encode() + then)
     _, decoder = await greet(connection)
 
     def refused(code: int, detail: str) -> ExecError:
-        return ExecError(f"cannot run {argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
+        return ExecError(f"cannot run {request.argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
 
     started = await expect_started(connection, decoder, refused)
     return unpack_payload(U32, started, Kind.STARTED)[0], decoder

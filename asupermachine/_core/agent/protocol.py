@@ -10,7 +10,7 @@ import enum
 import struct
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..._environment import check_environment_name
 from ..._errors import AgentProtocolError
@@ -21,6 +21,7 @@ FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 # Host data (a process's stdin, a file's content) goes in STDIN frames of at most this many bytes.
 STDIN_CHUNK = 64 * 1024
+DEFAULT_TERM = "xterm"  # what docker run -t sets
 PIPELINED_INPUT = 64 * 1024
 """Input up to this size goes out with its request: the guest's vsock buffer (256 KiB) holds it whole,
 so sending it never waits on a command or file that is not reading yet."""
@@ -102,6 +103,25 @@ def encode_stdin(data: bytes | memoryview, *, end: bool) -> bytes:
     if end:
         frames.append(encode_frame(Kind.STDIN))
     return b"".join(frames)
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """A command for the agent to spawn: ``argv``, what it adds to the environment, where and as whom it
+    runs (empty: the image's), and ``tty``, the ``(rows, cols)`` of a terminal to run it on."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    user: str = ""
+    tty: tuple[int, int] | None = None
+
+    def encode(self) -> bytes:
+        """The frames that ask for it: TTY (setting ``TERM`` unless :attr:`env` has it), then EXEC."""
+        if self.tty is None:
+            return encode_exec(self.argv, self.env, self.workdir, self.user)
+        env = {"TERM": DEFAULT_TERM, **self.env}
+        return encode_window(Kind.TTY, *self.tty) + encode_exec(self.argv, env, self.workdir, self.user)
 
 
 def encode_exec(argv: Sequence[str], env: Mapping[str, str], workdir: str, user: str = "") -> bytes:
