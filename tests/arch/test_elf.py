@@ -47,3 +47,18 @@ def test_segment_outside_guest_ram_is_refused(memory: GuestMemory) -> None:
 def test_missing_kernel_file_is_refused(memory: GuestMemory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(KernelImageError, match="does not exist"):
         load_vmlinux(tmp_path / "vmlinux", memory)
+
+
+def test_a_kernel_file_loads_as_its_image_does(memory: GuestMemory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    image = elf_image(0x200000, [(0x200000, b"code" * 1000, 8192), (0x300000, b"data", 4)])
+    (tmp_path / "vmlinux").write_bytes(image)
+    memory.write(0x200000 + 4000, b"\xff" * 100)  # bss over dirty memory is cleared
+    loaded = load_vmlinux(tmp_path / "vmlinux", memory)
+    assert (loaded.entry, loaded.end) == (0x200000, 0x300004)
+    assert memory.read(0x200000, 8192) == b"code" * 1000 + bytes(4192)
+    assert memory.read(0x300000, 4) == b"data"
+    with pytest.raises(KernelImageError, match="truncated"):
+        (tmp_path / "short").write_bytes(image[:-2])
+        load_vmlinux(tmp_path / "short", memory)
+    with pytest.raises(KernelImageError, match="directory"):
+        load_vmlinux(tmp_path, memory)
