@@ -144,3 +144,73 @@ async def test_closed_eventfds_leave_no_fd_open() -> None:
             eventfd.signal()
             eventfd.close()
     assert open_eventfds() == before
+
+
+async def watch(eventfd: EventFd, count: int, outcome: list[str], *, task_status: TaskStatus[None]) -> None:
+    """Take ``count`` wake-ups inside :meth:`EventFd.watched`, noting each, or how the watch ended."""
+    try:
+        async with eventfd.watched() as next_signal:
+            task_status.started()
+            for _ in range(count):
+                await next_signal()
+                outcome.append("signalled")
+    except anyio.ClosedResourceError:
+        outcome.append("closed")
+
+
+async def test_a_watcher_is_woken_by_signals_from_its_loop_other_threads_and_kvm_and_none_is_lost() -> None:
+    eventfd = EventFd()
+    outcome: list[str] = []
+    try:
+        eventfd.signal()  # before the watch: not lost
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(watch, eventfd, 4, outcome)
+                for wake in (
+                    eventfd.signal, lambda: anyio.to_thread.run_sync(eventfd.signal),
+                    lambda: os.eventfd_write(eventfd.fileno(), 1),
+                ):
+                    await anyio.wait_all_tasks_blocked()
+                    before = len(outcome)
+                    if (pending := wake()) is not None:
+                        await pending
+                    while len(outcome) == before:
+                        await anyio.sleep(0.01)
+        assert outcome == ["signalled"] * 4
+        # The watch is over: plain waits work again.
+        eventfd.signal()
+        with anyio.fail_after(5):
+            await eventfd.wait()
+    finally:
+        eventfd.close()
+
+
+async def test_a_signal_on_the_watchers_own_loop_does_not_go_through_the_kernel(anyio_backend: str) -> None:
+    eventfd = EventFd()
+    outcome: list[str] = []
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(watch, eventfd, 1, outcome)
+                await anyio.wait_all_tasks_blocked()
+                eventfd.signal()
+                if anyio_backend == "asyncio":
+                    with pytest.raises(BlockingIOError):
+                        os.eventfd_read(eventfd.fileno())  # the counter is untouched
+        assert outcome == ["signalled"]
+    finally:
+        eventfd.close()
+
+
+async def test_closing_wakes_a_watcher_and_a_second_watcher_is_refused() -> None:
+    eventfd = EventFd()
+    outcome: list[str] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(watch, eventfd, 1, outcome)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(anyio.BusyResourceError):
+                async with eventfd.watched() as next_signal:
+                    await next_signal()
+            eventfd.close()
+    assert outcome == ["closed"]

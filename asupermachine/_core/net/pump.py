@@ -87,15 +87,19 @@ class NetworkPump:
             pass  # the link closed under us: the VM is going
 
     async def _send(self, link: PasstLink, service: VirtioService) -> None:
-        while True:
-            await self._frames_to_send.wait()
-            while self._outbox:
-                frames = [self._outbox.popleft() for _ in range(len(self._outbox))]
-                await link.send_frames(frames)
-                self._outbox_bytes -= sum(map(len, frames))
-                if self._tx_stalled:
-                    self._tx_stalled = False
-                    service.kick(TX_QUEUE)
+        async with self._frames_to_send.watched() as frames_to_send:
+            while True:
+                await frames_to_send()
+                await self._send_outbox(link, service)
+
+    async def _send_outbox(self, link: PasstLink, service: VirtioService) -> None:
+        while self._outbox:
+            frames = [self._outbox.popleft() for _ in range(len(self._outbox))]
+            await link.send_frames(frames)
+            self._outbox_bytes -= sum(map(len, frames))
+            if self._tx_stalled:
+                self._tx_stalled = False
+                service.kick(TX_QUEUE)
 
     async def _receive(self, link: PasstLink, service: VirtioService, device: Net) -> None:
         pending: deque[bytes] = deque()  # received, not yet taken by the device: none is ever dropped here

@@ -79,16 +79,17 @@ class VirtioService:
 
     async def _serve_queue(self, index: int, notify: EventFd) -> None:
         in_thread = self.transport.device.blocking_io
-        while True:
-            try:
-                await notify.wait()
-            except anyio.ClosedResourceError:
-                return  # closed: the VM is gone
-            if in_thread:
-                # Not abandoned on cancellation: the VM's memory must outlive the IO into it.
-                await anyio.to_thread.run_sync(self._process, index)
-            else:
-                self._process(index)
+        try:
+            async with notify.watched() as next_notification:
+                while True:
+                    await next_notification()
+                    if in_thread:
+                        # Not abandoned on cancellation: the VM's memory must outlive the IO into it.
+                        await anyio.to_thread.run_sync(self._process, index)
+                    else:
+                        self._process(index)
+        except anyio.ClosedResourceError:
+            return  # closed: the VM is gone
 
     def _process(self, index: int) -> None:
         self.work_on(lambda: self.transport.device.process_queue(index), index)

@@ -11,7 +11,7 @@ import contextlib
 import errno
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -57,13 +57,22 @@ class MuxInbox:
             self._events.extend(events)
         self._wakeup.signal()
 
-    async def take(self) -> list[tuple[PortPair, MuxEvent]]:
-        """The events posted since the last take, once there are any; raises ``ClosedResourceError`` once closed."""
-        await self._wakeup.wait()
-        with self._lock:
-            events = list(self._events)
-            self._events.clear()
-        return events
+    @contextlib.asynccontextmanager
+    async def watched(self) -> AsyncIterator[Callable[[], Awaitable[list[tuple[PortPair, MuxEvent]]]]]:
+        """For the block, a function that takes the events posted since it last did, once there are any.
+
+        It raises ``ClosedResourceError`` once the inbox is closed.
+        """
+        async with self._wakeup.watched() as next_signal:
+
+            async def take() -> list[tuple[PortPair, MuxEvent]]:
+                await next_signal()
+                with self._lock:
+                    events = list(self._events)
+                    self._events.clear()
+                return events
+
+            yield take
 
     def close(self) -> None:
         """Release the eventfd (on the event loop's thread): a :meth:`take` still waiting raises."""
@@ -89,13 +98,13 @@ class VsockHost:
 
     async def run(self) -> None:
         """Dispatch the device's events until cancelled, or until the inbox is closed."""
-        while True:
-            try:
-                events = await self._inbox.take()
-            except anyio.ClosedResourceError:
-                return
-            for pair, event in events:
-                self._dispatch(pair, event)
+        try:
+            async with self._inbox.watched() as take:
+                while True:
+                    for pair, event in await take():
+                        self._dispatch(pair, event)
+        except anyio.ClosedResourceError:
+            return
 
     def _dispatch(self, pair: PortPair, event: MuxEvent) -> None:
         if isinstance(event, Accepted):
