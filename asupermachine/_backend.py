@@ -15,6 +15,7 @@ from ._errors import AsupermachineError, NetBackendError
 from ._outcome import GuestExit
 
 if TYPE_CHECKING:
+    from ._core.running import GuestStop
     from ._core.vsock.host import VsockListener
     from .snapshot.snapshot import Snapshot
 
@@ -26,7 +27,7 @@ class Backend(Protocol):
 
     tasks: anyio.abc.TaskGroup
     """Where the machine's helper tasks (a process's output pump) run."""
-    stopped: anyio.Event
+    stopped: GuestStop
     """Set once the guest has stopped."""
 
     @property

@@ -124,12 +124,12 @@ class Machine(metaclass=NoPublicConstructor):
         with self._life:
             async with anyio.create_task_group() as race:
 
-                async def until(event: anyio.Event) -> None:
-                    await event.wait()
+                async def until(happened: Callable[[], Awaitable[None]]) -> None:
+                    await happened()
                     race.cancel_scope.cancel()
 
-                race.start_soon(until, self._close_requested)
-                race.start_soon(until, self._backend.stopped)
+                race.start_soon(until, self._close_requested.wait)
+                race.start_soon(until, self._backend.stopped.wait)
         if self._life.cancelled_caught and self._close_reason is None:
             self._close_reason = CloseReason.TIMEOUT
         for call in self._calls:

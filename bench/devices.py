@@ -33,8 +33,6 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _stats import measured_under
 
-from asupermachine._core.agent.exec import execute  # noqa: E402
-from asupermachine._core.agent.protocol import CommandRequest  # noqa: E402
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model  # noqa: E402
 from asupermachine._core.builder import RestorePoint, build  # noqa: E402
 from asupermachine._core.console import Console  # noqa: E402
@@ -68,7 +66,7 @@ from asupermachine._core.vsock.muxer import MuxEvent, PortPair, VsockMuxer  # no
 from asupermachine._core.vsock.packet import HEADER, VIRTIO_VSOCK_TYPE_STREAM, VMADDR_CID_HOST, Op  # noqa: E402
 from asupermachine.guest import resolve_assets  # noqa: E402
 from asupermachine.snapshot.memory_file import write_memory  # noqa: E402
-from asupermachine.testing import FakeAgent  # noqa: E402
+from asupermachine.testing import FakeAgent, fake_machine  # noqa: E402
 from bench._rings import BufferSpec, Ring  # noqa: E402
 from bench._stats import percentile  # noqa: E402
 
@@ -468,25 +466,23 @@ def bench_net(budget: float) -> list[Row]:
 
 
 def bench_agent(budget: float) -> list[Row]:
-    """``exec(["true"])`` as Machine.exec does it, against FakeAgent in memory."""
+    """``Machine.exec(["true"])``, the whole host side of it, against FakeAgent in memory (``fake_machine``)."""
     times: list[float] = []
 
     def true(argv: list[str], env: dict[str, str], workdir: str, user: str, stdin: bytes) -> tuple[int, bytes, bytes]:
         return 0, b"", b""
 
     async def main() -> None:
-        agent = FakeAgent(commands={"true": true})
         deadline = time.perf_counter() + budget
-        async with anyio.create_task_group() as tasks:
+        async with fake_machine(FakeAgent(commands={"true": true})) as vm:
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
-                async with agent.connect(tasks) as connection:
-                    await execute(connection, CommandRequest(["true"]))
+                await vm.exec(["true"])
                 times.append(time.perf_counter() - start)
 
     anyio.run(main)
     p50 = percentile(times, 0.5)
-    return [Row("agent", "exec(['true']) round trip, p50 (fake agent included)",
+    return [Row("agent", "Machine.exec(['true']) round trip, p50 (fake agent included)",
                 f"{p50 * 1e6:,.0f} us = {1 / p50:,.0f} execs/s", "2 ms", EXEC_GOAL_S / p50)]
 
 

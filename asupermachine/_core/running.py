@@ -46,7 +46,7 @@ class RunningVm:
         self.vsock = microvm.vsock
         self.tasks = tasks
         self._pump = pump
-        self.stopped = anyio.Event()
+        self.stopped = GuestStop()
         self._vcpus_running = len(microvm.vcpus)
 
     @property
@@ -161,31 +161,45 @@ class RunningVm:
 
     async def until_guest(self, step: Callable[[], Awaitable[T]], what: str) -> T:
         """Await ``step`` unless the guest stops first or it takes longer than :data:`GUEST_DEADLINE`."""
-        return await until_guest(self.stopped, self.stopped_error, step, what)
+        return await self.stopped.until(step, what, self.stopped_error)
 
 
-async def until_guest(
-    stopped: anyio.Event, stopped_error: Callable[[], Exception], step: Callable[[], Awaitable[T]], what: str
-) -> T:
-    """Await ``step`` unless ``stopped`` is set first (``stopped_error()`` is raised) or it takes longer
-    than :data:`GUEST_DEADLINE` (:class:`GuestUnresponsive`, saying the guest has not ``what``)."""
-    outcome: list[T] = []
-    with unwrap_single_error():
-        async with anyio.create_task_group() as race:
+class GuestStop:
+    """Set once the guest has stopped; what waits on the guest through :meth:`until` is cut short then.
 
-            async def run_step() -> None:
-                outcome.append(await step())
-                race.cancel_scope.cancel()
+    One cancel scope per wait, cancelled by :meth:`set`, rather than a task racing
+    each wait: an exec waits on the guest once, and its host time is measured in
+    tens of microseconds.
+    """
 
-            race.start_soon(run_step)
-            with anyio.move_on_after(GUEST_DEADLINE) as deadline:
-                await stopped.wait()
-            race.cancel_scope.cancel()
-    if outcome:
-        return outcome[0]
-    if deadline.cancelled_caught:
-        raise GuestUnresponsive(f"the guest has not {what} within {GUEST_DEADLINE:.0f} s")
-    raise stopped_error()
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self._waits: set[anyio.CancelScope] = set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def set(self) -> None:
+        self._event.set()
+        for scope in self._waits:
+            scope.cancel()
+
+    async def until(self, step: Callable[[], Awaitable[T]], what: str, stopped_error: Callable[[], Exception]) -> T:
+        """Await ``step`` unless the guest stops first (``stopped_error()`` is raised) or it takes longer
+        than :data:`GUEST_DEADLINE` (:class:`GuestUnresponsive`, saying the guest has not ``what``)."""
+        if not self.is_set():
+            with anyio.move_on_after(GUEST_DEADLINE) as scope:
+                self._waits.add(scope)
+                try:
+                    return await step()
+                finally:
+                    self._waits.discard(scope)
+            if not self.is_set():
+                raise GuestUnresponsive(f"the guest has not {what} within {GUEST_DEADLINE:.0f} s")
+        raise stopped_error()
 
 
 def _describe(exit: GuestExit) -> str:

@@ -12,7 +12,7 @@ import anyio.abc
 
 from .._core.agent.protocol import AGENT_PORT
 from .._core.console import Console
-from .._core.running import until_guest
+from .._core.running import GuestStop
 from .._core.vsock.host import VsockListener
 from .._errors import AsupermachineError, GuestStopped, NetBackendError, SnapshotError, VsockConnectionReset, VsockError
 from .._machine import Machine
@@ -34,7 +34,7 @@ class FakeGuest:
     def __init__(self, agent: FakeAgent, tasks: anyio.abc.TaskGroup, *, memory_mib: int = 256) -> None:
         self.agent = agent
         self.tasks = tasks
-        self.stopped = anyio.Event()
+        self.stopped = GuestStop()
         self._memory_mib = memory_mib
         self._console = Console()
         self._exit: GuestExit | None = None
@@ -63,7 +63,7 @@ class FakeGuest:
         raise VsockError("a fake guest connects to no host port")
 
     async def until_guest(self, step: Callable[[], Awaitable[T]], what: str) -> T:
-        return await until_guest(self.stopped, self.stopped_error, step, what)
+        return await self.stopped.until(step, what, self.stopped_error)
 
     def result(self) -> GuestExit:
         assert self._exit is not None, "only once stopped"

@@ -185,7 +185,9 @@ class VsockHost:
         with self._lock:
             if pair in self.muxer.connections:
                 self.muxer.consumed(pair, count)
-        self._kick_rx()
+            owed = bool(self.muxer.outbound)
+        if owed:  # a credit update (once half the buffer is read), or packets still waiting for RX buffers
+            self._kick_rx()
 
     def _shutdown_send(self, pair: PortPair) -> None:
         with self._lock:
