@@ -1,11 +1,12 @@
 """exec(["true"]) round trip on a running VM, against the guest's own cost of spawning ``true``.
 
 QEMU has no vsock device here, so the peer is the floor: the same spawn done by
-a shell loop inside the guest (``LOOP`` spawns in one exec, minus one empty
-exec, divided by ``LOOP``). The gap between the two is what vsock, the agent
-and the host add.
+a shell loop inside the guest, timed by the guest's own clock (``--spawns``
+spawns, minus the same loop spawning nothing, divided by their number), so no
+host time and no round trip is in it. The gap between the two is what vsock, the
+agent and the host add.
 
-    .venv/bin/python bench/exec.py [--runs N]
+    .venv/bin/python bench/exec.py [--runs N] [--spawns N]
 """
 
 from __future__ import annotations
@@ -19,10 +20,22 @@ from _stats import measured_under, percentile
 
 from asupermachine import Machine
 
-LOOP = 10
+# The guest's uptime before and after COUNT iterations of BODY, read by shell builtins only
+# (busybox's date has no nanoseconds; /proc/uptime counts hundredths of a second).
+TIMED_LOOP = (
+    "i=0; read start _ < /proc/uptime; while [ $i -lt {count} ]; do {body}; i=$((i+1)); done; "
+    "read end _ < /proc/uptime; echo $start $end"
+)
 
 
-async def main(runs: int) -> None:
+async def in_guest_seconds(vm: Machine, body: str, count: int) -> float:
+    """Seconds the guest's shell spends on ``count`` iterations of ``body``, by the guest's clock."""
+    result = await vm.exec(["sh", "-c", TIMED_LOOP.format(count=count, body=body)])
+    start, end = map(float, result.stdout.split())
+    return end - start
+
+
+async def main(runs: int, spawns: int) -> None:
     async with Machine.boot() as vm:
         await vm.exec(["true"])  # wait for the agent, warm the page cache
         round_trips = []
@@ -30,14 +43,9 @@ async def main(runs: int) -> None:
             start = time.perf_counter()
             await vm.exec(["true"])
             round_trips.append(time.perf_counter() - start)
-        loop_script = f"i=0; while [ $i -lt {LOOP} ]; do /bin/true; i=$((i+1)); done"
-        start = time.perf_counter()
-        await vm.exec(["sh", "-c", loop_script])
-        looped = time.perf_counter() - start
-        start = time.perf_counter()
-        await vm.exec(["sh", "-c", "i=0; while [ $i -lt 0 ]; do i=1; done"])
-        empty = time.perf_counter() - start
-    in_guest = (looped - empty) / LOOP
+        spawning = await in_guest_seconds(vm, "/bin/true", spawns)
+        idle = await in_guest_seconds(vm, ":", spawns)
+    in_guest = (spawning - idle) / spawns
     print(measured_under())
     print(f"\nexec round trip on a running VM, {runs} runs, milliseconds")
     print(f"{'what':<44} {'p50':>9} {'p99':>9} {'min':>9}")
@@ -50,4 +58,6 @@ async def main(runs: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30)
-    anyio.run(main, parser.parse_args().runs)
+    parser.add_argument("--spawns", type=int, default=100, help="spawns of the in-guest floor's loop")
+    args = parser.parse_args()
+    anyio.run(main, args.runs, args.spawns)

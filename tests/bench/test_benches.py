@@ -21,7 +21,7 @@ GUEST_BENCHES = {
     "restore": (["--runs", "2", "--echo-runs", "1", "--parallel", "2", "--clones", "1,2"], QEMU_PEER),
     "vector_state": (["--rounds", "2", "--pipelines", "1"], QEMU_PEER),
     "net": (["--quick"], QEMU_PEER),
-    "exec": (["--runs", "3"], "spawn"),
+    "exec": (["--runs", "3", "--spawns", "10"], "spawn"),
     "vsock": (["--mib", "1", "--runs", "1"], "pipe"),
     "density": (["--counts", "2", "--parallel", "2"], "restore/s"),
     "terminal": (["--count", "5"], "cat"),
