@@ -20,7 +20,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         description=(
             "Run COMMAND from the repository root inside an L1 VM (QEMU's TCG) whose /dev/kvm is the "
             "hardware-style KVM users have (kvm_amd), with this machine's root, virtualenv and "
-            "environment; print its output and exit with its status (124: timed out, 125: the L1 failed)."
+            "environment; print its output and exit with its status (124: timed out, 125: the L1 failed, "
+            "126: the L1 froze, a fault of QEMU's TCG: try again)."
         ),
     )
     parser.add_argument("--arch", choices=sorted(ARCHES), default="x86_64")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import resource
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .arch import L1Arch
+from .freeze import FreezeWatch
 from .initramfs import build_initramfs
 from .kernel import fetch_kernel
 from .monitor import vcpu_states
@@ -27,6 +29,10 @@ L1_FAILED = 125
 """Our exit status when the L1 itself failed (the command's own statuses pass through)."""
 TIMED_OUT = 124
 """Our exit status when the run outlived its timeout (as timeout(1))."""
+L1_FROZE = 126
+"""Our exit status when the L1 froze (QEMU's TCG; see :mod:`.freeze`): the run may be tried again."""
+FREEZE_POLL_SECONDS = 15.0
+"""How often the L1's vCPUs are read while a run goes on, to catch a freeze within a minute."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,8 @@ def run(arch: L1Arch, request: Request) -> int:
         with (io / "qemu.log").open("wb") as qemu_log:
             qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
             try:
-                finished = _stream_until_exit(qemu, io, request.timeout)
-                if not finished:
+                ending = _stream_until_exit(qemu, io, request.timeout)
+                if ending is not Ending.EXITED:
                     (io / STUCK_NAME).write_text("\n".join(vcpu_states(io / MONITOR_NAME)))
             finally:
                 if qemu.poll() is None:
@@ -70,21 +76,33 @@ def run(arch: L1Arch, request: Request) -> int:
                 qemu.wait()
         if request.console_log is not None:
             shutil.copyfile(io / CONSOLE_NAME, request.console_log)
-        return _outcome(io, finished, qemu.returncode, request.timeout)
+        return _outcome(io, ending, qemu.returncode, request.timeout)
 
 
-def _stream_until_exit(qemu: subprocess.Popen[bytes], io: Path, timeout: float | None) -> bool:
-    """Copy the command's output to ours until QEMU exits; False if the timeout came first."""
+class Ending(enum.Enum):
+    EXITED = "exited"
+    TIMED_OUT = "timed out"
+    FROZE = "froze"
+
+
+def _stream_until_exit(qemu: subprocess.Popen[bytes], io: Path, timeout: float | None) -> Ending:
+    """Copy the command's output to ours until QEMU exits, the timeout comes, or the L1 freezes."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    watch, next_reading = FreezeWatch(), time.monotonic() + FREEZE_POLL_SECONDS
     with (io / "stdout").open("rb") as out, (io / "stderr").open("rb") as err:
         streams = ((out, sys.stdout.buffer), (err, sys.stderr.buffer))
         while qemu.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                return False
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                return Ending.TIMED_OUT
+            if now > next_reading:
+                next_reading = now + FREEZE_POLL_SECONDS
+                if watch.observe(vcpu_states(io / MONITOR_NAME)) is not None:
+                    return Ending.FROZE
             if not _copy_new(streams):
                 time.sleep(POLL_SECONDS)
         _copy_new(streams)
-    return True
+    return Ending.EXITED
 
 
 def _copy_new(streams: tuple[tuple[BinaryIO, BinaryIO], ...]) -> bool:
@@ -98,12 +116,17 @@ def _copy_new(streams: tuple[tuple[BinaryIO, BinaryIO], ...]) -> bool:
     return copied
 
 
-def _outcome(io: Path, finished: bool, qemu_status: int, timeout: float | None) -> int:
-    if not finished:
-        where = (io / STUCK_NAME).read_text().splitlines()
+def _outcome(io: Path, ending: Ending, qemu_status: int, timeout: float | None) -> int:
+    if ending is not Ending.EXITED:
+        where = "\n  ".join((io / STUCK_NAME).read_text().splitlines() or ["(QEMU's monitor did not answer)"])
+        if ending is Ending.FROZE:
+            return _fail(
+                "the L1 froze (a vCPU sat with interrupts off at one spot for a minute: QEMU TCG's stale "
+                f"breakpoint, docs/kvm.md) and was stopped; its vCPUs were at:\n  {where}", io, L1_FROZE,
+            )
         return _fail(
-            f"the run outlived its timeout of {timeout:g} s and was stopped; the L1's vCPUs were at:\n  "
-            + "\n  ".join(where or ["(QEMU's monitor did not answer)"]), io, TIMED_OUT,
+            f"the run outlived its timeout of {timeout:g} s and was stopped; the L1's vCPUs were at:\n  {where}",
+            io, TIMED_OUT,
         )
     if (io / "status").is_file():
         return int((io / "status").read_text())

@@ -18,6 +18,10 @@ from asupermachine._core.kvm.host import this_host
 from tests.conftest import NESTED_SUMMARIES, SUMMARY_PREFIX
 
 ROOT = Path(__file__).parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from nested_kvm.run import L1_FROZE  # noqa: E402
+
 L1_SUITE = [
     "-m", "kvm", "-k", "not trio",
     "tests/vm/test_machine_boot.py::test_init_reports_the_command_exit_status_zero_and_nonzero",
@@ -57,6 +61,11 @@ def test_the_guest_suite_passes_on_kvm_amd_in_an_l1() -> None:
     ]
     run = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     print(run.stdout, run.stderr, sep="\n")  # shown with the failure, or with -s
+    if run.returncode == L1_FROZE:
+        # QEMU's TCG froze the L1 (docs/kvm.md), not our code: the tool caught it within a minute and
+        # printed where; one more try, whose result stands.
+        run = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        print(run.stdout, run.stderr, sep="\n")
     lines = run.stdout.splitlines()
     summary = [line for line in lines if line.startswith(SUMMARY_PREFIX)]
     NESTED_SUMMARIES.extend(summary + [line for line in lines if re.match(r"=* ?\d+ (passed|failed)", line)])

@@ -1,4 +1,4 @@
-"""scripts/nested-kvm: module load order and the L1's QEMU command line (pure), and a run that times out."""
+"""scripts/nested-kvm: module order, the L1's QEMU command line, freeze detection (pure), a run that times out."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
 
 from nested_kvm.arch import X86_64  # noqa: E402
+from nested_kvm.freeze import FreezeWatch  # noqa: E402
 from nested_kvm.kernel import L1Kernel  # noqa: E402
 from nested_kvm.modules import ModuleError, load_order, module_name  # noqa: E402
 from nested_kvm.qemu import qemu_command  # noqa: E402
@@ -55,3 +56,27 @@ def test_a_run_past_its_timeout_is_stopped_and_says_where_the_l1_vcpus_were() ->
     assert run.returncode == 124, run.stderr[-2000:]
     assert "outlived its timeout of 20 s" in run.stderr
     assert re.search(r"CPU#0 RIP=[0-9a-f]{16} ", run.stderr), run.stderr[-2000:]
+
+
+# vCPU lines QEMU's monitor printed during a real freeze on 2026-12-05, and from healthy L1s.
+FROZEN_AT_POKE = "CPU#0 RIP=ffffffff9065267b RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0"
+FROZEN_IN_HANDLER = "CPU#0 RIP=ffffffff90800ba3 RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0"
+IDLE = "CPU#1 RIP=ffffffffa54592eb RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1"
+BUSY_WITH_INTERRUPTS_OFF = "CPU#1 RIP=ffffffff8fc79c{:02x} RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0"
+
+
+def test_a_vcpu_caught_at_the_same_spot_with_interrupts_off_four_times_is_frozen() -> None:
+    watch = FreezeWatch()
+    readings = [[FROZEN_AT_POKE, IDLE], [FROZEN_IN_HANDLER, IDLE], [FROZEN_AT_POKE, IDLE], [FROZEN_IN_HANDLER, IDLE]]
+    verdicts = [watch.observe(reading) for reading in readings]
+    assert verdicts == [None, None, None, FROZEN_IN_HANDLER]
+
+
+def test_a_busy_or_idle_l1_and_a_mute_monitor_are_not_called_frozen() -> None:
+    watch = FreezeWatch()
+    for step in range(8):  # interrupts off now and then, somewhere new each time
+        assert watch.observe([IDLE if step % 2 else BUSY_WITH_INTERRUPTS_OFF.format(step)]) is None
+    for reading in ([FROZEN_AT_POKE], [FROZEN_AT_POKE], [], [FROZEN_AT_POKE], [FROZEN_AT_POKE]):
+        assert watch.observe(reading) is None  # the mute reading started the count again
+    for reading in ([FROZEN_AT_POKE], [FROZEN_AT_POKE.replace("00000046", "00000246")]):
+        assert watch.observe(reading) is None  # interrupts came back on: it moves
