@@ -18,7 +18,7 @@ from .devices.vector_state import VectorStatePorts
 from .kvm import Kvm, VcpuFd, VmFd
 from .kvm._kvm_cffi import lib
 from .kvm.state import StateKind, get_state
-from .kvm.stats import KvmStats, summed
+from .kvm.stats import KvmStats, StatsFormatError, summed
 from .memory import GuestMemory
 from .persist import CpuidRows, MachineState, capture_vcpu, capture_vm
 from .recipe import VmRecipe
@@ -72,9 +72,10 @@ class MicroVm:
     def watch_stats(self, fd: int) -> None:
         """Count KVM's statistics of the VM or a vCPU ``fd`` into :meth:`kvm_stats` (for a vCPU: before it runs).
 
-        A kernel without them (before Linux 5.14) only leaves the counts out.
+        A kernel without them (before Linux 5.14), or with a block this reader does not
+        understand, only leaves the counts out: statistics never stop a VM from being made.
         """
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, StatsFormatError):
             self._stats.append(KvmStats(fd))
 
     def arm_pause(self) -> None:

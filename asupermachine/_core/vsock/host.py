@@ -75,7 +75,7 @@ class MuxInbox:
             yield take
 
     def close(self) -> None:
-        """Release the eventfd (on the event loop's thread): a :meth:`take` still waiting raises."""
+        """Release the eventfd (on the event loop's thread): a take of :meth:`watched` still waiting raises."""
         self._wakeup.close()
 
 
