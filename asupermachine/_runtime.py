@@ -7,6 +7,7 @@ makes one gets a default runtime per event loop (:func:`default_runtime`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -310,8 +311,6 @@ async def default_runtime() -> Runtime:
 
         key: object = trio.lowlevel.current_trio_token()
     else:
-        import asyncio
-
         key = asyncio.get_running_loop()
     entry = _defaults.get(key)
     if entry is None:
@@ -334,7 +333,19 @@ async def _host(key: object, entry: _DefaultRuntime) -> None:
 
 
 def _stop_everything() -> None:
-    """At interpreter exit, stop every guest still running (vCPU threads are daemons; this is the clean way)."""
+    """At interpreter exit, before Python waits for its threads, end what still runs.
+
+    A default runtime whose asyncio loop was left paused (a notebook kernel's: it
+    stops its loop without ending its tasks) is ended on that loop, closing its
+    machines: until its task ends, the worker threads anyio started for it stay,
+    and Python would wait for them forever. Other guests are halted (vCPU threads
+    are daemons; this is the clean way).
+    """
+    for key, entry in list(_defaults.items()):
+        if isinstance(key, asyncio.AbstractEventLoop) and not (key.is_running() or key.is_closed()):
+            entry.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                key.run_until_complete(entry.task)
     for runtime in list(_live):
         for machine in runtime.machines():
             machine._halt()
