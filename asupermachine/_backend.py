@@ -15,6 +15,7 @@ from ._errors import AsupermachineError, NetBackendError
 from ._outcome import GuestExit
 
 if TYPE_CHECKING:
+    from ._core.net.egress import EgressFilter
     from ._core.running import GuestStop
     from ._core.vsock.host import VsockListener
     from .snapshot.snapshot import Snapshot
@@ -38,6 +39,11 @@ class Backend(Protocol):
 
     @property
     def network_failure(self) -> NetBackendError | None: ...
+
+    @property
+    def egress(self) -> EgressFilter | None:
+        """The filter the guest's frames pass; None with no network."""
+        ...
 
     async def connect(self, port: int) -> anyio.abc.ByteStream:
         """A stream to the guest's vsock ``port``; :class:`VsockConnectionReset` if nothing listens."""

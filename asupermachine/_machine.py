@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,8 +19,9 @@ from ._core.agent.exec import execute
 from ._core.agent.process import Process, greet
 from ._core.agent.protocol import AGENT_PORT, CommandRequest, VectorState, encode_hostname
 from ._core.console import Console
+from ._core.net.egress import EgressPolicy
 from ._core.vsock.host import VsockListener
-from ._errors import AsupermachineError, ExecTimeout, MachineClosed, VsockConnectionReset
+from ._errors import AsupermachineError, ExecTimeout, MachineClosed, NetBackendError, VsockConnectionReset
 from ._hooks import default_runtime
 from ._network import MachineNetwork
 from ._options import RESTORE_KEYS, BootOptions, RestoreOptions, StartOptions
@@ -63,7 +63,17 @@ class Machine(metaclass=NoPublicConstructor):
         still serves (:attr:`MachineNetwork.failure`); None without a NIC."""
         if self._network is None:
             return None
-        return dataclasses.replace(self._network, failure=self._backend.network_failure)
+        return self._network.now(self._backend.egress, self._backend.network_failure)
+
+    def set_egress(self, *, allow_out: Sequence[str] = (), deny_out: Sequence[str] = ()) -> None:
+        """Change where the guest may connect (as :attr:`Network.allow_out` and :attr:`Network.deny_out`
+        say), from its next connection on: connections already open stay. Raises ``ValueError`` for a
+        bad entry and :class:`NetBackendError` for a machine without a network."""
+        policy = EgressPolicy.of(allow_out, deny_out)
+        egress = self._backend.egress
+        if egress is None:
+            raise NetBackendError(f"machine {self.id} has no network to set an egress policy on")
+        egress.policy = policy
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self.running else "stopped"

@@ -3,16 +3,19 @@
 Each networked machine gets one NIC and its own passt: egress is NAT to the
 host's sockets, DNS goes to the host's resolver, and host ports can be published
 into the guest (``docker run -p``). The host's own loopback stays closed unless
-``allow_host_loopback``.
+``allow_host_loopback``. ``allow_out``/``deny_out`` limit where the guest may
+connect, as E2B's do (see :mod:`._core.net.egress`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ._core.net.egress import EgressFilter, EgressPolicy
 from ._core.net.passt import MAX_MTU, Passt
 from ._core.recipe import GuestNetwork
 from ._errors import NetBackendError
@@ -35,11 +38,21 @@ class Network:
     """The resolver the guest uses; None: the host's, through passt. Set at boot (a snapshot keeps it)."""
     mtu: int = MAX_MTU
     """Bytes of the guest's MTU. Set at boot (a snapshot keeps it)."""
+    allow_out: Sequence[str] = ()
+    """Destinations the guest may always connect to: IPv4 networks, addresses, host names
+    (``pypi.org``, ``*.pythonhosted.org``; ``host.internal`` is the host). Wins over :attr:`deny_out`."""
+    deny_out: Sequence[str] = ()
+    """Destinations the guest may not connect to, unless :attr:`allow_out` names them; ``["0.0.0.0/0"]``
+    denies all else. A refused TCP connection is reset, anything else gets ICMP unreachable. Published
+    ports work whatever this says."""
 
     def __post_init__(self) -> None:
         if self.dns is not None:
             ipaddress.IPv4Address(self.dns)
         object.__setattr__(self, "publish", MappingProxyType(dict(self.publish)))
+        policy = self.egress_policy()  # refuses bad entries now
+        object.__setattr__(self, "allow_out", policy.allow_out)
+        object.__setattr__(self, "deny_out", policy.deny_out)
         self.passt(self.guest())  # refuse bad ports or an MTU passt cannot carry now, not at start
 
     def guest(self) -> GuestNetwork:
@@ -54,6 +67,13 @@ class Network:
             address=guest.address, gateway=guest.gateway, mtu=guest.mtu, dns_forward=DNS_FORWARD,
             publish=self.publish, allow_host_loopback=self.allow_host_loopback,
         )
+
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy.of(self.allow_out, self.deny_out)
+
+    def egress(self, guest: GuestNetwork) -> EgressFilter:
+        """The filter of the frames of a guest set up as ``guest``."""
+        return EgressFilter(self.egress_policy(), gateway=guest.gateway, resolver=guest.dns or DNS_FORWARD)
 
     def check_restorable(self, guest: GuestNetwork) -> None:
         """Raise ``ValueError`` if this asks for a guest side other than ``guest``, a snapshot's."""
@@ -92,6 +112,13 @@ class MachineNetwork:
     publish: Mapping[str | int, int]
     """Host ``[ADDR:]PORT`` -> guest port, as given."""
     allow_host_loopback: bool
+    allow_out: tuple[str, ...] = ()
+    """The egress policy when ``vm.network`` was read (see :attr:`Network.allow_out`)."""
+    deny_out: tuple[str, ...] = ()
+    refused: Mapping[str, int] = field(default_factory=dict, hash=False)
+    """Frames the guest sent that the policy refused so far, by why: ``tcp``, ``udp``, ``icmp`` (flows to
+    denied destinations), or a frame it does not read (``fragment``, ``ip options``, ``ethertype`` for
+    IPv6, VLAN tags and other EtherTypes, ``protocol``, ``malformed``), each dropped."""
     failure: NetBackendError | None = None
     """Why the network stopped when ``vm.network`` was read (its passt died or broke its framing): the
     guest runs on without one. None while it serves."""
@@ -101,4 +128,13 @@ class MachineNetwork:
         return cls(
             address=str(ipaddress.IPv4Interface(guest.address).ip), host_address=guest.gateway, mtu=guest.mtu,
             dns=guest.dns, publish=passt.publish, allow_host_loopback=passt.allow_host_loopback,
+        )
+
+    def now(self, egress: EgressFilter | None, failure: NetBackendError | None) -> MachineNetwork:
+        """This network as ``egress`` and ``failure`` say it is now."""
+        if egress is None:
+            return dataclasses.replace(self, failure=failure)
+        policy = egress.policy
+        return dataclasses.replace(
+            self, allow_out=policy.allow_out, deny_out=policy.deny_out, refused=egress.refused, failure=failure
         )

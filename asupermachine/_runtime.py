@@ -239,9 +239,11 @@ class Runtime:
         """Run one machine until it is closed, times out or its guest stops; never disturb the others."""
         machine: Machine | None = None
         reason = CloseReason.STOPPED
-        passt = None if network is None or recipe.network is None else network.passt(recipe.network)
+        passt = egress = None
+        if network is not None and recipe.network is not None:
+            passt, egress = network.passt(recipe.network), network.egress(recipe.network)
         try:
-            async with running(recipe, console_capacity, restore, passt) as engine:
+            async with running(recipe, console_capacity, restore, passt, egress) as engine:
                 info = None if passt is None or recipe.network is None else MachineNetwork.of(recipe.network, passt)
                 machine = Machine._create(engine, machine_id, rename_guest=restore is not None, network=info)
                 self._machines[machine_id] = machine

@@ -22,6 +22,7 @@ from .console import Console
 from .eventfd import EventFd
 from .microvm import NET_ID, VSOCK_ID, MicroVm
 from .net.announce import gratuitous_arp
+from .net.egress import EgressFilter
 from .net.passt import Passt, PasstLink, running_passt
 from .net.pump import NetworkPump
 from .persist import MachineState
@@ -98,6 +99,11 @@ class RunningVm:
     def network_failure(self) -> NetBackendError | None:
         """Why the VM's network stopped; None while it serves, or with no network."""
         return None if self._pump is None else self._pump.failure
+
+    @property
+    def egress(self) -> EgressFilter | None:
+        """The filter the guest's frames pass; None with no network."""
+        return None if self._pump is None else self._pump.egress
 
     def start(self) -> None:
         self.tasks.start_soon(self.vsock.run, name="vsock-events")
@@ -208,19 +214,24 @@ def _describe(exit: GuestExit) -> str:
 
 @contextlib.asynccontextmanager
 async def running(
-    recipe: VmRecipe, console_capacity: int, restore: RestorePoint | None, passt: Passt | None = None
+    recipe: VmRecipe,
+    console_capacity: int,
+    restore: RestorePoint | None,
+    passt: Passt | None = None,
+    egress: EgressFilter | None = None,
 ) -> AsyncIterator[RunningVm]:
     """Build the VM and run it for the block; leaving stops it and frees every thread, fd, mapping and helper.
 
-    A recipe with a network needs ``passt``, how its passt is to serve it: one
-    is started for the VM and killed when it ends.
+    A recipe with a network needs ``passt``, how its passt is to serve it (one
+    is started for the VM and killed when it ends), and ``egress``, the filter its
+    frames pass.
     """
-    if (recipe.network is None) != (passt is None):
-        raise ValueError("passt options go with a network, and only with one")
+    if not (recipe.network is None) == (passt is None) == (egress is None):
+        raise ValueError("passt options and an egress filter go with a network, and only with one")
     console = Console(console_capacity)
     pump = None
-    if recipe.network is not None and passt is not None:
-        pump = NetworkPump(gratuitous_arp(recipe.network.mac_bytes, recipe.network.ip))
+    if recipe.network is not None and egress is not None:
+        pump = NetworkPump(gratuitous_arp(recipe.network.mac_bytes, recipe.network.ip), egress)
     built: list[MicroVm] = []
     try:
         # Appending inside the thread means a cancellation during assembly still

@@ -12,6 +12,7 @@ import anyio.abc
 
 from .._core.agent.protocol import AGENT_PORT
 from .._core.console import Console
+from .._core.net.egress import EgressFilter
 from .._core.running import GuestStop
 from .._core.vsock.host import VsockListener
 from .._errors import AsupermachineError, GuestStopped, NetBackendError, SnapshotError, VsockConnectionReset, VsockError
@@ -49,6 +50,10 @@ class FakeGuest:
 
     @property
     def network_failure(self) -> NetBackendError | None:
+        return None
+
+    @property
+    def egress(self) -> EgressFilter | None:
         return None
 
     async def connect(self, port: int) -> anyio.abc.ByteStream:

@@ -9,6 +9,10 @@ fills the guest's receive buffers at once; while the device's backlog is full it
 holds what it has read and stops reading, leaving passt to hold the rest: a
 frame dropped here would cost far more than its own resend, as passt's TCP
 resends everything after it.
+
+Every frame passes the VM's :class:`.egress.EgressFilter` on the way: a guest frame
+it refuses never reaches passt, and its answer (a reset, an ICMP error) goes to
+the guest by a third task; the resolver's answers teach it names.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..._groups import unwrap_single_error
 from ..eventfd import EventFd
 from ..virtio.net import RX_QUEUE, TX_QUEUE, Net
 from ..virtio.service import VirtioService
+from .egress import EgressFilter
 from .passt import PasstLink
 
 OUTBOX_BYTES = 1 << 20
@@ -41,8 +46,11 @@ logger = logging.getLogger("asupermachine")
 class NetworkPump:
     """One NIC's backend: its hooks go to the device when it is made; :meth:`run` then serves it."""
 
-    def __init__(self, announcement: bytes, outbox_bytes: int = OUTBOX_BYTES) -> None:
+    def __init__(self, announcement: bytes, egress: EgressFilter, outbox_bytes: int = OUTBOX_BYTES) -> None:
         self._announcement = announcement  # sent first, so passt knows the guest's MAC (see .announce)
+        self.egress = egress
+        self._answers: deque[bytes] = deque()  # the egress filter's answers to refused frames, for the guest
+        self._answers_ready = EventFd()
         self._outbox: deque[bytearray] = deque()
         self._outbox_bytes = 0
         self._outbox_limit = outbox_bytes
@@ -55,9 +63,22 @@ class NetworkPump:
     # -- the device's hooks (under its lock) ------------------------------------------
 
     def transmit(self, frames: list[bytearray]) -> None:
+        if self.egress.policy.active:
+            frames = self._admitted(frames)
         self._outbox.extend(frames)
         self._outbox_bytes += sum(map(len, frames))
         self._frames_to_send.signal()
+
+    def _admitted(self, frames: list[bytearray]) -> list[bytearray]:
+        admitted = []
+        for frame in frames:
+            answer = self.egress.outbound(frame)
+            if answer is None:
+                admitted.append(frame)
+            elif answer:
+                self._answers.append(answer)
+                self._answers_ready.signal()
+        return admitted
 
     def transmit_room(self) -> int:
         room = self._outbox_limit - self._outbox_bytes
@@ -81,6 +102,7 @@ class NetworkPump:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._send, link, service)
                     tasks.start_soon(self._receive, link, service, device)
+                    tasks.start_soon(self._answer, service, device)
         except NetBackendError as error:
             self.fail(error)
         except anyio.ClosedResourceError:
@@ -105,12 +127,25 @@ class NetworkPump:
         pending: deque[bytes] = deque()  # received, not yet taken by the device: none is ever dropped here
         while True:
             if not pending:
-                pending.extend(bytes(frame) for frame in await link.receive_frames())
+                frames = await link.receive_frames()
+                if self.egress.policy.active:
+                    for frame in frames:
+                        self.egress.inbound(frame)
+                pending.extend(bytes(frame) for frame in frames)
             service.work_on(functools.partial(_deliver, device, pending), RX_QUEUE)
             if not service.transport.active:
                 pending.clear()  # no driver: the link is down, as on a real NIC
             elif pending:
                 await self._backlog_room.wait()
+
+    async def _answer(self, service: VirtioService, device: Net) -> None:
+        """Give the guest the egress filter's answers. One that finds the device's backlog full is dropped:
+        the guest sends its SYN (or datagram) again, and is answered again."""
+        async with self._answers_ready.watched() as answers_ready:
+            while True:
+                await answers_ready()
+                service.work_on(functools.partial(_deliver, device, self._answers), RX_QUEUE)
+                self._answers.clear()
 
     def fail(self, error: NetBackendError) -> None:
         """Passt stopped serving (or never started): keep why and log it; the guest runs on without a network."""
@@ -121,6 +156,7 @@ class NetworkPump:
         """Close the wake-ups; after :meth:`run` has ended."""
         self._frames_to_send.close()
         self._backlog_room.close()
+        self._answers_ready.close()
 
 
 def _deliver(device: Net, frames: deque[bytes]) -> bool:
