@@ -114,13 +114,21 @@ def _network_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-host-loopback", action="store_true", help="let the guest reach the host's 127.0.0.1 at host.internal"
     )
+    parser.add_argument(
+        "--allow-out", action="append", default=[], metavar="CIDR|ADDR|NAME",
+        help="a destination the guest may connect to whatever --deny-out says (repeatable; *.example.org: names below)",
+    )
+    parser.add_argument(
+        "--deny-out", action="append", default=[], metavar="CIDR|ADDR|NAME",
+        help="a destination the guest may not connect to (repeatable; 0.0.0.0/0: all but --allow-out)",
+    )
 
 
 def network_option(args: argparse.Namespace) -> NetworkOption:
-    """The ``network=`` that ``-p``, ``--network`` and ``--allow-host-loopback`` ask for."""
+    """The ``network=`` that ``-p``, ``--network``, ``--allow-host-loopback`` and the egress flags ask for."""
     if args.network == "none":
-        if args.publish or args.allow_host_loopback:
-            raise SystemExit("asupermachine: --network none has no ports to publish or host to reach")
+        if args.publish or args.allow_host_loopback or args.allow_out or args.deny_out:
+            raise SystemExit("asupermachine: --network none has no ports to publish, host to reach or egress to limit")
         return False
     publish: dict[str | int, int] = {}
     for spec in args.publish:
@@ -130,7 +138,10 @@ def network_option(args: argparse.Namespace) -> NetworkOption:
         except ValueError:
             raise SystemExit(f"asupermachine: -p {spec}: give [ADDR:]HOST_PORT:GUEST_PORT, e.g. 8080:80") from None
     try:
-        return Network(publish=publish, allow_host_loopback=args.allow_host_loopback)
+        return Network(
+            publish=publish, allow_host_loopback=args.allow_host_loopback,
+            allow_out=args.allow_out, deny_out=args.deny_out,
+        )
     except ValueError as error:
         raise SystemExit(f"asupermachine: {error}") from None
 

@@ -266,6 +266,20 @@ def test_publish_and_host_loopback_make_a_network(subcommand: str) -> None:
     assert network_option(parse(subcommand, "--", "true")) == Network()
 
 
+@pytest.mark.parametrize("subcommand", ["run", "exec"])
+def test_egress_flags_accumulate_into_the_policy(subcommand: str) -> None:
+    args = parse(subcommand, "--deny-out", "0.0.0.0/0", "--allow-out", "pypi.org", "--allow-out", "10.1.0.0/16")
+    network = network_option(args)
+    assert network == Network(allow_out=["pypi.org", "10.1.0.0/16"], deny_out=["0.0.0.0/0"])
+
+
+def test_a_bad_egress_entry_is_refused_naming_it() -> None:
+    with pytest.raises(SystemExit, match="deny_out: 'no such thing'"):
+        network_option(parse("run", "--deny-out", "no such thing"))
+    with pytest.raises(SystemExit, match="--network none"):
+        network_option(parse("run", "--network", "none", "--deny-out", "0.0.0.0/0"))
+
+
 def test_network_none_is_no_nic_and_takes_no_ports() -> None:
     assert network_option(parse("run", "--network", "none")) is False
     with pytest.raises(SystemExit, match="--network none"):
