@@ -9,7 +9,7 @@ batch sizes. Only the device's entry points are on the clock
 and reading back used entries is the driver's work and is not counted. The
 figure is then what the host could do if the guest and KVM cost nothing.
 
-    .venv/bin/python bench/devices.py [--quick] [--only vsock|blk|net|agent|exit]
+    .venv/bin/python bench/devices.py [--quick] [--only vsock|blk|net|egress|agent|exit|restore]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from asupermachine._core.devices.shutdown_ports import EXIT_STATUS_PORT, I8042, 
 from asupermachine._core.devices.uart import UART_PORT_COUNT, Uart  # noqa: E402
 from asupermachine._core.kvm._kvm_cffi import ffi, lib  # noqa: E402
 from asupermachine._core.memory import GuestMemory  # noqa: E402
+from asupermachine._core.net.egress import EgressFilter, EgressPolicy  # noqa: E402
 from asupermachine._core.net.stream_framing import EthernetStreamDecoder, encode_frames, frame_buffers  # noqa: E402
 from asupermachine._core.recipe import VmRecipe  # noqa: E402
 from asupermachine._core.vcpu.runner import VcpuRunner  # noqa: E402
@@ -462,6 +463,59 @@ def bench_net(budget: float) -> list[Row]:
     return rows
 
 
+def _with_tcp_flags(frame: bytes, destination: bytes, flags: int) -> bytes:
+    """``frame`` (from :func:`_tcp_frame`) sent to ``destination`` with TCP ``flags``."""
+    edited = bytearray(frame)
+    edited[30:34] = destination
+    edited[47] = flags
+    return bytes(edited)
+
+
+def _dns_answer_frame() -> bytes:
+    """The VM's resolver (10.0.2.3) answering a CNAME and two A records for pypi.org."""
+    import dns.message
+    import dns.rrset
+
+    response = dns.message.make_response(dns.message.make_query("pypi.org", "A"))
+    response.answer.append(dns.rrset.from_text("pypi.org.", 60, "IN", "CNAME", "d.fastly.net."))
+    response.answer.append(dns.rrset.from_text("d.fastly.net.", 60, "IN", "A", "151.101.0.223", "151.101.64.223"))
+    message = response.to_wire()
+    udp = (53).to_bytes(2, "big") + (40000).to_bytes(2, "big") + (8 + len(message)).to_bytes(2, "big") + bytes(2)
+    length = (20 + len(udp) + len(message)).to_bytes(2, "big")
+    ip = bytes([0x45, 0]) + length + bytes(4) + bytes([64, 17, 0, 0]) + bytes([10, 0, 2, 3, 10, 0, 2, 15])
+    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + udp + message
+
+
+def bench_egress(budget: float) -> list[Row]:
+    """The egress filter's cost per frame (``EgressFilter.outbound``/``inbound``), locked down but for one
+    address and one name."""
+    policy = EgressPolicy(("pypi.org", "10.0.2.2"), ("0.0.0.0/0",))
+    segment = _tcp_frame(14 + 1500)
+    answer = _dns_answer_frame()
+    cases = [
+        ("no policy: any frame", EgressPolicy(), "out", segment),
+        ("TCP segment of an open connection", policy, "out", segment),
+        ("SYN allowed (address)", policy, "out", _with_tcp_flags(segment, bytes([10, 0, 2, 2]), 0x02)),
+        ("SYN allowed (learned name)", policy, "out", _with_tcp_flags(segment, bytes([151, 101, 0, 223]), 0x02)),
+        ("SYN refused: reset built", policy, "out", _with_tcp_flags(segment, bytes([1, 2, 3, 4]), 0x02)),
+        ("inbound TCP segment", policy, "in", segment),
+        ("resolver's answer read (inbound)", policy, "in", answer),
+    ]
+    rows = []
+    for label, case_policy, direction, frame in cases:
+        egress = EgressFilter(case_policy, gateway="10.0.2.2", resolver="10.0.2.3")
+        egress.inbound(answer)
+        judge = egress.outbound if direction == "out" else egress.inbound
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < budget:
+            for _ in range(1000):
+                judge(frame)
+            count += 1000
+        per_frame = (time.perf_counter() - started) / count
+        rows.append(Row("egress", label, f"{per_frame * 1e9:,.0f} ns/frame, {1 / per_frame:,.0f} frames/s"))
+    return rows
+
+
 # -- agent -------------------------------------------------------------------------------------
 
 
@@ -586,13 +640,16 @@ def bench_restore(budget: float) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="0.2 s per measurement instead of 1 s")
-    parser.add_argument("--only", choices=["vsock", "blk", "net", "agent", "exit", "restore"], help="one path")
+    parser.add_argument(
+        "--only", choices=["vsock", "blk", "net", "egress", "agent", "exit", "restore"], help="one path"
+    )
     args = parser.parse_args()
     budget = 0.2 if args.quick else 1.0
     paths: dict[str, Callable[[], list[Row]]] = {
         "vsock": lambda: bench_vsock(budget),
         "blk": lambda: bench_blk(budget, args.quick),
         "net": lambda: bench_net(budget),
+        "egress": lambda: bench_egress(budget),
         "agent": lambda: bench_agent(budget),
         "exit": lambda: bench_exits(budget),
         "restore": lambda: bench_restore(budget),

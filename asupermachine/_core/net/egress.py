@@ -145,7 +145,7 @@ class EgressFilter:
         if isinstance(packet, Oddity):
             self._refused[packet.value] += 1
             return b""
-        if not packet.opens or self._always_allowed(packet):
+        if self._always_allowed(packet):
             return None
         if self.policy.allows(ipaddress.IPv4Address(packet.destination), self._names.get(packet.destination, ())):
             return None

@@ -59,21 +59,23 @@ class Oddity(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Packet:
-    """What the filter judges of an outbound IPv4 packet."""
+    """An outbound IPv4 packet that may start a flow in passt: a TCP SYN without ACK, any UDP datagram
+    or ICMP message."""
 
     protocol: int
     destination: bytes
     """The destination's four address bytes."""
     destination_port: int
     """TCP or UDP; 0 for ICMP."""
-    opens: bool
-    """It may start a flow in passt: a TCP SYN without ACK, any UDP datagram or ICMP message. Other TCP
-    segments belong to a connection passt already has (it drops those of none), one the policy let
-    open or one the host opened to a published port."""
 
 
 def read_outbound(frame: BytesLike) -> Packet | Oddity | None:
-    """The packet ``frame`` carries; None for ARP (always let through), an :class:`Oddity` if unreadable."""
+    """The packet ``frame`` carries if it may start a flow, an :class:`Oddity` if unreadable, else None.
+
+    None is ARP and the TCP segments that do not open a connection: they belong to one
+    passt already has (it drops those of none), which the policy let open or the
+    host opened to a published port.
+    """
     view = memoryview(frame)
     if len(view) < ETH_HLEN:
         return Oddity.MALFORMED
@@ -97,18 +99,19 @@ def read_outbound(frame: BytesLike) -> Packet | Oddity | None:
     if protocol == IPPROTO_TCP:
         if total < IPV4_HLEN + TCP_HLEN:
             return Oddity.MALFORMED
+        if view[payload + 13] & (TCP_SYN | TCP_ACK) != TCP_SYN:
+            return None
         _, port = _PORTS.unpack_from(view, payload)
-        flags = view[payload + 13]
-        return Packet(protocol, destination, port, opens=flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+        return Packet(protocol, destination, port)
     if protocol == IPPROTO_UDP:
         if total < IPV4_HLEN + UDP_HLEN:
             return Oddity.MALFORMED
         _, port = _PORTS.unpack_from(view, payload)
-        return Packet(protocol, destination, port, opens=True)
+        return Packet(protocol, destination, port)
     if protocol == IPPROTO_ICMP:
         if total < IPV4_HLEN + ICMP_HLEN:
             return Oddity.MALFORMED
-        return Packet(protocol, destination, 0, opens=True)
+        return Packet(protocol, destination, 0)
     return Oddity.PROTOCOL
 
 
