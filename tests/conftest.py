@@ -69,8 +69,9 @@ KVM_FOLDERS = ("vm", "examples", "kvm", "nested")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that needs /dev/kvm as ``kvm``, so ``pytest -m "not kvm"`` runs the pure suite.
 
-    On software KVM the benches' smoke tests are left to the nested pass (tests/nested), which
-    runs them on kvm_amd, where their guests boot in seconds rather than half a minute.
+    On software KVM the benches' smoke tests and the heavy workloads are left to the nested pass
+    (tests/nested), which runs them on kvm_amd, where their guests boot in seconds rather than half a
+    minute and their kernel work is not emulated.
     """
     here = Path(__file__).parent
     for item in items:
@@ -78,7 +79,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if folder in KVM_FOLDERS or "baked" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kvm)
     if this_host().software:
-        left = [item for item in items if item.get_closest_marker("guest_bench")]
+        left = [item for item in items if _nested_only(item)]
         if left:
             config.hook.pytest_deselected(items=left)
-            items[:] = [item for item in items if not item.get_closest_marker("guest_bench")]
+            items[:] = [item for item in items if not _nested_only(item)]
+
+
+def _nested_only(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(name) for name in ("guest_bench", "guest_heavy"))

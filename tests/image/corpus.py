@@ -14,6 +14,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from asupermachine._cache import cache_root
+
 from .oci import Entry, ImageSpec, skopeo_copy, write_layout
 
 BUSYBOX = Path("/bin/busybox")
@@ -175,17 +177,25 @@ def debian_mirror() -> str:
     raise RuntimeError(f"no URIs: line in {DEBIAN_SOURCES}")
 
 
-def debootstrap_image(cache: Path) -> Corpus:
+def python_image() -> Corpus:
+    """The debootstrap image with python3 and pip, built once into the user cache (the nested pass has the
+    host build it: the L1's writes would go to its tmpfs, every run)."""
+    return debootstrap_image(cache_root() / "test-corpus", ("python3", "python3-pip"))
+
+
+def debootstrap_image(cache: Path, include: tuple[str, ...] = ()) -> Corpus:
     """A Debian root made with ``debootstrap --variant=minbase`` (usrmerge symlinks, hardlinks,
-    setuid binaries, thousands of files), as one ``umoci insert`` layer. Built once into ``cache``."""
-    layout = cache / f"debootstrap-{DEBIAN_SUITE}-{DEBOOTSTRAP_RECIPE}"
+    setuid binaries, thousands of files) and the packages ``include`` names, as one ``umoci insert``
+    layer. Built once into ``cache``."""
+    layout = cache / "-".join(["debootstrap", DEBIAN_SUITE, DEBOOTSTRAP_RECIPE, *include])
     if (layout / "index.json").is_file():
         return Corpus(layout, DEBIAN_SUITE)
     cache.mkdir(parents=True, exist_ok=True)
     staging = cache / f"{layout.name}.building-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     root = staging / "root"
-    subprocess.run(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(root), debian_mirror()],
+    packages = [f"--include={','.join(include)}"] if include else []
+    subprocess.run(["debootstrap", "--variant=minbase", *packages, DEBIAN_SUITE, str(root), debian_mirror()],
                    check=True, capture_output=True)
     image = f"{staging / 'layout'}:{DEBIAN_SUITE}"
     umoci("init", "--layout", str(staging / "layout"))

@@ -16,6 +16,7 @@ import pytest
 
 from asupermachine._core.kvm.host import this_host
 from tests.conftest import NESTED_SUMMARIES, SUMMARY_PREFIX
+from tests.image.corpus import python_image
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -39,12 +40,15 @@ L1_SUITE = [
     "tests/vm/test_runtime.py::test_a_machine_made_in_one_task_is_used_and_closed_in_others",
     "tests/vm/test_runtime.py::test_a_kernel_panic_is_reported_with_the_console_while_others_serve",
     "tests/vm/test_vector_state.py::test_init_finds_vector_registers_isolated_wherever_the_guest_has_avx",
+    "tests/vm/test_egress.py",
+    "tests/vm/test_pip_workload.py",
     "tests/examples/test_web_service.py",
     "tests/bench",
 ]
 """The core set on kvm_amd: boot (one and two vCPUs), init's configuration (an image's env, quotes,
 the CLI), exec and files, vsock, snapshots and clones,
-networking, terminals, the runtime, vector state, the web example and every bench's smoke test, on
+networking and its egress policy, pip under a locked-down policy, terminals, the runtime, vector state,
+the web example and every bench's smoke test, on
 asyncio (the event loop's backend does not touch the hardware path; the direct pass runs both).
 The whole guest suite takes ~40 min in the L1, too long beside the direct pass in one CI run:
 ``scripts/nested-kvm -- .venv/bin/python -m pytest -m kvm tests`` runs it."""
@@ -55,6 +59,7 @@ L1_TIMEOUT = 30 * 60
 def test_the_guest_suite_passes_on_kvm_amd_in_an_l1() -> None:
     if not this_host().software:
         pytest.skip(f"this host's own KVM is hardware ({this_host()}): the direct pass ran on it")
+    python_image()  # for the pip workload, built here, where it is kept
     command = [
         str(ROOT / "scripts" / "nested-kvm"), "--timeout", str(L1_TIMEOUT), "--",
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--durations=15", *L1_SUITE,
