@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up asupermachine on Debian with KVM: system packages, a virtualenv with the
-# project installed, and the guest assets (kernel, initramfs) built into the user
-# cache. Idempotent: each step is skipped when already done; assets are cached by
-# content hash, so only the first run builds the kernel (minutes).
+# project installed, and the guest assets (kernel, initramfs) and passt built into
+# the user cache. Idempotent: each step is skipped when already done; assets are
+# cached by content hash, so only the first run builds the kernel (minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +33,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c "impo
 fi
 
 .venv/bin/python -m asupermachine.guest
+# Debian 12's passt resets a guest's TCP connection idle for 24 s: build a fixed one (cached; the
+# packaged passt stays as the fallback).
+.venv/bin/python -m asupermachine._core.net

@@ -3,7 +3,8 @@
 passt (https://passt.top) answers the guest's ARP and DHCP itself and carries
 its TCP, UDP and ICMP over ordinary sockets of the host, so a VM needs no
 privilege, bridge or tap device. It is handed one end of a socket pair
-(``--fd``) and speaks :mod:`.stream_framing` on it.
+(``--fd``) and speaks :mod:`.stream_framing` on it. Which passt runs is
+:func:`.passt_program.find_passt`'s choice unless :attr:`Passt.executable` names one.
 
 passt must not outlive us. It runs under ``setpriv --pdeathsig KILL``, and the
 kernel sends that signal when the *thread* that forked it ends, so it is spawned
@@ -35,6 +36,7 @@ import anyio.lowlevel
 
 from ..._errors import NetBackendError
 from ..._groups import unwrap_single_error
+from .passt_program import PasstProgram, find_passt, passt_at
 from .stream_framing import ETH_HLEN, MAX_SENT_FRAME_LENGTH, BytesLike, EthernetStreamDecoder, frame_buffers
 
 SETPRIV = "setpriv"
@@ -74,8 +76,9 @@ class Passt:
     binds 127.0.0.1. Under root passt runs as ``nobody`` and cannot bind a host port below 1024."""
     allow_host_loopback: bool = False
     """True: connections to the gateway reach the host's loopback (127.0.0.1); False: they reach nothing."""
-    executable: str = "passt"
-    """passt's program: a name to look up on ``PATH``, or a path."""
+    executable: str | None = None
+    """passt's program: a name to look up on ``PATH``, or a path; None: the one
+    :func:`.passt_program.find_passt` picks (a passt that keeps idle connections, built once if need be)."""
 
     def __post_init__(self) -> None:
         if not MIN_MTU <= self.mtu <= MAX_MTU:
@@ -94,10 +97,22 @@ class Passt:
         its program has not yet been seen to start in this process."""
         return bool(self.publish) or self.executable not in _started_programs
 
+    def program(self) -> PasstProgram:
+        """The passt this runs, and its version. The first call for the default program in a process may
+        build it (blocking, a minute, once per machine).
+
+        :raises NetBackendError: if there is no passt to run at all.
+        """
+        return find_passt() if self.executable is None else passt_at(self.executable)
+
     def argv(self, fd: int, pid_file: str | None = None) -> list[str]:
         """passt's command line: frames on the inherited socket ``fd``, in the foreground, errors on stderr."""
         interface = ipaddress.IPv4Interface(self.address)
-        argv = [self.executable, "--foreground", "--quiet", "--stderr", "--fd", str(fd)]
+        program = self.program()
+        argv = [program.path, "--foreground", "--quiet"]
+        if not program.logs_to_stderr:
+            argv.append("--stderr")  # newer passt logs there by itself, and warns that --stderr goes
+        argv += ["--fd", str(fd)]
         argv += ["--address", str(interface.ip), "--netmask", str(interface.network.prefixlen)]
         argv += ["--gateway", self.gateway, "--mtu", str(self.mtu)]
         if self.dns_forward is not None:
@@ -111,8 +126,9 @@ class Passt:
         return argv
 
 
-_started_programs: set[str] = set()
-"""passt programs that have started in this process: another start of one fails only for an outside reason."""
+_started_programs: set[str | None] = set()
+"""passt programs (:attr:`Passt.executable`) that have started in this process: another start of one fails
+only for an outside reason."""
 
 
 def _port_spec(host: str | int, guest_port: int) -> str:
@@ -367,15 +383,16 @@ def _spawn(options: Passt) -> PasstLink:
     nobody = _nobody()
     if nobody is not None:
         argv += ["--reuid", str(nobody[0]), "--regid", str(nobody[1]), "--clear-groups"]
-    argv += ["--pdeathsig", "KILL", "--", *options.argv(guest.fileno(), pid_file=f"/proc/self/fd/{ready_writer}")]
+    # The pid file is the pipe on passt's stdout: newer passt closes every other fd it inherits but --fd's.
+    argv += ["--pdeathsig", "KILL", "--", *options.argv(guest.fileno(), pid_file="/proc/self/fd/1")]
     try:
         if nobody is not None:
             os.fchown(ready_writer, *nobody)  # passt opens its pid file by path, as nobody
         process = subprocess.Popen(
             argv,
-            pass_fds=(guest.fileno(), ready_writer),
+            pass_fds=(guest.fileno(),),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=ready_writer,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a terminal's ^C is ours to handle: passt goes when we close it
         )
@@ -384,7 +401,7 @@ def _spawn(options: Passt) -> PasstLink:
         os.close(ready)
         if isinstance(error, OSError):
             raise NetBackendError(
-                f"cannot run {argv[0]} or {options.executable} ({error}): install util-linux and passt"
+                f"cannot run {argv[0]} or {options.program().path} ({error}): install util-linux and passt"
             ) from error
         raise
     finally:
@@ -412,6 +429,10 @@ async def running_passt(options: Passt) -> AsyncIterator[PasstLink]:
     Raises :class:`NetBackendError` if passt cannot be run or exits at start
     (bad options, a host port already taken), with what passt printed.
     """
+    if options.executable not in _started_programs:
+        # The first start may build passt, or run it to learn its version: not on the event loop's thread.
+        # Later starts know it, and spawn passt at once.
+        await anyio.to_thread.run_sync(options.program, abandon_on_cancel=True)
     link = _spawn(options)
     try:
         with unwrap_single_error():
