@@ -112,6 +112,8 @@ class MachineNetwork:
     publish: Mapping[str | int, int]
     """Host ``[ADDR:]PORT`` -> guest port, as given."""
     allow_host_loopback: bool
+    passt: str = ""
+    """The passt serving it: its path and version (``/.../passt (0.0~git20250503.587980c-2+deb13u1)``)."""
     allow_out: tuple[str, ...] = ()
     """The egress policy when ``vm.network`` was read (see :attr:`Network.allow_out`)."""
     deny_out: tuple[str, ...] = ()
@@ -128,6 +130,7 @@ class MachineNetwork:
         return cls(
             address=str(ipaddress.IPv4Interface(guest.address).ip), host_address=guest.gateway, mtu=guest.mtu,
             dns=guest.dns, publish=passt.publish, allow_host_loopback=passt.allow_host_loopback,
+            passt=str(passt.program()),
         )
 
     def now(self, egress: EgressFilter | None, failure: NetBackendError | None) -> MachineNetwork:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from asupermachine import Machine, Network, Snapshot
+from asupermachine._core.net.passt_program import find_passt
 from tests.support.exec_output import stdout_of
 
 from .test_network import GUEST_PORT, RESOLVED_NAME, free_port, serve_page
@@ -77,6 +78,7 @@ async def test_a_locked_down_guest_reaches_what_is_allowed_and_is_refused_the_re
         async with Machine.restore(baked, network=network) as vm:
             assert vm.network is not None
             assert (vm.network.allow_out, vm.network.deny_out) == (("host.internal", RESOLVED_NAME), tuple(DENY_ALL))
+            assert vm.network.passt == str(find_passt()) and find_passt().fixed
             assert await fetch(vm, f"http://host.internal:{host_port}/hello.txt") == (0, b"hello from the host\n", b"")
 
             status, _, error = await fetch(vm, f"http://{UNROUTED}/")

@@ -66,6 +66,9 @@ class PasstProgram:
     fixed: bool
     """Whether it keeps a TCP connection the guest opened that has been idle 24 s (reset by older passt)."""
 
+    def __str__(self) -> str:
+        return f"{self.path} ({self.version})"
+
     @property
     def logs_to_stderr(self) -> bool:
         """Whether it logs to stderr in the foreground without being given ``--stderr``."""
