@@ -8,11 +8,8 @@ how long it took.
 
 from __future__ import annotations
 
-import http.server
 import subprocess
-import threading
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import anyio
@@ -22,6 +19,7 @@ import pytest
 from asupermachine import Machine, Network, Snapshot
 from asupermachine._core.net.passt_program import find_passt
 from tests.support.exec_output import stdout_of
+from tests.support.http_files import serving
 
 from .test_network import GUEST_PORT, RESOLVED_NAME, free_port, serve_page
 
@@ -37,14 +35,8 @@ def host_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """An HTTP server on the host's 127.0.0.1 that serves ``hello.txt``."""
     root = tmp_path_factory.mktemp("served")
     (root / "hello.txt").write_text("hello from the host\n")
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    http.server.SimpleHTTPRequestHandler.log_message = lambda *args: None  # type: ignore[method-assign]
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, name="egress-http-server", daemon=True)
-        thread.start()
-        yield server.server_address[1]
-        server.shutdown()
-        thread.join()
+    with serving(root) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,13 @@ forwards it.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import anyio
@@ -28,6 +25,7 @@ import pytest
 
 from asupermachine import GuestExit, Machine, NetBackendError, Network, Runtime, ShutdownReason, Snapshot
 from tests.support.exec_output import stdout_of
+from tests.support.http_files import serving
 from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
@@ -45,14 +43,8 @@ def host_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int,
     """An HTTP server on the host's 127.0.0.1 serving a directory: its port and the directory."""
     root = tmp_path_factory.mktemp("served")
     (root / "hello.txt").write_text("hello from the host\n")
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    http.server.SimpleHTTPRequestHandler.log_message = lambda *args: None  # type: ignore[method-assign]
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, name="host-http-server", daemon=True)
-        thread.start()
-        yield server.server_address[1], root
-        server.shutdown()
-        thread.join()
+    with serving(root) as port:
+        yield port, root
 
 
 def free_port() -> int:

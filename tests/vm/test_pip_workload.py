@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
-import threading
 import zipfile
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import anyio
@@ -20,6 +17,7 @@ from asupermachine import Image, Network, Runtime
 from asupermachine.image.store import Store
 from tests.image.corpus import python_image
 from tests.support.exec_output import stdout_of
+from tests.support.http_files import serving
 
 # pip's start reads ~1,000 files: 3 minutes of guest kernel on software KVM, so there it runs in the nested pass.
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"]), pytest.mark.guest_heavy]
@@ -59,14 +57,8 @@ def package_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     (root / "simple" / "index.html").write_text(f'<a href="{PROJECT}/">{PROJECT}</a>\n')
     link = f'<a href="../../{built.name}#sha256={sha256}">{built.name}</a>\n'
     (root / "simple" / PROJECT / "index.html").write_text(link)
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    http.server.SimpleHTTPRequestHandler.log_message = lambda *args: None  # type: ignore[method-assign]
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, name="package-index", daemon=True)
-        thread.start()
-        yield server.server_address[1]
-        server.shutdown()
-        thread.join()
+    with serving(root) as port:
+        yield port
 
 
 async def test_pip_installs_from_the_hosts_index_with_everything_else_denied(
