@@ -8,6 +8,7 @@ forwards it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -54,8 +55,14 @@ def free_port() -> int:
 
 
 def passts() -> set[int]:
-    """The pids of this process's passt children (setpriv execs passt, which may exec ``passt.avx2``)."""
-    return {child.pid for child in psutil.Process().children() if child.name().startswith("passt")}
+    """The pids of this process's passt children: setpriv until it execs passt (a restore does not wait for
+    that), then passt or ``passt.avx2``."""
+    found = set()
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):  # gone, or a zombie, meanwhile
+            if any(Path(word).name.startswith("passt") for word in child.cmdline()):
+                found.add(child.pid)
+    return found
 
 
 async def serve_page(vm: Machine, body: str) -> None:
