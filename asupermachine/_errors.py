@@ -4,7 +4,7 @@
     ├── KVMUnavailable                  /dev/kvm missing, inaccessible or lacking a capability
     ├── AssetError                      a guest asset (kernel, init, initramfs) is unusable
     │   └── KernelImageError            the kernel file is not a loadable x86_64 Linux kernel
-    ├── DiskError                       a disk image cannot be used
+    ├── DiskError                       a disk image cannot be used (or is in use elsewhere)
     ├── ImageError                      an image cannot be used
     │   ├── InvalidReference            a reference that does not parse (also a ValueError)
     │   ├── DigestMismatch              content whose digest is not the one asked for
@@ -53,7 +53,8 @@ class KernelImageError(AssetError):
 
 
 class DiskError(AsupermachineError):
-    """A disk image cannot be used (missing, not a regular file, or not a whole number of sectors)."""
+    """A disk image cannot be used (missing, not a regular file, not a whole number of sectors, or in use:
+    a writable disk by any other VM, a read-only one by a VM that writes it)."""
 
 
 class ImageError(AsupermachineError):

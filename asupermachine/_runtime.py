@@ -243,7 +243,7 @@ class Runtime:
         if network is not None and recipe.network is not None:
             passt, egress = network.passt(recipe.network), network.egress(recipe.network)
         try:
-            async with running(recipe, console_capacity, restore, passt, egress) as engine:
+            async with running(recipe, console_capacity, restore, passt, egress, holder=machine_id) as engine:
                 info = None if passt is None or recipe.network is None else MachineNetwork.of(recipe.network, passt)
                 machine = Machine._create(engine, machine_id, rename_guest=restore is not None, network=info)
                 self._machines[machine_id] = machine

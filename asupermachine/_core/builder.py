@@ -68,10 +68,14 @@ def check_shape(recipe: VmRecipe) -> None:
         raise ValueError(f"memory_mib must be at least {MIN_MEMORY_MIB}, not {recipe.memory_mib}")
 
 
-def build(recipe: VmRecipe, console: Console, restore: RestorePoint | None, pump: NetworkPump | None = None) -> MicroVm:
+def build(
+    recipe: VmRecipe, console: Console, restore: RestorePoint | None, pump: NetworkPump | None = None,
+    *, holder: str = "",
+) -> MicroVm:
     """The VM ``recipe`` describes, booted from its kernel or resumed from ``restore``, ready to run.
 
-    A recipe with a network needs ``pump``, the NIC's backend.
+    A recipe with a network needs ``pump``, the NIC's backend. ``holder`` (the VM's
+    id) is recorded on the writable disks it attaches.
 
     Raises :class:`KernelImageError`, :class:`AssetError`, :class:`DiskError`,
     :class:`SnapshotError` (a saved state KVM refuses) or ``ValueError``.
@@ -94,7 +98,7 @@ def build(recipe: VmRecipe, console: Console, restore: RestorePoint | None, pump
         _attach_platform_devices(microvm)
         inbox = MuxInbox()
         undo.callback(inbox.close)
-        _register_virtio_devices(microvm, pump, inbox)
+        _register_virtio_devices(microvm, pump, inbox, holder)
         entry = None
         if restore is None:
             entry = _load_guest(microvm, kernel_cmdline_for(recipe, microvm.devices), init_config(recipe))
@@ -106,7 +110,7 @@ def build(recipe: VmRecipe, console: Console, restore: RestorePoint | None, pump
         return microvm
 
 
-def _register_virtio_devices(microvm: MicroVm, pump: NetworkPump | None, inbox: MuxInbox) -> None:
+def _register_virtio_devices(microvm: MicroVm, pump: NetworkPump | None, inbox: MuxInbox, holder: str) -> None:
     """rng, vsock (its events to ``inbox``), the disks in order (the root first), and the NIC."""
     devices = microvm.devices
     devices.register(RNG_ID, Rng())
@@ -115,7 +119,7 @@ def _register_virtio_devices(microvm: MicroVm, pump: NetworkPump | None, inbox: 
     vsock = devices.register(VSOCK_ID, microvm.vsock_device)
     microvm.vsock = VsockHost(muxer, inbox, vsock.lock, functools.partial(vsock.kick, VSOCK_RX_QUEUE))
     for index, disk in enumerate(microvm.recipe.disks):
-        devices.register(block_id(index), Block(disk))
+        devices.register(block_id(index), Block(disk, holder))
     microvm.nic = _nic(microvm.recipe, pump)
     if microvm.nic is not None:
         devices.register(NET_ID, microvm.nic)

@@ -219,12 +219,14 @@ async def running(
     restore: RestorePoint | None,
     passt: Passt | None = None,
     egress: EgressFilter | None = None,
+    *,
+    holder: str = "",
 ) -> AsyncIterator[RunningVm]:
     """Build the VM and run it for the block; leaving stops it and frees every thread, fd, mapping and helper.
 
     A recipe with a network needs ``passt``, how its passt is to serve it (one
     is started for the VM and killed when it ends), and ``egress``, the filter its
-    frames pass.
+    frames pass. ``holder`` (the VM's id) is recorded on the writable disks it attaches.
     """
     if not (recipe.network is None) == (passt is None) == (egress is None):
         raise ValueError("passt options and an egress filter go with a network, and only with one")
@@ -236,7 +238,7 @@ async def running(
     try:
         # Appending inside the thread means a cancellation during assembly still
         # leaves us holding the VM, so the finally below can free it.
-        await anyio.to_thread.run_sync(lambda: built.append(build(recipe, console, restore, pump)))
+        await anyio.to_thread.run_sync(lambda: built.append(build(recipe, console, restore, pump, holder=holder)))
         microvm = built[0]
         vsock_reset = anyio.Event()
         if restore is not None:

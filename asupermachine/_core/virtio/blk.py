@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..._errors import DiskError
+from .blk_lock import lock_disk, unlock_disk
 from .mmio import read_config_space
 from .queue import Buffer, DescriptorChain, Virtqueue
 from .request_queue import RequestQueueDevice
@@ -54,13 +55,17 @@ class _Rejected(Exception):
 
 
 class Block(RequestQueueDevice):
-    """One request queue serving a raw image opened for the VM's lifetime."""
+    """One request queue serving a raw image opened, and locked (see :mod:`.blk_lock`), for the VM's lifetime.
+
+    ``holder`` is the VM's id, recorded while a writable disk is attached so that
+    a refused second writer can be told who has it.
+    """
 
     device_id = VIRTIO_ID_BLOCK
     queue_max_sizes = (QUEUE_SIZE,)
     blocking_io = True  # a read the page cache cannot serve waits for the disk
 
-    def __init__(self, disk: Disk) -> None:
+    def __init__(self, disk: Disk, holder: str = "") -> None:
         super().__init__()
         path = Path(disk.path)
         try:
@@ -68,9 +73,13 @@ class Block(RequestQueueDevice):
         except OSError as error:
             raise DiskError(f"cannot open disk image {path}: {error.strerror}") from None
         size = os.fstat(self._fd).st_size
-        if size % SECTOR_SIZE or not os.path.isfile(path):
+        try:
+            if size % SECTOR_SIZE or not os.path.isfile(path):
+                raise DiskError(f"disk image {path} is not a regular file of whole 512-byte sectors")
+            lock_disk(self._fd, path, read_only=disk.read_only, holder=holder)
+        except BaseException:
             os.close(self._fd)
-            raise DiskError(f"disk image {path} is not a regular file of whole 512-byte sectors")
+            raise
         self.read_only = disk.read_only
         self.capacity_sectors = size // SECTOR_SIZE
         self._serial = path.name.encode()[:VIRTIO_BLK_ID_BYTES]
@@ -132,5 +141,6 @@ class Block(RequestQueueDevice):
 
     def close(self) -> None:
         if self._fd >= 0:
+            unlock_disk(self._fd, read_only=self.read_only)
             os.close(self._fd)
             self._fd = -1
