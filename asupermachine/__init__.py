@@ -54,6 +54,7 @@ from ._outcome import ShutdownReason as ShutdownReason
 from ._pool import Pool as Pool
 from ._pool import PoolStats as PoolStats
 from ._runtime import Runtime as Runtime
+from ._volume import Volume as Volume
 from .image.image import Image as Image
 from .image.registry import Credentials as Credentials
 from .snapshot.snapshot import Snapshot as Snapshot

@@ -8,6 +8,7 @@ from typing import TypedDict
 
 from ._core.virtio.blk import Disk
 from ._network import NetworkOption
+from ._volume import Volume
 
 
 class RestoreOptions(TypedDict, total=False):
@@ -45,6 +46,9 @@ class BootOptions(RestoreOptions, total=False):
     """The root filesystem (read-only erofs or ext4 under an in-memory overlay): ``/dev/vda``."""
     disks: Sequence[Disk]
     """More disks: ``/dev/vdb``, ``/dev/vdc``, ... in order."""
+    volumes: Mapping[str, Volume]
+    """Volumes by mount point (``{"/data": vol}``), attached after ``disks`` and mounted by init before
+    the command runs. Writes to a writable one are synchronous, so they survive the machine."""
     kernel_log: bool
     """Show the kernel's boot messages on the console."""
     cmdline_extra: str

@@ -35,6 +35,7 @@ from ._machine import Machine
 from ._network import MachineNetwork, Network, NetworkOption, chosen_network
 from ._options import BootOptions, RestoreOptions, StartOptions
 from ._outcome import CloseReason
+from ._volume import attachments
 from .guest import resolve_assets
 from .image.image import Image
 from .snapshot.snapshot import Snapshot
@@ -128,8 +129,10 @@ class Runtime:
         ending the machine with its exit code; without one the machine serves until
         it is closed. Raises :class:`KVMUnavailable` without usable KVM,
         :class:`KernelImageError` for a bad kernel, :class:`AssetError` when the
-        default assets cannot be built, :class:`DiskError` for an unusable disk,
-        ``ValueError`` for an impossible shape (vCPUs, memory, command).
+        default assets cannot be built, :class:`DiskError` for an unusable disk
+        or a volume another machine has (a writable one: any other; a read-only
+        one: one that writes it), ``ValueError`` for an impossible shape (vCPUs,
+        memory, command) or a bad volume mount point.
         """
         root = options.get("root")
         initramfs = options.get("initramfs")
@@ -145,10 +148,13 @@ class Runtime:
         if root is None:
             assert assets.default_root is not None, "asked for above"
             root = Disk(assets.default_root)
+        disks = (root, *options.get("disks", ()))
+        volume_disks, mounts = attachments(options.get("volumes", {}), len(disks))
         recipe = VmRecipe(
             kernel=assets.kernel,
             initramfs=assets.initramfs,
-            disks=(root, *options.get("disks", ())),
+            disks=(*disks, *volume_disks),
+            mounts=mounts,
             cpu_model=detect_cpu_model(),
             vcpus=options.get("vcpus", 1),
             memory_mib=options.get("memory_mib", 256),

@@ -154,6 +154,7 @@ def init_config(recipe: VmRecipe) -> InitConfig:
         root=ROOT_DEVICE if recipe.disks else "",
         hostname=recipe.hostname,
         network="" if recipe.network is None else recipe.network.init_option,
+        mounts=recipe.mounts,
         defaults=recipe.defaults,
         command=recipe.command,
     )

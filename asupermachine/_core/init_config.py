@@ -11,6 +11,7 @@ configuration this way.
 The file (``guest/init/init.c`` reads it) is a sequence of NUL-terminated
 ``KEY=VALUE`` records, the first :data:`FORMAT`. Keys: ``root`` (the root
 device), ``hostname``, ``net`` (see :attr:`GuestNetwork.init_option`),
+``mount`` (see :attr:`GuestMount.init_option`; repeatable, mounted in order),
 ``workdir``, ``user``, ``env`` (``NAME=value``, repeatable, a later one wins),
 ``arg`` (init's command, one record per word, in order; none: serve execs). init
 hands ``workdir``, ``user`` and ``env`` on to the agent as every exec's defaults.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from .._environment import check_environment_name
 from .cpio import CpioEntry, cpio_archive
-from .recipe import ProcessDefaults
+from .recipe import GuestMount, ProcessDefaults
 
 CONFIG_NAME = ".asupermachine-init"
 """Where init finds the file, in the initramfs root."""
@@ -35,12 +36,13 @@ CPIO_ALIGNMENT = 4
 
 @dataclass(frozen=True)
 class InitConfig:
-    """What init sets up before its command: the root, hostname, network, and the command's process."""
+    """What init sets up before its command: the root, hostname, network, mounts, and the command's process."""
 
     root: str = ""
     hostname: str = ""
     network: str = ""
     """eth0's ``ADDRESS/PREFIX,GATEWAY,MTU[,DNS]``; empty: no network but ``lo``."""
+    mounts: Sequence[GuestMount] = ()
     defaults: ProcessDefaults = ProcessDefaults()
     command: Sequence[str] = ()
 
@@ -49,6 +51,7 @@ class InitConfig:
         records = [("root", self.root), ("hostname", self.hostname), ("net", self.network)]
         records += [("workdir", self.defaults.workdir), ("user", self.defaults.user)]
         records = [(key, value) for key, value in records if value]
+        records += [("mount", mount.init_option) for mount in self.mounts]
         for name, value in self.defaults.env.items():
             check_environment_name(name)
             records.append(("env", f"{name}={value}"))

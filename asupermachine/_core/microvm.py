@@ -40,6 +40,16 @@ def block_id(index: int) -> str:
     return f"blk{index}"
 
 
+def block_device(index: int) -> str:
+    """The guest's name of the ``index``-th disk: ``/dev/vda``... ``/dev/vdz``, ``/dev/vdaa``... as Linux names them."""
+    letters = ""
+    index += 1
+    while index:
+        index, letter = divmod(index - 1, 26)
+        letters = chr(ord("a") + letter) + letters
+    return f"/dev/vd{letters}"
+
+
 class MicroVm:
     """A VM's KVM objects, memory, buses and devices. Run each of :meth:`runners` on its own thread."""
 

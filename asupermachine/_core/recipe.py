@@ -48,6 +48,23 @@ class GuestNetwork:
 
 
 @dataclass(frozen=True)
+class GuestMount:
+    """A filesystem init mounts in the root before the command runs (a volume)."""
+
+    device: str
+    """The guest's block device, ``/dev/vdb``..."""
+    target: str
+    """An absolute path in the guest's root; made if missing."""
+    fs: str = "ext4"
+    read_only: bool = False
+
+    @property
+    def init_option(self) -> str:
+        """init's ``mount=`` value: ``DEVICE,FS,ro|rw,TARGET`` (the target last: it may hold commas)."""
+        return ",".join([self.device, self.fs, "ro" if self.read_only else "rw", self.target])
+
+
+@dataclass(frozen=True)
 class VmRecipe:
     """One VM, described: files, shape, devices and what init runs. Plain values only."""
 
@@ -64,5 +81,7 @@ class VmRecipe:
     hostname: str = ""
     network: GuestNetwork | None = None
     """A NIC and how the guest configures it; None: no NIC."""
+    mounts: tuple[GuestMount, ...] = ()
+    """Filesystems on ``disks`` that init mounts at boot (a restore finds them mounted)."""
     kernel_log: bool = False
     cmdline_extra: str = ""

@@ -7,7 +7,7 @@ import pytest
 
 from asupermachine._core.cpio import CpioEntry, cpio_archive
 from asupermachine._core.init_config import CONFIG_NAME, FORMAT, InitConfig, initrd_with
-from asupermachine._core.recipe import ProcessDefaults
+from asupermachine._core.recipe import GuestMount, ProcessDefaults
 
 AWKWARD_ENV = {
     "QUOTED": 'say "hi"',
@@ -33,6 +33,11 @@ def test_every_field_is_a_record_and_the_command_keeps_its_words() -> None:
         FORMAT, "root=/dev/vda", "hostname=vm1", "net=10.0.2.15/24,10.0.2.2,1500", "workdir=/srv", "user=nobody",
         "env=A=1", "arg=sh", "arg=-c", 'arg=echo "hi there"', "arg=",
     ]
+
+
+def test_mounts_are_records_in_order_with_the_target_last() -> None:
+    config = InitConfig(mounts=[GuestMount("/dev/vdb", "/data"), GuestMount("/dev/vdc", "/a,b c", read_only=True)])
+    assert records(config.encode())[1:] == ["mount=/dev/vdb,ext4,rw,/data", "mount=/dev/vdc,ext4,ro,/a,b c"]
 
 
 def test_values_of_any_size_and_shape_go_through_unchanged() -> None:

@@ -2,7 +2,8 @@
  * asupermachine guest init (PID 1), built static.
  *
  * Mounts /proc, /sys and /dev; with a root device, mounts it read-only
- * (erofs or ext4) under a writable tmpfs overlay and moves into it; prints
+ * (erofs or ext4) under a writable tmpfs overlay and moves into it; mounts
+ * the volumes in it; prints
  * the ready line with the guest's uptime; starts the agent (which stays in
  * the initramfs, never in the user's root); runs the command that
  * its configuration names; reaps every child; and ends the VM reporting
@@ -18,6 +19,10 @@
  * reads and deletes first: NUL-terminated KEY=VALUE records, the first
  * CONFIG_FORMAT, then
  *   root=DEVICE        the root filesystem
+ *   mount=DEVICE,FS,ro|rw,TARGET
+ *                      a volume to mount at TARGET in the root, made if
+ *                      missing (repeatable, mounted in order); init fails
+ *                      rather than run the command without it
  *   hostname=NAME      the guest's hostname
  *   net=ADDRESS/PREFIX,GATEWAY,MTU[,DNS]
  *                      eth0's IPv4 address, default route and MTU, and the
@@ -103,6 +108,7 @@ struct options {
     char **env;         /* the command's: the kernel's TERM, then the image's */
     char **image_env;   /* the image's alone: the agent's defaults for exec */
     char **command;
+    char **mounts;      /* mount= values, NULL-terminated */
     int env_count, image_env_count;
 };
 
@@ -147,14 +153,15 @@ static char *read_config(size_t *size) {
 
 /* Fill options from the configuration (records point into it); returns 0 or an errno value. */
 static int parse_config(char *data, size_t size, struct options *options) {
-    size_t records = 0, args = 0;
+    size_t records = 0, args = 0, mounts = 0;
     char *end = data + size;
     if (size < sizeof CONFIG_FORMAT || strcmp(data, CONFIG_FORMAT) != 0) return EINVAL;
     for (char *p = data; p < end; p += strlen(p) + 1) records++;
     options->env = calloc(records + VECTOR_STATE_SAFE_ENV_COUNT + 4, sizeof *options->env);
     options->image_env = calloc(records + 1, sizeof *options->image_env);
     options->command = calloc(records + 1, sizeof *options->command);
-    if (!options->env || !options->image_env || !options->command) return ENOMEM;
+    options->mounts = calloc(records + 1, sizeof *options->mounts);
+    if (!options->env || !options->image_env || !options->command || !options->mounts) return ENOMEM;
     for (char **entry = environ; *entry; entry++)
         if (strncmp(*entry, "TERM=", 5) == 0) put_env(options->env, &options->env_count, *entry);
     for (char *p = data + sizeof CONFIG_FORMAT, *next; p < end; p = next) {
@@ -168,6 +175,7 @@ static int parse_config(char *data, size_t size, struct options *options) {
         else if (strcmp(p, "workdir") == 0) options->workdir = value;
         else if (strcmp(p, "user") == 0) options->user = value;
         else if (strcmp(p, "arg") == 0) options->command[args++] = value;
+        else if (strcmp(p, "mount") == 0) options->mounts[mounts++] = value;
         else if (strcmp(p, "env") == 0 && strchr(value, '=')) {
             put_env(options->env, &options->env_count, value);
             put_env(options->image_env, &options->image_env_count, value);
@@ -255,6 +263,34 @@ static int enter_root(const char *device) {
     return 0;
 }
 
+/* Make every missing directory of the absolute path; returns 0 or an errno value. */
+static int make_path(char *path) {
+    for (char *slash = strchr(path + 1, '/');; slash = strchr(slash + 1, '/')) {
+        if (slash) *slash = '\0';
+        int err = mkdir(path, 0755) < 0 && errno != EEXIST ? errno : 0;
+        if (slash) *slash = '/';
+        if (err != 0) return err;
+        if (!slash) return 0;
+    }
+}
+
+/*
+ * Mount one DEVICE,FS,ro|rw,TARGET volume; returns 0 or an errno value. Writable
+ * ones are synchronous: the VMM stops a guest without unmounting, so what a write
+ * returned must already be on the host's file (the journal covers a write cut off).
+ */
+static int mount_volume(char *spec) {
+    char *fs = strchr(spec, ',');
+    char *mode = fs ? strchr(fs + 1, ',') : NULL;
+    char *target = mode ? strchr(mode + 1, ',') : NULL;
+    if (!target || target[1] != '/') return EINVAL;
+    *fs++ = *mode++ = *target++ = '\0';
+    unsigned long flags = MS_NOATIME | (strcmp(mode, "ro") == 0 ? MS_RDONLY : MS_SYNCHRONOUS);
+    int err = make_path(target);
+    if (err == 0 && mount(spec, target, fs, flags, NULL) < 0) err = errno;
+    return err;
+}
+
 /* No command: stay up as a sandbox for the agent, reaping orphans as PID 1 must. */
 static void serve_forever(void) {
     for (;;)
@@ -292,6 +328,13 @@ int main(void) {
         int err = enter_root(options.root);
         if (err != 0) {
             report("mount root", options.root, err);
+            end_vm(STATUS_INIT_FAILURE);
+        }
+    }
+    for (char **volume = options.mounts; *volume; volume++) {
+        int err = mount_volume(*volume);
+        if (err != 0) {
+            report("mount volume", *volume, err);
             end_vm(STATUS_INIT_FAILURE);
         }
     }
