@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import BinaryIO
 
 import anyio
@@ -17,6 +18,8 @@ from ._machine import Machine
 from ._network import Network, NetworkOption, chosen_network
 from ._outcome import ExecResult, ExitStatus, ShutdownReason
 from ._terminal import attach, raw_mode, send_input, terminal_size
+from ._volume import Volume
+from ._volume_store import DEFAULT_SIZE_MIB, create_named, list_named, named_path, remove_named
 from .image.digest import Digest
 from .image.image import Image
 from .image.store import Store
@@ -72,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
         "--cold", action="store_true",
         help="boot afresh (console shown) instead of restoring the image's baked snapshot",
     )
+    start.add_argument(
+        "-v", "--volume", action="append", default=[], dest="volumes", metavar="SOURCE:TARGET[:ro]",
+        help="mount a volume (a file, or a name from 'volume create') at TARGET; implies --cold",
+    )
     _terminal_arguments(start)
     _network_arguments(start)
     start.add_argument(
@@ -89,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     load = commands.add_parser("load", help="store the images of an OCI layout, OCI archive or docker archive")
     load.add_argument("path", help="an OCI layout directory, or a tar made by docker save, skopeo or buildah")
     load.add_argument("--platform", default="linux/amd64")
+    volume = commands.add_parser("volume", help="manage named volumes").add_subparsers(dest="action", required=True)
+    create = volume.add_parser("create", help="make a named volume (sparse ext4)")
+    create.add_argument("name")
+    create.add_argument("--size", type=int, default=DEFAULT_SIZE_MIB, metavar="MIB")
+    volume.add_parser("ls", help="list the named volumes")
+    remove = volume.add_parser("rm", help="remove named volumes no machine has attached")
+    remove.add_argument("names", nargs="+", metavar="name")
     images = commands.add_parser("images", help="list the images in the local store")
     images.add_argument("--prune", action="store_true", help="remove content no image name refers to")
     return parser
@@ -192,8 +206,22 @@ def run_target(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     return words[0], _command(words[1:])
 
 
+def volume_option(spec: str) -> tuple[str, Volume]:
+    """A ``-v SOURCE:TARGET[:ro|:rw]`` word as (target, volume); a SOURCE without ``/`` names a named volume."""
+    source, _, rest = spec.partition(":")
+    target, _, mode = rest.partition(":")
+    if not source or not target.startswith("/") or mode not in ("", "ro", "rw"):
+        raise SystemExit(f"asupermachine: -v {spec}: give SOURCE:/TARGET, or SOURCE:/TARGET:ro for read-only")
+    path = Path(source) if "/" in source or source.startswith(".") else named_path(source)
+    return target, Volume(path.absolute(), read_only=mode == "ro")
+
+
 async def _run(args: argparse.Namespace) -> int:
     reference, command = run_target(args)
+    volumes = dict(map(volume_option, args.volumes))
+    if volumes and args.snapshot:
+        raise SystemExit("asupermachine run: volumes are mounted at boot; a snapshot cannot take them")
+    args.cold = args.cold or bool(volumes)
     if args.snapshot:
         if not command:
             raise SystemExit("asupermachine run --snapshot DIR: give a command after --")
@@ -206,7 +234,7 @@ async def _run(args: argparse.Namespace) -> int:
         _say("booting cold")
         async with Machine.start(
             image, command=command or None, run=True, env=_env(args.env), workdir=args.workdir, user=args.user,
-            vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args),
+            vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args), volumes=volumes,
         ) as vm:
             return await _stream_console_and_wait(vm)
     argv = [*image.config.entrypoint, *command] if command else list(image.config.args)
@@ -283,6 +311,24 @@ async def _images(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _volume(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "create":
+            await create_named(args.name, args.size)
+            print(args.name)
+        elif args.action == "ls":
+            print(f"{'NAME':<24} {'SIZE':>10} {'USED':>10}")
+            for volume in await anyio.to_thread.run_sync(list_named):
+                print(f"{volume.name:<24} {volume.size / 2**20:>8.0f}Mi {volume.used / 2**20:>8.1f}Mi")
+        else:
+            for name in args.names:
+                await anyio.to_thread.run_sync(remove_named, name)
+                print(name)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        raise SystemExit(f"asupermachine volume {args.action}: {error}") from None
+    return 0
+
+
 def _env(items: list[str]) -> dict[str, str]:
     """``-e KEY=VALUE`` words as a mapping; a later KEY wins. Exits on a word without ``=``."""
     env: dict[str, str] = {}
@@ -351,6 +397,7 @@ def _exit_code(status: ExitStatus) -> int:
 
 SUBCOMMANDS = {
     "boot": _boot, "exec": _exec, "pull": _pull, "run": _run, "bake": _bake, "load": _load, "images": _images,
+    "volume": _volume,
 }
 
 

@@ -25,9 +25,9 @@ def count_guests() -> Iterator[None]:
     """Count every guest built in this process, since boots are what a run spends its time on."""
     build = running.build
 
-    def counted(recipe: Any, console: Any, restore: Any, pump: Any = None) -> Any:
+    def counted(recipe: Any, console: Any, restore: Any, pump: Any = None, **options: Any) -> Any:
         GUESTS_BUILT["cold boot" if restore is None else "restore"] += 1
-        return build(recipe, console, restore, pump)
+        return build(recipe, console, restore, pump, **options)
 
     running.build = counted  # type: ignore[assignment]
     yield

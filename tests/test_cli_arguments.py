@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asupermachine import Network
-from asupermachine.cli import SUBCOMMANDS, _command, _env, _parser, main, network_option, run_target
+from asupermachine import Network, Volume
+from asupermachine.cli import SUBCOMMANDS, _command, _env, _parser, main, network_option, run_target, volume_option
 
 SUBCOMMANDS_WITH_VCPUS = ["boot", "exec", "run", "bake"]
 
@@ -290,3 +291,63 @@ def test_network_none_is_no_nic_and_takes_no_ports() -> None:
 def test_a_bad_publish_spec_is_refused_with_the_form_to_give(spec: str) -> None:
     with pytest.raises(SystemExit, match="asupermachine: "):
         network_option(parse("run", "-p", spec))
+
+
+# -- volumes ------------------------------------------------------------------
+
+
+def test_volume_flags_accumulate_in_order() -> None:
+    args = parse("run", "-v", "/v/a.ext4:/data", "--volume", "cache:/srv/cache:ro", "busybox")
+    assert args.volumes == ["/v/a.ext4:/data", "cache:/srv/cache:ro"] and args.words == ["busybox"]
+
+
+def test_a_volume_path_is_mounted_writable_unless_ro(tmp_path: Path) -> None:
+    assert volume_option(f"{tmp_path}/a.ext4:/data") == ("/data", Volume(tmp_path / "a.ext4"))
+    assert volume_option(f"{tmp_path}/a.ext4:/data:rw") == ("/data", Volume(tmp_path / "a.ext4"))
+    assert volume_option(f"{tmp_path}/a.ext4:/data:ro") == ("/data", Volume(tmp_path / "a.ext4", read_only=True))
+
+
+def test_a_relative_volume_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert volume_option("./a.ext4:/data") == ("/data", Volume(tmp_path / "a.ext4"))
+
+
+def test_a_volume_name_is_a_named_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    path = tmp_path / "asupermachine" / "volumes" / "cache.ext4"
+    assert volume_option("cache:/srv:ro") == ("/srv", Volume(path, read_only=True))
+
+
+@pytest.mark.parametrize("spec", ["/v/a.ext4", "/v/a.ext4:data", ":/data", "/v/a.ext4:/data:rx"])
+def test_a_bad_volume_spec_is_refused_with_the_form_to_give(spec: str) -> None:
+    with pytest.raises(SystemExit, match="SOURCE:/TARGET"):
+        volume_option(spec)
+
+
+def test_volume_subcommands_parse_as_dockers() -> None:
+    assert picked(parse("volume", "create", "cache"), "action", "name", "size") == {
+        "action": "create", "name": "cache", "size": 1024,
+    }
+    assert parse("volume", "create", "cache", "--size", "64").size == 64
+    assert parse("volume", "ls").action == "ls"
+    assert parse("volume", "rm", "a", "b").names == ["a", "b"]
+
+
+def test_volume_needs_an_action_and_rm_a_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "required" in usage_error(capsys, "volume")
+    assert "required" in usage_error(capsys, "volume", "rm")
+
+
+def test_volume_create_ls_and_rm_manage_named_volumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert main(["volume", "create", "cache", "--size", "16"]) == 0
+    assert main(["volume", "ls"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[:2] == ["cache", "16Mi"]
+    with pytest.raises(SystemExit, match="invalid volume name"):
+        main(["volume", "create", "bad/name"])
+    with pytest.raises(SystemExit, match="File exists"):
+        main(["volume", "create", "cache"])
+    assert main(["volume", "rm", "cache"]) == 0
+    assert not any((tmp_path / "asupermachine" / "volumes").iterdir())
