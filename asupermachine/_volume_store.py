@@ -34,7 +34,7 @@ def volumes_dir() -> Path:
 def named_path(name: str) -> Path:
     """The file of the volume ``name``; raises ``ValueError`` for a name docker would refuse."""
     if not _NAME.fullmatch(name):
-        raise ValueError(f"invalid volume name {name!r}: use letters, digits, '_', '.' and '-', a letter or digit first")
+        raise ValueError(f"invalid volume name {name!r}: letters, digits, '_', '.' and '-', a letter or digit first")
     return volumes_dir() / f"{name}{SUFFIX}"
 
 
