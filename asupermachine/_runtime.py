@@ -149,7 +149,10 @@ class Runtime:
             assert assets.default_root is not None, "asked for above"
             root = Disk(assets.default_root)
         disks = (root, *options.get("disks", ()))
-        volume_disks, mounts = attachments(options.get("volumes", {}), len(disks))
+        volumes = options.get("volumes", {})
+        volume_disks, mounts = attachments(volumes, len(disks))
+        for volume in volumes.values():
+            await volume.settle()
         recipe = VmRecipe(
             kernel=assets.kernel,
             initramfs=assets.initramfs,

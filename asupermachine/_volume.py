@@ -20,13 +20,18 @@ import anyio
 from ._core.microvm import block_device
 from ._core.recipe import GuestMount
 from ._core.virtio.blk import Disk
+from ._core.virtio.blk_lock import lock_disk
 from ._errors import DiskError
 
 FILESYSTEMS = ("ext4",)
 MIN_SIZE_MIB = 8
 """Below this mkfs.ext4 leaves no room for a journal worth having."""
 SYSTEM_BINARIES = "/usr/sbin:/sbin"
-"""Where mkfs lives on distributions that keep it off a user's PATH."""
+"""Where e2fsprogs lives on distributions that keep it off a user's PATH."""
+# ext4 disk layout, "The Super Block": s_feature_incompat and its "needs recovery" bit.
+EXT4_SUPERBLOCK_OFFSET = 1024
+EXT4_S_FEATURE_INCOMPAT = 0x60
+EXT4_FEATURE_INCOMPAT_RECOVER = 0x4
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,7 @@ class Volume:
         volume = cls(Path(path), fs=fs)
         if size_mib < MIN_SIZE_MIB:
             raise ValueError(f"a volume needs at least {MIN_SIZE_MIB} MiB, not {size_mib}")
-        mkfs = shutil.which(f"mkfs.{fs}", path=f"{os.environ.get('PATH', '')}:{SYSTEM_BINARIES}")
-        if mkfs is None:
-            raise DiskError(f"mkfs.{fs} is missing: install e2fsprogs")
+        mkfs = _e2fsprogs(f"mkfs.{fs}")
         with open(volume.path, "xb") as file:
             file.truncate(size_mib << 20)
         # -m 0: no blocks reserved for root, a volume holds data, not a system.
@@ -68,6 +71,42 @@ class Volume:
     @property
     def disk(self) -> Disk:
         return Disk(self.path, read_only=self.read_only)
+
+    async def settle(self) -> None:
+        """Replay on the host the journal a writer's guest left (they stop without unmounting) if read-only.
+
+        A guest mounts a journal that needs replaying only from a writable device,
+        so a read-only one would refuse it. Under the disk's exclusive lock.
+
+        :raises DiskError: if a machine writes the volume, or e2fsck fails.
+        """
+        if self.read_only and await anyio.to_thread.run_sync(self._needs_recovery):
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                lock_disk(fd, self.path, read_only=False, holder="")
+                command = [_e2fsprogs("e2fsck"), "-p", "-E", "journal_only", str(self.path)]
+                result = await anyio.run_process(command, check=False)
+            finally:
+                os.close(fd)
+            if result.returncode not in (0, 1):  # 1: "errors corrected", the replay itself
+                error = (result.stdout + result.stderr).decode(errors="replace").strip()
+                raise DiskError(f"replaying the journal of volume {self.path} failed: {error}")
+
+    def _needs_recovery(self) -> bool:
+        try:
+            with open(self.path, "rb") as file:
+                file.seek(EXT4_SUPERBLOCK_OFFSET + EXT4_S_FEATURE_INCOMPAT)
+                incompat = int.from_bytes(file.read(4), "little")
+        except OSError:
+            return False  # attaching it says what is wrong
+        return bool(incompat & EXT4_FEATURE_INCOMPAT_RECOVER)
+
+
+def _e2fsprogs(name: str) -> str:
+    found = shutil.which(name, path=f"{os.environ.get('PATH', '')}:{SYSTEM_BINARIES}")
+    if found is None:
+        raise DiskError(f"{name} is missing: install e2fsprogs")
+    return found
 
 
 def attachments(volumes: Mapping[str, Volume], first_index: int) -> tuple[tuple[Disk, ...], tuple[GuestMount, ...]]:

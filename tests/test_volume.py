@@ -49,3 +49,20 @@ def test_volumes_follow_the_other_disks_and_are_mounted_where_asked() -> None:
 def test_a_mount_point_must_be_absolute_below_root_and_unique(targets: list[str]) -> None:
     with pytest.raises(ValueError, match="mount point"):
         attachments({target: Volume(f"/v/{i}") for i, target in enumerate(targets)}, first_index=1)
+
+
+def mark_needing_recovery(path: Path) -> None:
+    """Set the superblock's "needs recovery" bit, as a guest stopped with the volume mounted leaves it."""
+    subprocess.run(["debugfs", "-w", "-R", "feature needs_recovery", str(path)], check=True, capture_output=True)
+
+
+@pytest.mark.anyio
+async def test_settling_a_read_only_volume_replays_its_journal_a_writable_one_is_left_to_its_guest(
+    tmp_path: Path,
+) -> None:
+    volume = await Volume.create(tmp_path / "data.ext4", size_mib=16)
+    mark_needing_recovery(volume.path)
+    await volume.settle()
+    assert volume._needs_recovery()
+    await Volume(volume.path, read_only=True).settle()
+    assert not volume._needs_recovery() and fsck_clean(volume.path)

@@ -40,10 +40,12 @@ async def test_data_outlives_its_writer_one_writer_at_a_time_and_readers_share(t
             assert "rw" in await run(writer, "echo kept > /data/note && grep ' /data ' /proc/mounts")
             for second in (volume, shared):
                 with pytest.raises(DiskError, match=f"in use writable by VM {writer.id}"):
-                    await Machine.boot(volumes={"/data": second})
+                    async with Machine.boot(volumes={"/data": second}):
+                        pass
         async with Machine.boot(volumes={"/data": shared}) as one, Machine.boot(volumes={"/srv/in": shared}) as two:
             with pytest.raises(DiskError, match="in use read-only by other VMs"):
-                await Machine.boot(volumes={"/data": volume})
+                async with Machine.boot(volumes={"/data": volume}):
+                    pass
             outputs = {}
 
             async def read(vm: Machine, where: str) -> None:
