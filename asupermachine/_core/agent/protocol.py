@@ -16,7 +16,7 @@ from ..._environment import check_environment_name
 from ..._errors import AgentProtocolError
 
 AGENT_PORT = 1024
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 # Host data (a process's stdin, a file's content) goes in STDIN frames of at most this many bytes.
@@ -45,6 +45,8 @@ class Kind(enum.IntEnum):
     HOSTNAME = 12
     TTY = 13
     RESIZE = 14
+    TAR_IN = 15
+    TAR_OUT = 16
 
 
 class VectorState(enum.IntEnum):
