@@ -14,10 +14,10 @@ import anyio.abc
 
 from ._backend import Backend
 from ._construction import NoPublicConstructor
-from ._core.agent import files
+from ._core.agent import files, trees
 from ._core.agent.exec import execute
 from ._core.agent.process import Process, greet
-from ._core.agent.protocol import AGENT_PORT, CommandRequest, VectorState, encode_hostname
+from ._core.agent.protocol import AGENT_PORT, CommandRequest, ProcessRequest, TreeRequest, VectorState, encode_hostname
 from ._core.console import Console
 from ._core.net.egress import EgressPolicy
 from ._core.vsock.host import VsockListener
@@ -26,6 +26,7 @@ from ._hooks import default_runtime
 from ._network import MachineNetwork
 from ._options import RESTORE_KEYS, BootOptions, RestoreOptions, StartOptions
 from ._outcome import CloseReason, ExecResult, GuestExit
+from ._tree.extract import TreeExtractor, download_target
 from .image.image import Image
 from .snapshot.snapshot import Snapshot, is_snapshot
 
@@ -305,18 +306,16 @@ class Machine(metaclass=NoPublicConstructor):
         if the command cannot start. Use the process with ``async with``: leaving kills it.
         """
         request = CommandRequest(tuple(argv), dict(env or {}), workdir, str(user), size if tty else None)
+        return await self._guarded(lambda: self._start_process(request))
 
-        async def start() -> Process:
-            connection = await self._connect_agent()
-            try:
-                return await Process._start(connection, request, tasks=self._backend.tasks, lost=self._lost)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await connection.aclose()
-                raise
-
-        process = await self._guarded(start)
-        return process
+    async def _start_process(self, request: ProcessRequest) -> Process:
+        connection = await self._connect_agent()
+        try:
+            return await Process._start(connection, request, tasks=self._backend.tasks, lost=self._lost)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await connection.aclose()
+            raise
 
     async def exec(
         self,
@@ -365,6 +364,47 @@ class Machine(metaclass=NoPublicConstructor):
                 return await files.read_file(connection, path)
 
         return await self._guarded(read)
+
+    async def upload(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
+        """Copy the host file or tree ``host_path`` into the guest, as ``docker cp`` does.
+
+        An existing guest directory ``guest_path`` receives it inside, under its own
+        name; otherwise ``guest_path`` (whose parent must exist) becomes the copy.
+        Modes, symlinks (not followed) and hardlinks are kept; files belong to root.
+        It streams: a tree of any size goes through bounded memory.
+
+        :raises FileNotFoundError: if ``host_path`` does not exist
+        :raises GuestFileError: if the guest cannot write it (``errno`` says why)
+        """
+        source = Path(os.path.abspath(host_path))
+        source.lstat()
+        request = TreeRequest(guest_path, source.name)
+
+        async def copy() -> None:
+            await trees.upload(await self._start_process(request), source, guest_path)
+
+        await self._guarded(copy)
+
+    async def download(self, guest_path: str, host_path: str | os.PathLike[str]) -> None:
+        """Copy the guest file or tree ``guest_path`` to the host, as ``docker cp`` does.
+
+        An existing host directory ``host_path`` receives it inside, under the guest
+        path's last component; otherwise ``host_path`` becomes the copy. Modes
+        (without setuid and setgid) and symlinks are kept; files belong to the
+        caller. The guest is not trusted: nothing is written outside the copy.
+
+        :raises UnsafeGuestTree: if an entry would leave the copy (absolute, ``..``, through a
+            symlink, a hardlink to outside) or is a device node or fifo
+        :raises GuestFileError: if the guest cannot read ``guest_path`` (``errno`` says why)
+        :raises ValueError: if ``host_path`` is a directory and ``guest_path`` is ``/``
+        """
+        directory, name = download_target(host_path, guest_path)
+        extractor = TreeExtractor(directory, name, guest_path)
+
+        async def copy() -> None:
+            await trees.download(await self._start_process(TreeRequest(guest_path)), extractor, guest_path)
+
+        await self._guarded(copy)
 
     async def vector_state(self) -> VectorState:
         """Whether guest processes keep their own AVX registers, as init found at boot.
