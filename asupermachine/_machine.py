@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar, Unpack
+from typing import Literal, TypeVar, Unpack, overload
 
 import anyio
 import anyio.abc
@@ -16,6 +16,7 @@ from ._backend import Backend
 from ._construction import NoPublicConstructor
 from ._core.agent import files, trees
 from ._core.agent.exec import execute
+from ._core.agent.files import GuestFileReader, GuestFileWriter
 from ._core.agent.process import Process, greet
 from ._core.agent.protocol import AGENT_PORT, CommandRequest, ProcessRequest, TreeRequest, VectorState, encode_hostname
 from ._core.console import Console
@@ -309,9 +310,15 @@ class Machine(metaclass=NoPublicConstructor):
         return await self._guarded(lambda: self._start_process(request))
 
     async def _start_process(self, request: ProcessRequest) -> Process:
+        return await self._open_agent(
+            lambda connection: Process._start(connection, request, tasks=self._backend.tasks, lost=self._lost)
+        )
+
+    async def _open_agent(self, start: Callable[[anyio.abc.ByteStream], Awaitable[T]]) -> T:
+        """``start(connection)`` on a fresh agent connection that what it returns keeps; closed if it fails."""
         connection = await self._connect_agent()
         try:
-            return await Process._start(connection, request, tasks=self._backend.tasks, lost=self._lost)
+            return await start(connection)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await connection.aclose()
@@ -364,6 +371,33 @@ class Machine(metaclass=NoPublicConstructor):
                 return await files.read_file(connection, path)
 
         return await self._guarded(read)
+
+    @overload
+    async def open(self, path: str, mode: Literal["rb"] = "rb", *, permissions: int = 0o644) -> GuestFileReader: ...
+
+    @overload
+    async def open(self, path: str, mode: Literal["wb"], *, permissions: int = 0o644) -> GuestFileWriter: ...
+
+    async def open(
+        self, path: str, mode: Literal["rb", "wb"] = "rb", *, permissions: int = 0o644
+    ) -> GuestFileReader | GuestFileWriter:
+        """The guest file ``path`` as an anyio byte stream, for files too large to hold: ``"rb"`` receives
+        its content, ``"wb"`` creates or replaces it (with ``permissions``) from what is sent.
+
+        Use it with ``async with``; closing a ``"wb"`` stream waits until the guest has written
+        everything (a stream left early still ends the file there).
+
+        :raises GuestFileError: if the guest cannot open, read or write it (``errno`` says why)
+        """
+        if mode not in ("rb", "wb"):
+            raise ValueError(f"mode {mode!r}: a guest file opens as 'rb' or 'wb'")
+
+        async def start(connection: anyio.abc.ByteStream) -> GuestFileReader | GuestFileWriter:
+            if mode == "rb":
+                return await files.open_reader(connection, path)
+            return await files.open_writer(connection, path, permissions)
+
+        return await self._guarded(lambda: self._open_agent(start))
 
     async def upload(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
         """Copy the host file or tree ``host_path`` into the guest, as ``docker cp`` does.
