@@ -14,7 +14,7 @@ from asupermachine import GuestFileError, Machine, Snapshot
 pytestmark = pytest.mark.anyio
 ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 BLOB = os.urandom(1 << 20)
-STREAMED_MIB = 8
+STREAMED_MIB = 4
 HUGE_MIB = 200
 
 
