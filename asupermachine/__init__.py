@@ -36,6 +36,7 @@ from ._errors import NetBackendError as NetBackendError
 from ._errors import PlatformNotFound as PlatformNotFound
 from ._errors import RegistryError as RegistryError
 from ._errors import SnapshotError as SnapshotError
+from ._errors import UnsafeGuestTree as UnsafeGuestTree
 from ._errors import VirtqueueError as VirtqueueError
 from ._errors import VsockConnectionReset as VsockConnectionReset
 from ._errors import VsockError as VsockError

@@ -23,6 +23,7 @@
     ├── ExecError                       the agent could not start a command
     ├── ExecTimeout                     a command outlived its timeout and was killed (also a TimeoutError)
     ├── GuestFileError                  the guest could not read or write a file (also an OSError)
+    ├── UnsafeGuestTree                 a tree from the guest holds an entry that would leave its target
     ├── AgentProtocolError              the guest agent broke its protocol
     ├── VsockError                      a malformed vsock packet, or a failed connection
     │   └── VsockConnectionReset        the guest refused or reset a connection (also a ConnectionResetError)
@@ -192,6 +193,12 @@ class GuestFileError(AsupermachineError, OSError):
         AsupermachineError.__init__(self, message)
         self.errno = errno_value
         self.strerror = message
+
+
+class UnsafeGuestTree(AsupermachineError):
+    """A tree downloaded from the guest holds an entry that would leave its host target (an absolute
+    path, ``..``, a write through a symlink, a hardlink to outside) or is a device node; nothing was
+    written outside the target."""
 
 
 class AgentProtocolError(AsupermachineError):

@@ -7,17 +7,18 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar, Unpack
+from typing import Literal, TypeVar, Unpack, overload
 
 import anyio
 import anyio.abc
 
 from ._backend import Backend
 from ._construction import NoPublicConstructor
-from ._core.agent import files
+from ._core.agent import files, trees
 from ._core.agent.exec import execute
+from ._core.agent.files import GuestFileReader, GuestFileWriter
 from ._core.agent.process import Process, greet
-from ._core.agent.protocol import AGENT_PORT, CommandRequest, VectorState, encode_hostname
+from ._core.agent.protocol import AGENT_PORT, CommandRequest, ProcessRequest, TreeRequest, VectorState, encode_hostname
 from ._core.console import Console
 from ._core.net.egress import EgressPolicy
 from ._core.vsock.host import VsockListener
@@ -26,6 +27,7 @@ from ._hooks import default_runtime
 from ._network import MachineNetwork
 from ._options import RESTORE_KEYS, BootOptions, RestoreOptions, StartOptions
 from ._outcome import CloseReason, ExecResult, GuestExit
+from ._tree.extract import TreeExtractor, download_target
 from .image.image import Image
 from .snapshot.snapshot import Snapshot, is_snapshot
 
@@ -305,18 +307,22 @@ class Machine(metaclass=NoPublicConstructor):
         if the command cannot start. Use the process with ``async with``: leaving kills it.
         """
         request = CommandRequest(tuple(argv), dict(env or {}), workdir, str(user), size if tty else None)
+        return await self._guarded(lambda: self._start_process(request))
 
-        async def start() -> Process:
-            connection = await self._connect_agent()
-            try:
-                return await Process._start(connection, request, tasks=self._backend.tasks, lost=self._lost)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await connection.aclose()
-                raise
+    async def _start_process(self, request: ProcessRequest) -> Process:
+        return await self._open_agent(
+            lambda connection: Process._start(connection, request, tasks=self._backend.tasks, lost=self._lost)
+        )
 
-        process = await self._guarded(start)
-        return process
+    async def _open_agent(self, start: Callable[[anyio.abc.ByteStream], Awaitable[T]]) -> T:
+        """``start(connection)`` on a fresh agent connection that what it returns keeps; closed if it fails."""
+        connection = await self._connect_agent()
+        try:
+            return await start(connection)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await connection.aclose()
+            raise
 
     async def exec(
         self,
@@ -365,6 +371,74 @@ class Machine(metaclass=NoPublicConstructor):
                 return await files.read_file(connection, path)
 
         return await self._guarded(read)
+
+    @overload
+    async def open(self, path: str, mode: Literal["rb"] = "rb", *, permissions: int = 0o644) -> GuestFileReader: ...
+
+    @overload
+    async def open(self, path: str, mode: Literal["wb"], *, permissions: int = 0o644) -> GuestFileWriter: ...
+
+    async def open(
+        self, path: str, mode: Literal["rb", "wb"] = "rb", *, permissions: int = 0o644
+    ) -> GuestFileReader | GuestFileWriter:
+        """The guest file ``path`` as an anyio byte stream, for files too large to hold: ``"rb"`` receives
+        its content, ``"wb"`` creates or replaces it (with ``permissions``) from what is sent.
+
+        Use it with ``async with``; closing a ``"wb"`` stream waits until the guest has written
+        everything (a stream left early still ends the file there).
+
+        :raises GuestFileError: if the guest cannot open, read or write it (``errno`` says why)
+        """
+        if mode not in ("rb", "wb"):
+            raise ValueError(f"mode {mode!r}: a guest file opens as 'rb' or 'wb'")
+
+        async def start(connection: anyio.abc.ByteStream) -> GuestFileReader | GuestFileWriter:
+            if mode == "rb":
+                return await files.open_reader(connection, path)
+            return await files.open_writer(connection, path, permissions)
+
+        return await self._guarded(lambda: self._open_agent(start))
+
+    async def upload(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
+        """Copy the host file or tree ``host_path`` into the guest, as ``docker cp`` does.
+
+        An existing guest directory ``guest_path`` receives it inside, under its own
+        name; otherwise ``guest_path`` (whose parent must exist) becomes the copy.
+        Modes, symlinks (not followed) and hardlinks are kept; files belong to root.
+        It streams: a tree of any size goes through bounded memory.
+
+        :raises FileNotFoundError: if ``host_path`` does not exist
+        :raises GuestFileError: if the guest cannot write it (``errno`` says why)
+        """
+        source = Path(os.path.abspath(host_path))
+        source.lstat()
+        request = TreeRequest(guest_path, source.name)
+
+        async def copy() -> None:
+            await trees.upload(await self._start_process(request), source, guest_path)
+
+        await self._guarded(copy)
+
+    async def download(self, guest_path: str, host_path: str | os.PathLike[str]) -> None:
+        """Copy the guest file or tree ``guest_path`` to the host, as ``docker cp`` does.
+
+        An existing host directory ``host_path`` receives it inside, under the guest
+        path's last component; otherwise ``host_path`` becomes the copy. Modes
+        (without setuid and setgid) and symlinks are kept; files belong to the
+        caller. The guest is not trusted: nothing is written outside the copy.
+
+        :raises UnsafeGuestTree: if an entry would leave the copy (absolute, ``..``, through a
+            symlink, a hardlink to outside) or is a device node or fifo
+        :raises GuestFileError: if the guest cannot read ``guest_path`` (``errno`` says why)
+        :raises ValueError: if ``host_path`` is a directory and ``guest_path`` is ``/``
+        """
+        directory, name = download_target(host_path, guest_path)
+        extractor = TreeExtractor(directory, name, guest_path)
+
+        async def copy() -> None:
+            await trees.download(await self._start_process(TreeRequest(guest_path)), extractor, guest_path)
+
+        await self._guarded(copy)
 
     async def vector_state(self) -> VectorState:
         """Whether guest processes keep their own AVX registers, as init found at boot.

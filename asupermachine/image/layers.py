@@ -1,8 +1,7 @@
 """Apply image layers (tar, gzip or zstd) to a directory tree, refusing anything that would leave it.
 
-Every filesystem call is relative to a directory fd reached from the tree's root
-one component at a time with ``O_NOFOLLOW``: no path from a layer is ever
-resolved by the host kernel from ``/``, and no symlink in the tree is followed.
+The tree is a :class:`RootedTree`: no path from a layer is ever resolved by the
+host kernel from ``/``, and no symlink in the tree is followed.
 Entries with absolute paths or ``..`` components, writes through a symlink,
 hardlinks to outside, whiteouts that name ``..`` and layers that decompress
 past the limits are refused with :class:`LayerError` naming the layer and entry.
@@ -13,22 +12,29 @@ filesystem does.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gzip
 import io
 import os
-import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
 import zstandard
 
 from .._errors import LayerError
+from .._tree.rooted import (
+    Components,
+    RootedTree,
+    entry_path,
+    is_directory,
+    mtime_ns,
+    remove,
+    symlink_stays_inside,
+    write_regular,
+)
 from .store import COPY_CHUNK
 from .tar_stream import TarStreamError, members, open_tar_stream
 
@@ -37,9 +43,6 @@ OPAQUE_MARKER = ".wh..wh..opq"
 XATTR_PAX_PREFIX = "SCHILY.xattr."
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-Components = tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -78,33 +81,6 @@ def decompressed(stream: IO[bytes]) -> IO[bytes]:
     return buffered
 
 
-def entry_path(name: str) -> Components:
-    """A member name as path components inside the tree; raises ``ValueError`` if it could leave it."""
-    if name.startswith("/"):
-        raise ValueError("absolute path")
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
-    if ".." in parts:
-        raise ValueError("'..' component")
-    if any("\0" in part for part in parts):
-        raise ValueError("NUL in path")
-    return parts
-
-
-def symlink_stays_inside(link: Components, target: str) -> bool:
-    """Whether a relative symlink at ``link`` resolves (lexically) inside the tree; absolute ones always do."""
-    if target.startswith("/"):
-        return True
-    depth = len(link) - 1
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return False
-        elif part not in ("", "."):
-            depth += 1
-    return True
-
-
 class LayerApplier:
     """Applies layers in order to ``root``; limits count across all of them."""
 
@@ -112,14 +88,12 @@ class LayerApplier:
         self._limits = limits
         self._bytes = 0
         self._entries = 0
-        self._root = os.open(root, _DIR_FLAGS)
+        self._tree = RootedTree(root)
         self._layer = ""
         self._entry = ""
 
     def close(self) -> None:
-        if self._root >= 0:
-            os.close(self._root)
-            self._root = -1
+        self._tree.close()
 
     def __enter__(self) -> LayerApplier:
         return self
@@ -158,8 +132,8 @@ class LayerApplier:
                     self._apply_entry(tar, member, path, created, directory_times)
             self._entry = ""
             for path, member in reversed(directory_times):  # children first changed their parents' times
-                with self._parent(path) as parent:
-                    os.utime(path[-1], ns=_mtime_ns(member), dir_fd=parent, follow_symlinks=False)
+                with self._tree.parent(path) as parent:
+                    os.utime(path[-1], ns=mtime_ns(member), dir_fd=parent, follow_symlinks=False)
         except LayerError:
             raise
         except TarStreamError as error:
@@ -188,17 +162,17 @@ class LayerApplier:
             hidden = name[len(WHITEOUT_PREFIX) :]
             if hidden in ("", ".", "..") or "/" in hidden:
                 raise self._refuse("whiteout of an impossible name: refused")
-            with self._parent(path) as parent:
-                _remove(parent, hidden)
+            with self._tree.parent(path) as parent:
+                remove(parent, hidden)
             return
-        with self._parent(path) as parent:
+        with self._tree.parent(path) as parent:
             if member.isdir():
-                if not _is_directory(parent, name):
-                    _remove(parent, name)
+                if not is_directory(parent, name):
+                    remove(parent, name)
                     os.mkdir(name, 0o700, dir_fd=parent)
                 directory_times.append((path, member))
             else:
-                _remove(parent, name)
+                remove(parent, name)
                 self._create(tar, member, path, parent)
             created.add(path)
             self._set_attributes(member, parent, name)
@@ -206,15 +180,10 @@ class LayerApplier:
     def _create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: Components, parent: int) -> None:
         name = path[-1]
         if member.isreg():
-            source = tar.extractfile(member)
-            assert source is not None
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(name, flags, 0o600, dir_fd=parent)
-            with os.fdopen(fd, "wb") as target:
-                try:
-                    shutil.copyfileobj(source, target, COPY_CHUNK)
-                except tarfile.ReadError:
-                    raise self._refuse("the archive ends inside this entry's data") from None
+            try:
+                write_regular(tar, member, parent, name)
+            except tarfile.ReadError:
+                raise self._refuse("the archive ends inside this entry's data") from None
         elif member.issym():
             if not symlink_stays_inside(path, member.linkname):
                 raise self._refuse(f"symlink to {member.linkname!r} leaves the image: refused")
@@ -226,8 +195,8 @@ class LayerApplier:
                 raise self._refuse(f"hardlink target {member.linkname!r}: {error}: refused") from None
             if not source_path:
                 raise self._refuse("hardlink to the image root: refused")
-            with self._parent(source_path, create=False) as source_parent:
-                if _is_directory(source_parent, source_path[-1]):
+            with self._tree.parent(source_path, create=False) as source_parent:
+                if is_directory(source_parent, source_path[-1]):
                     raise self._refuse("hardlink to a directory: refused")
                 os.link(source_path[-1], name, src_dir_fd=source_parent, dst_dir_fd=parent, follow_symlinks=False)
         elif member.ischr() or member.isblk():
@@ -243,7 +212,7 @@ class LayerApplier:
             return  # a hardlink shares its source's inode and attributes
         os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
         if member.issym():
-            os.utime(name, ns=_mtime_ns(member), dir_fd=parent, follow_symlinks=False)
+            os.utime(name, ns=mtime_ns(member), dir_fd=parent, follow_symlinks=False)
             return
         os.chmod(name, stat.S_IMODE(member.mode), dir_fd=parent)  # after chown, which clears setuid
         in_tree = f"/proc/self/fd/{parent}/{name}"
@@ -252,68 +221,18 @@ class LayerApplier:
                 raw = value.encode("utf-8", "surrogateescape")
                 os.setxattr(in_tree, key[len(XATTR_PAX_PREFIX) :], raw, follow_symlinks=False)
         if not member.isdir():
-            os.utime(name, ns=_mtime_ns(member), dir_fd=parent, follow_symlinks=False)
+            os.utime(name, ns=mtime_ns(member), dir_fd=parent, follow_symlinks=False)
 
     def _make_opaque(self, directory: Components, created: set[Components]) -> None:
         """Hide what lower layers put under ``directory``; keep what this layer added."""
-        with self._directory(directory) as fd:
+        with self._tree.directory(directory) as fd:
             self._prune_lower(fd, directory, created)
 
     def _prune_lower(self, fd: int, directory: Components, created: set[Components]) -> None:
         for name in os.listdir(fd):
             path = (*directory, name)
             if path not in created:
-                _remove(fd, name)
-            elif _is_directory(fd, name):
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                try:
+                remove(fd, name)
+            elif is_directory(fd, name):
+                with self._tree.directory(path, create=False) as child:
                     self._prune_lower(child, path, created)
-                finally:
-                    os.close(child)
-
-    @contextlib.contextmanager
-    def _parent(self, path: Components, *, create: bool = True) -> Iterator[int]:
-        with self._directory(path[:-1], create=create) as fd:
-            yield fd
-
-    @contextlib.contextmanager
-    def _directory(self, path: Components, *, create: bool = True) -> Iterator[int]:
-        """An fd of the tree's directory ``path``, reached without following any symlink."""
-        fd = os.dup(self._root)
-        try:
-            for part in path:
-                try:
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(part, 0o755, dir_fd=fd)  # a parent the layer did not list
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = child
-            yield fd
-        finally:
-            os.close(fd)
-
-
-def _is_directory(parent: int, name: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _remove(parent: int, name: str) -> None:
-    """Remove ``name`` in ``parent`` (a whole tree for a directory), never following symlinks."""
-    try:
-        if _is_directory(parent, name):
-            shutil.rmtree(name, dir_fd=parent)
-        else:
-            os.unlink(name, dir_fd=parent)
-    except FileNotFoundError:
-        pass
-
-
-def _mtime_ns(member: tarfile.TarInfo) -> tuple[int, int]:
-    nanoseconds = int(member.mtime * 10**9)
-    return nanoseconds, nanoseconds

@@ -14,7 +14,8 @@ import pytest
 import zstandard
 
 from asupermachine._errors import LayerError
-from asupermachine.image.layers import LayerApplier, Limits, entry_path, symlink_stays_inside
+from asupermachine._tree.rooted import entry_path, symlink_stays_inside
+from asupermachine.image.layers import LayerApplier, Limits
 
 Build = Callable[[tarfile.TarFile], None]
 

@@ -1,4 +1,4 @@
-"""Move whole files in and out of the guest through the agent, one connection per file."""
+"""Move files in and out of the guest through the agent, one connection per file, whole or streamed."""
 
 from __future__ import annotations
 
@@ -23,30 +23,93 @@ from .protocol import (
 
 async def write_file(connection: anyio.abc.ByteStream, path: str, data: bytes, mode: int) -> None:
     """Create or replace ``path`` in the guest with ``data`` and permission bits ``mode``."""
-    request = encode_frame(Kind.WRITE_FILE, U32.pack(mode) + encode_path(path))
     pipelined = len(data) <= PIPELINED_INPUT
-    # The request goes out before the agent's greeting is read: it waits in the socket.
-    await connection.send(request + encode_stdin(data, end=True) if pipelined else request)
-    _, decoder = await greet(connection)
-    await _expect_started(connection, decoder, path)
+    writer = await open_writer(connection, path, mode, then=encode_stdin(data, end=False) if pipelined else b"")
     if not pipelined:
-        view = memoryview(data)
-        for offset in range(0, len(view), STDIN_CHUNK):
-            await connection.send(encode_stdin(view[offset : offset + STDIN_CHUNK], end=False))
-        await connection.send(encode_frame(Kind.STDIN))  # end of content
-    await _expect_exited(connection, decoder, path)
+        await writer.send(data)
+    await writer.aclose()
 
 
 async def read_file(connection: anyio.abc.ByteStream, path: str) -> bytes:
     """The whole content of ``path`` in the guest."""
+    content = bytearray()
+    async for chunk in await open_reader(connection, path):
+        content += chunk
+    return bytes(content)
+
+
+async def open_writer(connection: anyio.abc.ByteStream, path: str, mode: int, then: bytes = b"") -> GuestFileWriter:
+    """Create or replace ``path`` in the guest with permission bits ``mode``; its content is sent to the writer.
+
+    The request goes out before the agent's greeting is read (it waits in the
+    socket), with ``then`` (content frames small enough for the guest to buffer).
+    """
+    await connection.send(encode_frame(Kind.WRITE_FILE, U32.pack(mode) + encode_path(path)) + then)
+    _, decoder = await greet(connection)
+    await _expect_started(connection, decoder, path)
+    return GuestFileWriter(connection, decoder, path)
+
+
+async def open_reader(connection: anyio.abc.ByteStream, path: str) -> GuestFileReader:
+    """``path`` in the guest, opened to read its content as it comes."""
     await connection.send(encode_frame(Kind.READ_FILE, encode_path(path)))
     _, decoder = await greet(connection)
     await _expect_started(connection, decoder, path)
-    content = bytearray()
-    while (frame := await next_frame(connection, decoder)).kind is Kind.STDOUT:
-        content += frame.payload
-    _check_end(frame, path)
-    return bytes(content)
+    return GuestFileReader(connection, decoder, path)
+
+
+class GuestFileWriter(anyio.abc.ByteSendStream):
+    """The content of a guest file, sent as it comes; :meth:`aclose` ends it and waits until the guest has it all.
+
+    :meth:`aclose` raises :class:`GuestFileError` if the guest could not write it.
+    """
+
+    def __init__(self, connection: anyio.abc.ByteStream, decoder: FrameDecoder, path: str) -> None:
+        self._connection = connection
+        self._decoder = decoder
+        self._path = path
+        self._closed = False
+
+    async def send(self, item: bytes) -> None:
+        view = memoryview(item)
+        for offset in range(0, len(view), STDIN_CHUNK):
+            await self._connection.send(encode_stdin(view[offset : offset + STDIN_CHUNK], end=False))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._connection.send(encode_frame(Kind.STDIN))  # end of content
+            _check_end(await next_frame(self._connection, self._decoder), self._path)
+        finally:
+            await self._connection.aclose()
+
+
+class GuestFileReader(anyio.abc.ByteReceiveStream):
+    """The content of a guest file as it comes; raises :class:`GuestFileError` if the guest cannot read on."""
+
+    def __init__(self, connection: anyio.abc.ByteStream, decoder: FrameDecoder, path: str) -> None:
+        self._connection = connection
+        self._decoder = decoder
+        self._path = path
+        self._pending = b""  # what a smaller ``max_bytes`` left of a frame
+        self._ended = False
+
+    async def receive(self, max_bytes: int = STDIN_CHUNK) -> bytes:
+        while not self._pending:
+            if self._ended:
+                raise anyio.EndOfStream
+            frame = await next_frame(self._connection, self._decoder)
+            if frame.kind is not Kind.STDOUT:
+                _check_end(frame, self._path)
+                self._ended = True
+            self._pending = frame.payload if frame.kind is Kind.STDOUT else b""
+        chunk, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+        return chunk
+
+    async def aclose(self) -> None:
+        await self._connection.aclose()
 
 
 async def _expect_started(connection: anyio.abc.ByteStream, decoder: FrameDecoder, path: str) -> None:
@@ -54,10 +117,6 @@ async def _expect_started(connection: anyio.abc.ByteStream, decoder: FrameDecode
         return GuestFileError(f"guest file {path!r}: {os.strerror(code)}", code)
 
     await expect_started(connection, decoder, refused)
-
-
-async def _expect_exited(connection: anyio.abc.ByteStream, decoder: FrameDecoder, path: str) -> None:
-    _check_end(await next_frame(connection, decoder), path)
 
 
 def _check_end(frame: Frame, path: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal as signals
 import struct
 from collections.abc import Callable
@@ -14,18 +13,18 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ..._construction import NoPublicConstructor
-from ..._errors import AgentProtocolError, ExecError, VsockConnectionReset
+from ..._errors import AgentProtocolError, VsockConnectionReset
 from ..._outcome import ExitStatus
 from ..vsock.host import MAX_RECEIVE
 from .protocol import (
     ERRNO,
     I32_PAIR,
     U32,
-    CommandRequest,
     Frame,
     FrameDecoder,
     Hello,
     Kind,
+    ProcessRequest,
     decode_hello,
     encode_frame,
     encode_stdin,
@@ -102,7 +101,7 @@ class Process(metaclass=NoPublicConstructor):
     async def _start(
         cls,
         connection: anyio.abc.ByteStream,
-        request: CommandRequest,
+        request: ProcessRequest,
         *,
         tasks: anyio.abc.TaskGroup,
         lost: Callable[[], BaseException] | None = None,
@@ -188,22 +187,18 @@ class Process(metaclass=NoPublicConstructor):
 
 
 async def start_command(
-    connection: anyio.abc.ByteStream, request: CommandRequest, then: bytes = b""
+    connection: anyio.abc.ByteStream, request: ProcessRequest, then: bytes = b""
 ) -> tuple[int, FrameDecoder]:
-    """Ask the agent on a fresh ``connection`` to spawn ``request``; returns its pid and the connection's decoder.
+    """Ask the agent on a fresh ``connection`` to start ``request``; returns its pid and the connection's decoder.
 
     The request goes out before the agent's greeting is read (it waits in the
     socket), with ``then`` (frames for the command, such as all of its stdin) right
     behind it, so a command is started in one round trip. Raises
-    :class:`ExecError` if the agent cannot start it.
+    ``request.refusal(...)`` (:class:`ExecError` for a command) if the agent cannot start it.
     """
     await connection.send(request.encode() + then)
     _, decoder = await greet(connection)
-
-    def refused(code: int, detail: str) -> ExecError:
-        return ExecError(f"cannot run {request.argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
-
-    started = await expect_started(connection, decoder, refused)
+    started = await expect_started(connection, decoder, request.refusal)
     return unpack_payload(U32, started, Kind.STARTED)[0], decoder
 
 

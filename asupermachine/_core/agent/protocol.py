@@ -7,16 +7,18 @@ payload length, u16 kind and u16 zero, then the payload.
 from __future__ import annotations
 
 import enum
+import os
 import struct
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..._environment import check_environment_name
-from ..._errors import AgentProtocolError
+from ..._errors import AgentProtocolError, ExecError, GuestFileError
 
 AGENT_PORT = 1024
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 # Host data (a process's stdin, a file's content) goes in STDIN frames of at most this many bytes.
@@ -45,6 +47,8 @@ class Kind(enum.IntEnum):
     HOSTNAME = 12
     TTY = 13
     RESIZE = 14
+    TAR_IN = 15
+    TAR_OUT = 16
 
 
 class VectorState(enum.IntEnum):
@@ -105,6 +109,21 @@ def encode_stdin(data: bytes | memoryview, *, end: bool) -> bytes:
     return b"".join(frames)
 
 
+class ProcessRequest(Protocol):
+    """What the agent runs as a process (STARTED, output, EXITED): a command, or a tree's tar stream."""
+
+    @property
+    def tty(self) -> tuple[int, int] | None: ...
+
+    def encode(self) -> bytes:
+        """The frames that ask for it."""
+        ...
+
+    def refusal(self, code: int, detail: str) -> Exception:
+        """What to raise when the agent answers ERROR ``code`` (an errno), ``detail``."""
+        ...
+
+
 @dataclass(frozen=True)
 class CommandRequest:
     """A command for the agent to spawn: ``argv``, what it adds to the environment, where and as whom it
@@ -122,6 +141,29 @@ class CommandRequest:
             return encode_exec(self.argv, self.env, self.workdir, self.user)
         env = {"TERM": DEFAULT_TERM, **self.env}
         return encode_window(Kind.TTY, *self.tty) + encode_exec(self.argv, env, self.workdir, self.user)
+
+    def refusal(self, code: int, detail: str) -> ExecError:
+        return ExecError(f"cannot run {self.argv[0]!r} in the guest: {os.strerror(code)} ({detail})", code)
+
+
+@dataclass(frozen=True)
+class TreeRequest:
+    """A tree (or one file) at guest ``path`` as a tar stream: out (TAR_OUT) without ``name``; in (TAR_IN)
+    with it, landing at ``path/name`` if ``path`` is a directory, else at ``path``."""
+
+    path: str
+    name: str | None = None
+    tty: None = None
+
+    def encode(self) -> bytes:
+        if self.name is None:
+            return encode_frame(Kind.TAR_OUT, encode_path(self.path))
+        if self.name in ("", ".", "..") or "/" in self.name:
+            raise ValueError(f"{self.name!r} cannot name a tree in a directory")
+        return encode_frame(Kind.TAR_IN, encode_path(self.path) + encode_path(self.name))
+
+    def refusal(self, code: int, detail: str) -> GuestFileError:
+        return GuestFileError(f"guest path {self.path!r}: {os.strerror(code)} ({detail})", code)
 
 
 def encode_exec(argv: Sequence[str], env: Mapping[str, str], workdir: str, user: str = "") -> bytes:

@@ -20,6 +20,14 @@
  *   host  -> agent READ_FILE path\0;            the agent answers STDOUT data...
  *   agent -> host  STARTED u32 0 | ERROR i32 errno, path; at the end EXITED 0, 0 (or ERROR)
  *
+ * or moves a tree (or one file) as tar (tar_tree.h), in a child it forks, as a process:
+ *
+ *   host  -> agent TAR_OUT path\0;           the agent answers STDOUT tar...
+ *   host  -> agent TAR_IN path\0, name\0;    then STDIN tar..., empty STDIN. The tree lands at
+ *                                           path/name if path is a directory, else at path.
+ *   agent -> host  STARTED u32 pid | ERROR i32 errno, path; STDERR says what failed, and
+ *                  EXITED status, 0 ends it (the status: 0, or the errno of the failure)
+ *
  * Before its request, a connection may name the guest (a restored clone's new id):
  *
  *   host  -> agent HOSTNAME name (1..64 bytes, no NUL); no answer (/etc/hosts follows:
@@ -57,6 +65,7 @@
 
 #include "replace_file.h"
 #include "spawn_process.h"
+#include "tar_tree.h"
 #include "vector_state.h"
 
 /* include/uapi/linux/vm_sockets.h (musl ships no kernel UAPI headers) */
@@ -73,7 +82,7 @@ struct sockaddr_vm {
 };
 
 #define AGENT_PORT 1024
-#define PROTOCOL_VERSION 5
+#define PROTOCOL_VERSION 6
 #define MAX_FRAME (1u << 20)
 #define MAX_SESSIONS 64
 /* Bytes queued toward the host or a process beyond which the side feeding them is not read. */
@@ -86,7 +95,7 @@ struct sockaddr_vm {
 #define UNSET_HOSTNAME "(none)"
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
-    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14,
+    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16,
 };
 
 /* Bytes waiting for a non-blocking fd that was not ready. */
@@ -312,6 +321,55 @@ static void open_file(struct session *s, uint16_t kind, const uint8_t *p, uint32
     if (kind == READ_FILE) s->exited = 1;  /* done once the content is drained */
 }
 
+/* Fork the child that writes the tar of a TAR_OUT's tree, or extracts a TAR_IN's; it runs as a process. */
+static void start_tree(struct session *s, uint16_t kind, const uint8_t *p, uint32_t len) {
+    const char *path = (const char *)p, *end = path + len, *nul = memchr(path, 0, len);
+    const char *name = nul ? nul + 1 : end, *name_end = name < end ? memchr(name, 0, (size_t)(end - name)) : NULL;
+    if (!nul || !path[0] || (kind == TAR_IN ? !name_end || name_end + 1 != end || !name[0] || strchr(name, '/')
+                                                || !strcmp(name, "..")
+                                            : name != end)) {
+        send_error(s, EINVAL, kind == TAR_IN ? "bad TAR_IN" : "bad TAR_OUT");
+        return;
+    }
+    static char root[PATH_MAX];
+    struct stat st;
+    if (kind == TAR_OUT && lstat(path, &st) < 0) { send_error(s, errno, path); return; }
+    int is_directory = kind == TAR_IN && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    if (snprintf(root, sizeof root, "%s%s%s", path, is_directory ? "/" : "", is_directory ? name : "") >= PATH_MAX) {
+        send_error(s, ENAMETOOLONG, path);
+        return;
+    }
+    int out[2], err_pipe[2], in[2];
+    if (open_pipes(out, err_pipe, in)) { send_error(s, errno, "pipe"); return; }
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Only the pipes: the other sessions' connections must close when the agent closes them. */
+        if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(err_pipe[1], 2) < 0) _exit(EIO);
+        for (int fd = 3; fd < 1024; fd++) close(fd);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        umask(0);
+        if (kind == TAR_OUT) tar_write_tree(1, path);
+        else tar_extract(0, root);
+        _exit(0);
+    }
+    int saved = errno;
+    close(out[1]); close(err_pipe[1]); close(in[0]);
+    if (pid < 0) {
+        close(out[0]); close(err_pipe[0]); close(in[1]);
+        send_error(s, saved, "fork");
+        return;
+    }
+    s->pid = pid;
+    s->out = out[0]; s->err = err_pipe[0]; s->in = in[1];
+    set_nonblocking(s->out);
+    set_nonblocking(s->err);
+    set_nonblocking(s->in);
+    uint32_t started = (uint32_t)pid;
+    send_frame(s, STARTED, &started, 4);
+}
+
 /* Rename OLD to NEW wherever it is a name field of /etc/hosts, every other byte as it was. */
 static void rename_in_hosts(const char *old, const char *new) {
     static char text[MAX_HOSTS_FILE];
@@ -366,6 +424,8 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
         start(s, p, len);
     } else if ((kind == WRITE_FILE || kind == READ_FILE) && idle) {
         open_file(s, kind, p, len);
+    } else if ((kind == TAR_IN || kind == TAR_OUT) && idle) {
+        start_tree(s, kind, p, len);
     } else if (kind == HOSTNAME && idle && len >= 1 && len <= MAX_HOSTNAME && !memchr(p, 0, len)) {
         rename_guest(p, len);
     } else if (kind == TTY && idle && len == 4) {
