@@ -81,9 +81,7 @@ class Block(RequestQueueDevice):
             if size % SECTOR_SIZE or not os.path.isfile(path):
                 raise DiskError(f"disk image {path} is not a regular file of whole 512-byte sectors")
             lock_disk(self._fd, path, read_only=self._file_read_only, holder=holder)
-            self._backend: DiskBackend = (
-                Overlay(self._fd, size, path.parent) if disk.copy_on_write else RawFile(self._fd)
-            )
+            self._backend = self._open_backend(disk, size)
         except BaseException:
             os.close(self._fd)
             raise
@@ -93,6 +91,16 @@ class Block(RequestQueueDevice):
         self.device_features = (
             VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH | (VIRTIO_BLK_F_RO if disk.read_only else 0)
         )
+
+    def _open_backend(self, disk: Disk, size: int) -> DiskBackend:
+        if not disk.copy_on_write:
+            return RawFile(self._fd)
+        # Beside the base (not in /tmp, often RAM): the overlay grows as the guest writes.
+        directory = Path(disk.path).parent
+        try:
+            return Overlay(self._fd, size, directory)
+        except OSError as error:
+            raise DiskError(f"cannot make a copy-on-write overlay in {directory}: {error.strerror}") from None
 
     def read_config(self, offset: int, size: int) -> int:
         # 5.2.4: capacity, size_max (not offered), seg_max.
