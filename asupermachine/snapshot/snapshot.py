@@ -22,7 +22,7 @@ from .._core.arch.x86_64.cpuid import guest_cpuid
 from .._core.builder import RestorePoint
 from .._core.kvm import Kvm
 from .._core.kvm.host import this_host
-from .._core.microvm import MIB
+from .._core.microvm import MIB, block_device
 from .._core.persist import MachineState
 from .._core.recipe import ProcessDefaults, VmRecipe
 from .._core.virtio.blk import Disk
@@ -102,7 +102,7 @@ def write_snapshot(path: Path, recipe: VmRecipe, capture: Capture) -> Snapshot:
     if path.exists():
         raise FileExistsError(f"{path} already exists")
     frozen = {
-        index: Path(DISKS_DIR, f"vd{chr(ord('a') + index)}.img")
+        index: Path(DISKS_DIR, f"{Path(block_device(index)).name}.img")
         for index, disk in enumerate(recipe.disks) if not disk.read_only
     }
     recipe = dataclasses.replace(
