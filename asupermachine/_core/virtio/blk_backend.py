@@ -74,7 +74,7 @@ class Overlay:
     def read(self, views: list[memoryview], offset: int) -> int:
         runs = read_runs(self._present, offset, sum(map(len, views)))
         done = 0
-        for run, pieces in zip(runs, _split(views, [run.length for run in runs])):
+        for run, pieces in zip(runs, _split(views, [run.length for run in runs]), strict=True):
             done += os.preadv(self._fd if run.source is Source.OVERLAY else self._base, pieces, run.offset)
         return done
 
