@@ -493,9 +493,11 @@ class Machine(metaclass=NoPublicConstructor):
         ``idle_within``, the snapshot waits up to that many seconds for a moment
         when the guest has nothing to run (say, still tearing down a finished
         process), so that restores resume an idle guest and answer at once.
-        Restore with :meth:`Runtime.restore`. Raises :class:`SnapshotError` for a VM
-        with a writable disk or one that stopped, ``FileExistsError`` if
-        ``path`` exists.
+        A writable disk (a volume, say) is copied into the snapshot as it is then
+        (sparse, a reflink where the filesystem has them); each restore writes a
+        private copy-on-write view of it. Restore with :meth:`Runtime.restore`.
+        Raises :class:`SnapshotError` for a VM that stopped, ``FileExistsError``
+        if ``path`` exists.
         """
         return await self._guarded(lambda: self._backend.snapshot(Path(path), idle_within))
 

@@ -184,7 +184,7 @@ class Runtime:
         """
         if not isinstance(snapshot, Snapshot):
             snapshot = await anyio.to_thread.run_sync(Snapshot.load, snapshot)
-        recipe = snapshot.manifest.recipe
+        recipe = snapshot.recipe
         network = chosen_network(options.get("network", recipe.network is not None))
         if recipe.network is None and network is not None:
             raise ValueError(f"snapshot {snapshot.path} has no NIC: bake it with a network to restore one")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -84,9 +84,11 @@ class RunningVm:
         """Save the VM into the new directory ``path`` (see :meth:`Machine.snapshot`)."""
         microvm = self.microvm
 
-        def capture(memory_path: Path) -> tuple[MachineState, MemoryImage]:
+        def capture(memory_path: Path, frozen: Mapping[int, Path]) -> tuple[MachineState, MemoryImage]:
             with microvm.quiesced(idle_within):
                 state = microvm.capture()
+                for index, target in frozen.items():
+                    microvm.freeze_disk(index, target)
                 with microvm.memory.whole as memory:
                     return state, write_memory(memory, memory_path)
 

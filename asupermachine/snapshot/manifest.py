@@ -28,14 +28,17 @@ from .._core.virtio.mmio import TransportState
 from .._errors import SnapshotError
 from .memory_file import MemoryImage
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
+"""7: disks are objects, and a writable disk is frozen into the snapshot; 6 (all disks read-only paths) still reads."""
+READABLE_VERSIONS = (6, FORMAT_VERSION)
 FORMAT_NAME = "asupermachine-snapshot"
 
 
 @dataclass(frozen=True)
 class Manifest:
     recipe: VmRecipe
-    """How the VM was made; its files by absolute path, its disks all read-only."""
+    """How the VM was made; its files by absolute path, but for the frozen copies of its writable disks:
+    those are copy-on-write and their paths relative to the snapshot's directory."""
     sha256: Mapping[str, str]
     """The content hash of every file the recipe names (kernel, initramfs, disks), by path."""
     memory: MemoryImage
@@ -52,7 +55,7 @@ def encode(manifest: Manifest) -> bytes:
         "recipe": {
             "kernel": str(recipe.kernel),
             "initramfs": str(recipe.initramfs),
-            "disks": [str(disk.path) for disk in recipe.disks],
+            "disks": [{"path": str(disk.path), "copy_on_write": disk.copy_on_write} for disk in recipe.disks],
             "cpu_model": recipe.cpu_model.value,
             "vcpus": recipe.vcpus,
             "memory_mib": recipe.memory_mib,
@@ -78,9 +81,9 @@ def decode(data: bytes, where: Path) -> Manifest:
         raise SnapshotError("manifest", f"{where} is not valid JSON: {e}") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
         raise SnapshotError("manifest", f"{where} is not an asupermachine snapshot manifest")
-    if body.get("version") != FORMAT_VERSION:
+    if body.get("version") not in READABLE_VERSIONS:
         raise SnapshotError(
-            "version", f"{where} has format version {body.get('version')!r}; this build reads {FORMAT_VERSION}"
+            "version", f"{where} has format version {body.get('version')!r}; this build reads {READABLE_VERSIONS}"
         )
     if body.get("checksum") != _checksum(body):
         raise SnapshotError("checksum", f"{where} does not match its checksum (damaged or edited)")
@@ -109,7 +112,7 @@ def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
     return VmRecipe(
         kernel=Path(body["kernel"]),
         initramfs=Path(body["initramfs"]),
-        disks=tuple(Disk(Path(path), read_only=True) for path in body["disks"]),
+        disks=tuple(map(_decode_disk, body["disks"])),
         cpu_model=CpuModel(body["cpu_model"]),
         vcpus=int(body["vcpus"]),
         memory_mib=int(body["memory_mib"]),
@@ -118,6 +121,13 @@ def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
         kernel_log=bool(body["kernel_log"]),
         cmdline_extra=str(body["cmdline_extra"]),
     )
+
+
+def _decode_disk(body: str | dict[str, Any]) -> Disk:
+    if isinstance(body, str):  # version 6
+        return Disk(Path(body))
+    copy_on_write = bool(body["copy_on_write"])
+    return Disk(Path(body["path"]), read_only=not copy_on_write, copy_on_write=copy_on_write)
 
 
 def _decode_network(body: dict[str, Any] | None) -> GuestNetwork | None:

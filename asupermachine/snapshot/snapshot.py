@@ -1,4 +1,7 @@
-"""A snapshot on disk: a directory holding ``snapshot.json`` and the sparse ``memory`` file.
+"""A snapshot on disk: a directory holding ``snapshot.json``, the sparse ``memory`` file and ``disks/``.
+
+``disks/`` holds a frozen copy of each disk the VM could write (``vdb.img``, ...):
+its restores see it copy-on-write, so it never changes.
 
 :func:`write_snapshot` takes one of a running VM (which keeps running);
 :meth:`Snapshot.load` checks one completely before anything of it is mapped.
@@ -10,7 +13,7 @@ import dataclasses
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from .._core.arch.x86_64.cpuid import guest_cpuid
 from .._core.builder import RestorePoint
 from .._core.kvm import Kvm
 from .._core.kvm.host import this_host
-from .._core.microvm import MIB
+from .._core.microvm import MIB, block_device
 from .._core.persist import MachineState
 from .._core.recipe import ProcessDefaults, VmRecipe
 from .._core.virtio.blk import Disk
@@ -30,6 +33,7 @@ from .memory_file import MemoryImage, verify_memory
 
 MANIFEST_NAME = "snapshot.json"
 MEMORY_NAME = "memory"
+DISKS_DIR = "disks"
 VERIFIED = "verified"
 
 
@@ -56,7 +60,7 @@ class Snapshot:
         manifest = decode(data, root / MANIFEST_NAME)
         _check_assets(manifest)
         for disk in manifest.recipe.disks:
-            _check_disk(disk.path, manifest.sha256[str(disk.path)])
+            _check_disk(root / disk.path, manifest.sha256[str(disk.path)])
         _check_cpu(manifest)
         if manifest.memory.size != manifest.recipe.memory_mib * MIB:
             # The VM maps this much of the file: anything shorter would fault the host.
@@ -69,6 +73,12 @@ class Snapshot:
     def memory_file(self) -> Path:
         return self.path / MEMORY_NAME
 
+    @property
+    def recipe(self) -> VmRecipe:
+        """The recipe its restores run: the frozen disks' paths made absolute."""
+        disks = tuple(dataclasses.replace(disk, path=self.path / disk.path) for disk in self.manifest.recipe.disks)
+        return dataclasses.replace(self.manifest.recipe, disks=disks)
+
     def restore_point(self) -> RestorePoint:
         return RestorePoint(self.manifest.state, self.memory_file)
 
@@ -78,35 +88,43 @@ def is_snapshot(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / MANIFEST_NAME).is_file()
 
 
-def write_snapshot(
-    path: Path, recipe: VmRecipe, capture: Callable[[Path], tuple[MachineState, MemoryImage]]
-) -> Snapshot:
+Capture = Callable[[Path, Mapping[int, Path]], tuple[MachineState, MemoryImage]]
+"""``capture(memory_path, frozen)``: write the VM's memory file and each disk ``frozen[index]``, return its state."""
+
+
+def write_snapshot(path: Path, recipe: VmRecipe, capture: Capture) -> Snapshot:
     """Write a snapshot of a running VM of ``recipe`` into the new directory ``path`` (blocking).
 
-    ``capture(memory_path)`` writes the VM's memory file there and returns its state,
-    holding the VM still meanwhile. Raises :class:`SnapshotError` for a VM with a
-    writable disk, and ``FileExistsError`` if ``path`` exists.
+    ``capture(memory_path, frozen)`` writes the VM's memory file there and a copy of
+    each writable disk (by index) to its path in ``frozen``, holding the VM still
+    meanwhile, and returns its state. Raises ``FileExistsError`` if ``path`` exists.
     """
-    writable = [str(disk.path) for disk in recipe.disks if not disk.read_only]
-    if writable:
-        raise SnapshotError("disk", f"writable disks cannot be snapshotted: {', '.join(writable)}")
     if path.exists():
         raise FileExistsError(f"{path} already exists")
+    frozen = {
+        index: Path(DISKS_DIR, f"{Path(block_device(index)).name}.img")
+        for index, disk in enumerate(recipe.disks) if not disk.read_only
+    }
     recipe = dataclasses.replace(
         recipe,
         kernel=Path(recipe.kernel).resolve(),
         initramfs=Path(recipe.initramfs).resolve(),
-        disks=tuple(Disk(Path(disk.path).resolve()) for disk in recipe.disks),
+        disks=tuple(
+            Disk(frozen[index], read_only=False, copy_on_write=True) if index in frozen
+            else Disk(Path(disk.path).resolve())
+            for index, disk in enumerate(recipe.disks)
+        ),
         # What init ran and the image's env live in guest memory; the manifest keeps neither.
         command=(),
         defaults=ProcessDefaults(),
     )
-    files = (recipe.kernel, recipe.initramfs, *(disk.path for disk in recipe.disks))
+    files = (recipe.kernel, recipe.initramfs, *(disk.path for disk in recipe.disks if disk.read_only))
     sha256 = {str(path): file_sha256(path) for path in files}
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    staging.mkdir(parents=True)
+    (staging / DISKS_DIR).mkdir(parents=True)
     try:
-        state, image = capture(staging / MEMORY_NAME)
+        state, image = capture(staging / MEMORY_NAME, {index: staging / name for index, name in frozen.items()})
+        sha256 |= {str(name): file_sha256(staging / name) for name in frozen.values()}
         manifest = Manifest(recipe=recipe, sha256=sha256, memory=image, state=state, host=this_host())
         _write_synced(staging / MANIFEST_NAME, encode(manifest))
         os.rename(staging, path)

@@ -1,3 +1,5 @@
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,39 @@ def test_unusable_images_are_refused(tmp_path: Path) -> None:
     odd.write_bytes(b"x" * 100)
     with pytest.raises(DiskError, match="512-byte sectors"):
         Block(Disk(odd))
+
+
+def test_copy_on_write_disks_share_the_file_read_their_own_writes_and_never_change_it(image: Path) -> None:
+    before = image.read_bytes()
+    disk = Disk(image, read_only=False, copy_on_write=True)
+    memories = [GuestMemory([(0, 1 << 20)]) for _ in range(2)]
+    drivers = [Driver(memory) for memory in memories]
+    devices = [Block(disk) for _ in drivers]  # both lock the file shared
+    for device, driver in zip(devices, drivers, strict=True):
+        device.activate([driver.queue], 0)
+    assert not devices[0].device_features & b.VIRTIO_BLK_F_RO
+    request(drivers[0], b.VIRTIO_BLK_T_OUT, 2, payload=b"w" * 512)
+    assert serve(devices[0], drivers[0]) == b.VIRTIO_BLK_S_OK
+    request(drivers[0], b.VIRTIO_BLK_T_FLUSH, 0)
+    assert serve(devices[0], drivers[0]) == b.VIRTIO_BLK_S_OK
+    request(drivers[0], b.VIRTIO_BLK_T_IN, 1, read_len=1536)
+    assert serve(devices[0], drivers[0]) == b.VIRTIO_BLK_S_OK
+    assert memories[0].read(PAYLOAD, 1536) == before[512:1024] + b"w" * 512 + before[1536:2048]
+    request(drivers[1], b.VIRTIO_BLK_T_IN, 2, read_len=512)
+    assert serve(devices[1], drivers[1]) == b.VIRTIO_BLK_S_OK
+    assert memories[1].read(PAYLOAD, 512) == before[1024:1536]
+    for device, memory in zip(devices, memories, strict=True):
+        device.close()
+        memory.close()
+    assert image.read_bytes() == before
+
+
+def test_a_copy_on_write_disk_whose_directory_takes_no_overlay_is_refused(
+    image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def read_only_filesystem(*_: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(b, "Overlay", read_only_filesystem)
+    with pytest.raises(DiskError, match="copy-on-write overlay in .*: Read-only file system"):
+        Block(Disk(image, read_only=False, copy_on_write=True))

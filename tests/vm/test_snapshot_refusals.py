@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -147,3 +148,15 @@ async def test_restoring_a_damaged_snapshot_fails_cleanly(baked: Snapshot, tmp_p
     # The damage is in the copy only.
     async with Machine.restore(baked) as vm:
         assert (await vm.exec(["true"])).exit_code == 0
+
+
+def test_a_version_6_snapshot_still_loads(baked: Snapshot, tmp_path: Path) -> None:
+    """Version 6 listed disks as plain paths, all read-only."""
+    path = copy_of(baked, tmp_path)
+    body = json.loads(encode(manifest_of(path)))
+    body["version"] = 6
+    body["recipe"]["disks"] = [disk["path"] for disk in body["recipe"]["disks"]]
+    del body["checksum"]
+    body["checksum"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    (path / MANIFEST_NAME).write_text(json.dumps(body))
+    assert Snapshot.load(path).manifest == baked.manifest

@@ -1,7 +1,7 @@
-"""virtio-blk (virtio 1.2, section 5.2) over a raw disk file.
+"""virtio-blk (virtio 1.2, section 5.2) over a disk file, raw or copy-on-write.
 
-Data moves between the file and guest memory with ``preadv``/``pwritev`` on views
-of guest RAM, without intermediate copies. Every request's sector range is
+Data moves between the file and guest memory through a :class:`DiskBackend` on
+views of guest RAM, without intermediate copies. Every request's sector range is
 checked against the disk's capacity; a read-only disk refuses writes.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..._errors import DiskError
+from .blk_backend import DiskBackend, Overlay, RawFile
 from .blk_lock import lock_disk, unlock_disk
 from .mmio import read_config_space
 from .queue import Buffer, DescriptorChain, Virtqueue
@@ -45,6 +46,8 @@ class Disk:
 
     path: Path
     read_only: bool = True
+    copy_on_write: bool = False
+    """Writable by the guest, but into a private overlay dropped with the VM: the file never changes."""
 
 
 class _Rejected(Exception):
@@ -68,15 +71,17 @@ class Block(RequestQueueDevice):
     def __init__(self, disk: Disk, holder: str = "") -> None:
         super().__init__()
         path = Path(disk.path)
+        self._file_read_only = disk.read_only or disk.copy_on_write
         try:
-            self._fd = os.open(path, (os.O_RDONLY if disk.read_only else os.O_RDWR) | os.O_CLOEXEC)
+            self._fd = os.open(path, (os.O_RDONLY if self._file_read_only else os.O_RDWR) | os.O_CLOEXEC)
         except OSError as error:
             raise DiskError(f"cannot open disk image {path}: {error.strerror}") from None
         size = os.fstat(self._fd).st_size
         try:
             if size % SECTOR_SIZE or not os.path.isfile(path):
                 raise DiskError(f"disk image {path} is not a regular file of whole 512-byte sectors")
-            lock_disk(self._fd, path, read_only=disk.read_only, holder=holder)
+            lock_disk(self._fd, path, read_only=self._file_read_only, holder=holder)
+            self._backend = self._open_backend(disk, size)
         except BaseException:
             os.close(self._fd)
             raise
@@ -86,6 +91,16 @@ class Block(RequestQueueDevice):
         self.device_features = (
             VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH | (VIRTIO_BLK_F_RO if disk.read_only else 0)
         )
+
+    def _open_backend(self, disk: Disk, size: int) -> DiskBackend:
+        if not disk.copy_on_write:
+            return RawFile(self._fd)
+        # Beside the base (not in /tmp, often RAM): the overlay grows as the guest writes.
+        directory = Path(disk.path).parent
+        try:
+            return Overlay(self._fd, size, directory)
+        except OSError as error:
+            raise DiskError(f"cannot make a copy-on-write overlay in {directory}: {error.strerror}") from None
 
     def read_config(self, offset: int, size: int) -> int:
         # 5.2.4: capacity, size_max (not offered), seg_max.
@@ -110,7 +125,7 @@ class Block(RequestQueueDevice):
                 self._transfer(queue, sector, data_out, write=True)
             elif kind == VIRTIO_BLK_T_FLUSH:
                 if not self.read_only:
-                    os.fsync(self._fd)
+                    self._backend.flush()
             elif kind == VIRTIO_BLK_T_GET_ID:
                 serial = self._serial.ljust(VIRTIO_BLK_ID_BYTES, b"\0")
                 written = queue.scatter(DescriptorChain(chain.head, writable=data_in), serial)
@@ -131,7 +146,7 @@ class Block(RequestQueueDevice):
         views = [queue.memory.view(buffer.addr, buffer.length) for buffer in buffers if buffer.length]
         try:
             offset = sector * SECTOR_SIZE
-            done = os.pwritev(self._fd, views, offset) if write else os.preadv(self._fd, views, offset)
+            done = self._backend.write(views, offset) if write else self._backend.read(views, offset)
         finally:
             for view in views:
                 view.release()
@@ -139,8 +154,13 @@ class Block(RequestQueueDevice):
             raise _Rejected(VIRTIO_BLK_S_IOERR)
         return length
 
+    def freeze(self, target_fd: int) -> None:
+        """Copy the disk as the guest sees it into the empty file ``target_fd`` (the VM held still)."""
+        self._backend.freeze(target_fd)
+
     def close(self) -> None:
         if self._fd >= 0:
-            unlock_disk(self._fd, read_only=self.read_only)
+            self._backend.close()
+            unlock_disk(self._fd, read_only=self._file_read_only)
             os.close(self._fd)
             self._fd = -1
