@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asupermachine import Image, Snapshot
+from asupermachine import Image, Machine, Snapshot
 from asupermachine._core import running
 from asupermachine._core.kvm.host import this_host
 
@@ -53,13 +53,30 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def baked() -> Snapshot:
+def cached_bake() -> Snapshot:
     """The built-in image baked once (the snapshot cache keeps it between runs)."""
 
     async def bake() -> Snapshot:
         return await (await Image.builtin()).bake()
 
     return anyio.run(bake)
+
+
+@pytest.fixture(scope="session")
+def baked(cached_bake: Snapshot, tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
+    """:func:`cached_bake` snapshotted afresh for this session, which the guest tests restore.
+
+    A restore moves the guest's clocks on by the snapshot's age, and the guest's
+    kernel then runs the timers that fell due: on software KVM, where that kernel
+    is emulated, a restore of a bake hours old took 2.7 s, of one minutes old 0.2-0.4 s.
+    """
+
+    async def young() -> Snapshot:
+        async with Machine.restore(cached_bake) as vm:
+            await vm.exec(["true"])
+            return await vm.snapshot(tmp_path_factory.mktemp("baked") / "snapshot")
+
+    return anyio.run(young)
 
 
 # Tests under these folders boot guests (or drive /dev/kvm) throughout.

@@ -134,8 +134,8 @@ async def test_two_vcpus_are_saved_and_restored(tmp_path: Path) -> None:
             assert online.stdout == b"0-1\n"
 
 
-async def test_bake_is_cached_by_image_assets_and_options(baked: Snapshot) -> None:
+async def test_bake_is_cached_by_image_assets_and_options(cached_bake: Snapshot) -> None:
     image = await Image.builtin()
-    assert (await image.bake()).path == baked.path
+    assert (await image.bake()).path == cached_bake.path
     with pytest.raises(WarmupFailed, match="exit 3"):
         await image.bake(warmup=["sh", "-c", "exit 3"])
