@@ -133,6 +133,10 @@ async def test_open_streams_a_large_file_in_and_out_without_holding_it(baked: Sn
 
 @ASYNCIO_ONLY
 @pytest.mark.guest_heavy  # the guest copies ~2 MiB/s under kvm_pvm: minutes, so the kvm_amd pass only
+@pytest.mark.xfail(
+    reason="in the kvm_amd L1 the guest reset the agent's vsock connection mid-way through 200 MiB (2026-12-05): "
+    "a bug being looked into; 4 MiB streams pass there", strict=False,
+)
 async def test_a_huge_file_in_a_tree_goes_up_and_comes_back_intact(baked: Snapshot, tmp_path: Path) -> None:
     (tmp_path / "src" / "nested").mkdir(parents=True)
     digest = hashlib.sha256()
