@@ -17,6 +17,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
+from ..native import ones_complement_sum
 from .stream_framing import ETH_HLEN, BytesLike
 
 ETH_P_IP = 0x0800
@@ -177,11 +178,6 @@ def _ethernet(destination: memoryview, source: memoryview, payload: bytes) -> by
 
 
 def internet_checksum(data: BytesLike) -> int:
-    """The ones' complement of the ones' complement sum of ``data``'s 16-bit words (RFC 1071)."""
-    data = bytes(data)
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    """The ones' complement of the ones' complement sum of ``data``'s 16-bit words (RFC 1071): 0 over a
+    header whose checksum field holds it."""
+    return ~ones_complement_sum(data) & 0xFFFF
