@@ -31,8 +31,10 @@ from ._errors import KernelImageError as KernelImageError
 from ._errors import KVMUnavailable as KVMUnavailable
 from ._errors import LayerError as LayerError
 from ._errors import MachineClosed as MachineClosed
+from ._errors import MachineInUse as MachineInUse
 from ._errors import ManifestError as ManifestError
 from ._errors import NetBackendError as NetBackendError
+from ._errors import PausedMachineNotFound as PausedMachineNotFound
 from ._errors import PlatformNotFound as PlatformNotFound
 from ._errors import RegistryError as RegistryError
 from ._errors import SnapshotError as SnapshotError
@@ -52,6 +54,7 @@ from ._outcome import ExecResult as ExecResult
 from ._outcome import ExitStatus as ExitStatus
 from ._outcome import GuestExit as GuestExit
 from ._outcome import ShutdownReason as ShutdownReason
+from ._paused import PausedMachine as PausedMachine
 from ._pool import Pool as Pool
 from ._pool import PoolStats as PoolStats
 from ._runtime import Runtime as Runtime

@@ -71,7 +71,11 @@ class Backend(Protocol):
         """Whether the guest runs or the host stopped it (it did not end by itself)."""
         ...
 
-    async def snapshot(self, path: Path, idle_within: float) -> Snapshot: ...
+    async def snapshot(
+        self, path: Path, idle_within: float, *, then_stop: Callable[[Snapshot], None] | None = None
+    ) -> Snapshot:
+        """Save the guest into the new directory ``path``; with ``then_stop``, call it and stop the guest for good."""
+        ...
 
     def kvm_stats(self) -> dict[str, int]:
         """KVM's cumulative counters of the VM (empty without KVM)."""

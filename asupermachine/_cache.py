@@ -19,6 +19,12 @@ def cache_root() -> Path:
     return Path(base) / "asupermachine"
 
 
+def data_root() -> Path:
+    """The project's directory for what the user keeps (``$XDG_DATA_HOME/asupermachine``): volumes, paused machines."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "asupermachine"
+
+
 def content_key(*parts: bytes) -> str:
     """A short, stable hash of the inputs that determine an artefact."""
     digest = hashlib.sha256()

@@ -18,7 +18,9 @@
     ├── GuestError                      the guest did what the VMM cannot continue from (vCPU failure)
     ├── GuestStopped                    the guest stopped (exit, power-off, panic) before or during a call
     ├── GuestUnresponsive               the guest did not answer in time (also a TimeoutError)
-    ├── MachineClosed                   the handle was closed (by close(), its timeout or its runtime)
+    ├── MachineClosed                   the handle was closed (by close(), pause(), its timeout or its runtime)
+    ├── PausedMachineNotFound           no paused machine has that id (also a LookupError)
+    ├── MachineInUse                    a paused machine is resumed already, in this process or another
     ├── CapacityExceeded                a runtime's machine or memory limit is reached (wait=False)
     ├── ExecError                       the agent could not start a command
     ├── ExecTimeout                     a command outlived its timeout and was killed (also a TimeoutError)
@@ -164,10 +166,19 @@ class MachineClosed(AsupermachineError):
         how = {
             CloseReason.TIMEOUT: "reached its timeout and was closed",
             CloseReason.RUNTIME: "was closed with its runtime",
+            CloseReason.PAUSED: "was paused: resume it by its id",
         }
         super().__init__(f"machine {machine_id} {how.get(reason, 'is closed')}")
         self.machine_id = machine_id
         self.reason = reason
+
+
+class PausedMachineNotFound(AsupermachineError, LookupError):
+    """No paused machine has the id asked for (it was never paused, resumed and ended, or removed)."""
+
+
+class MachineInUse(AsupermachineError):
+    """A paused machine runs already, resumed by this process or another: it cannot be resumed or removed."""
 
 
 class CapacityExceeded(AsupermachineError):

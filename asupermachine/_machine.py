@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, TypeVar, Unpack, overload
@@ -12,6 +17,7 @@ from typing import Literal, TypeVar, Unpack, overload
 import anyio
 import anyio.abc
 
+from . import _paused
 from ._backend import Backend
 from ._construction import NoPublicConstructor
 from ._core.agent import files, trees
@@ -24,10 +30,12 @@ from ._core.net.egress import EgressPolicy
 from ._core.vsock.host import VsockListener
 from ._errors import AsupermachineError, ExecTimeout, MachineClosed, NetBackendError, VsockConnectionReset
 from ._hooks import default_runtime
-from ._network import MachineNetwork
+from ._network import MachineNetwork, Network
 from ._options import RESTORE_KEYS, BootOptions, RestoreOptions, StartOptions
 from ._outcome import CloseReason, ExecResult, GuestExit
+from ._paused import PausedMachine
 from ._tree.extract import TreeExtractor, download_target
+from ._volume import Volume
 from .image.image import Image
 from .snapshot.snapshot import Snapshot, is_snapshot
 
@@ -35,6 +43,14 @@ AGENT_RETRY_INTERVAL = 0.05
 PORT_POLL_INTERVAL = 0.05
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a machine was made with that its pause keeps for its resume."""
+
+    network: Network | None = None
+    volumes: Mapping[str, Volume] = field(default_factory=dict)
 
 
 class Machine(metaclass=NoPublicConstructor):
@@ -46,12 +62,14 @@ class Machine(metaclass=NoPublicConstructor):
     """
 
     def __init__(
-        self, backend: Backend, machine_id: str, *, rename_guest: bool, network: MachineNetwork | None = None
+        self, backend: Backend, machine_id: str, *, rename_guest: bool, network: MachineNetwork | None = None,
+        made_with: Made = Made(),
     ) -> None:
         self._backend = backend
         self.id = machine_id
-        """Short and unique among live machines; also the guest's hostname."""
+        """Short and unique among live and paused machines; also the guest's hostname."""
         self._network = network
+        self._made_with = made_with
         self._rename_guest = rename_guest
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()
@@ -125,6 +143,16 @@ class Machine(metaclass=NoPublicConstructor):
     ) -> AsyncIterator[Machine]:
         """Resume a snapshot for the block: :meth:`Runtime.restore` on the default runtime."""
         async with await (await default_runtime()).restore(snapshot, **options) as machine:
+            yield machine
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def resume(cls, machine_id: str, **options: Unpack[RestoreOptions]) -> AsyncIterator[Machine]:
+        """Bring back a paused machine for the block: :meth:`Runtime.resume` on the default runtime.
+
+        Leaving the block ends it unless it was paused again in it (:meth:`pause`).
+        """
+        async with await (await default_runtime()).resume(machine_id, **options) as machine:
             yield machine
 
     # -- lifetime ------------------------------------------------------------------
@@ -484,6 +512,49 @@ class Machine(metaclass=NoPublicConstructor):
             await connection.send(encode_hostname(self.id))
             self._rename_guest = False
         return connection
+
+    async def pause(self, *, idle_within: float = 0.0) -> PausedMachine:
+        """Save this machine under its id and close it, freeing its memory; returns what was saved.
+
+        :meth:`Runtime.resume` (or :meth:`Machine.resume`) brings it back, in this
+        process or another, as it was: same id and hostname, its processes still
+        running, its files, volumes and network, and what was left of its timeout
+        (which does not count while it is paused). Its writable volumes and disks
+        stay where they are and stay its own: no other machine attaches them until
+        it is resumed and ends, or is removed. ``idle_within`` is as for :meth:`snapshot`.
+
+        :raises SnapshotError: if it cannot be saved; the machine then runs on, unchanged.
+        """
+        if self._close_reason is not None:
+            await self._until_freed()
+        self._check_usable()
+        timeout = None if self._life.deadline == float("inf") else max(0.0, self._life.deadline - anyio.current_time())
+        network = self._made_with.network
+        egress = self._backend.egress
+        if network is not None and egress is not None:
+            policy = egress.policy
+            network = dataclasses.replace(network, allow_out=policy.allow_out, deny_out=policy.deny_out)
+        staged = await anyio.to_thread.run_sync(_paused.staging, self.id)
+        saved: list[PausedMachine] = []
+
+        def then_stop(snapshot: Snapshot) -> None:
+            machine = PausedMachine(
+                id=self.id, paused_at=datetime.now(UTC), memory_mib=self.memory_mib, timeout=timeout,
+                network=network, volumes=self._made_with.volumes,
+                kept=tuple(map(_paused.KeptDisk.of, snapshot.kept_disks)), path=_paused.paused_root() / self.id,
+            )
+            _paused.commit(staged, machine)
+            saved.append(machine)
+            self._close_reason = CloseReason.PAUSED  # before the guest stops: its end is this pause
+
+        try:
+            await self._backend.snapshot(staged / _paused.SNAPSHOT_NAME, idle_within, then_stop=then_stop)
+        finally:
+            if not saved:
+                await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, staged, ignore_errors=True))
+        self._request_close(CloseReason.PAUSED)
+        await self._until_freed()
+        return saved[0]
 
     async def snapshot(self, path: str | os.PathLike[str], *, idle_within: float = 0.0) -> Snapshot:
         """Save this VM into the new directory ``path``; it runs on afterwards.

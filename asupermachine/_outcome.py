@@ -29,6 +29,8 @@ class CloseReason(enum.StrEnum):
     """Its ``timeout`` ran out."""
     RUNTIME = "runtime"
     """Its :class:`Runtime` closed."""
+    PAUSED = "paused"
+    """:meth:`Machine.pause` saved it; :meth:`Runtime.resume` brings it back."""
     STOPPED = "stopped"
     """The guest ended by itself (see :meth:`Machine.wait`)."""
 

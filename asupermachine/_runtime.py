@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -23,18 +25,19 @@ import anyio
 import anyio.abc
 import sniffio
 
-from . import _bake, _hooks
+from . import _bake, _hooks, _paused
 from ._core.arch.x86_64.cpuid import detect_cpu_model
 from ._core.builder import RestorePoint, check_shape
 from ._core.console import DEFAULT_CAPACITY
 from ._core.recipe import ProcessDefaults, VmRecipe
 from ._core.running import running
 from ._core.virtio.blk import Disk
-from ._errors import CapacityExceeded
-from ._machine import Machine
-from ._network import MachineNetwork, Network, NetworkOption, chosen_network
+from ._errors import CapacityExceeded, DiskError, MachineInUse, SnapshotError
+from ._machine import Machine, Made
+from ._network import MachineNetwork, NetworkOption, chosen_network
 from ._options import BootOptions, RestoreOptions, StartOptions
 from ._outcome import CloseReason
+from ._paused import PausedMachine
 from ._volume import attachments
 from .guest import resolve_assets
 from .image.image import Image
@@ -152,6 +155,11 @@ class Runtime:
         volumes = options.get("volumes", {})
         volume_disks, mounts = attachments(volumes, len(disks))
         for volume in volumes.values():
+            owner = await anyio.to_thread.run_sync(_paused.claimant, volume.path)
+            if owner is not None:
+                raise DiskError(
+                    f"volume {volume.path} belongs to paused machine {owner}: resume it, or remove it first"
+                )
             await volume.settle()
         recipe = VmRecipe(
             kernel=assets.kernel,
@@ -170,7 +178,7 @@ class Runtime:
             kernel_log=options.get("kernel_log", False),
             cmdline_extra=options.get("cmdline_extra", ""),
         )
-        return await self._launch(machine_id, recipe, None, options, network)
+        return await self._launch(machine_id, recipe, None, options, Made(network, dict(volumes)))
 
     async def restore(self, snapshot: Snapshot | str | os.PathLike[str], **options: Unpack[RestoreOptions]) -> Machine:
         """Resume a machine from ``snapshot`` (a :class:`Snapshot` or its directory, then loaded first).
@@ -184,6 +192,51 @@ class Runtime:
         """
         if not isinstance(snapshot, Snapshot):
             snapshot = await anyio.to_thread.run_sync(Snapshot.load, snapshot)
+        if snapshot.kept_disks:
+            raise SnapshotError("paused", f"{snapshot.path} is a paused machine's: resume it by its id")
+        return await self._restored(snapshot, self._new_id(), options, Made(volumes={}))
+
+    async def resume(self, machine_id: str, **options: Unpack[RestoreOptions]) -> Machine:
+        """Bring back the machine :meth:`Machine.pause` saved as ``machine_id``, in this process or another.
+
+        It carries on as it was: the same id and hostname, its processes, files,
+        volumes and network (published ports bound again), with the rest of its
+        timeout unless ``timeout`` is given. Pause it again to keep it; closing it
+        (or its timeout, or its runtime's end) ends it, and its pause is removed.
+
+        :raises PausedMachineNotFound: if no machine was paused as ``machine_id``
+        :raises MachineInUse: if it is resumed already (here or in another process)
+        :raises SnapshotError: if its pause is damaged, or a disk it kept was changed
+            since; the pause is left as it is
+        """
+        if machine_id in self._machines:
+            raise MachineInUse(f"machine {machine_id} runs in this runtime")
+        claim = await anyio.to_thread.run_sync(_paused.Resumption.claim, machine_id)
+        try:
+            record = await anyio.to_thread.run_sync(_paused.load, machine_id)
+            snapshot = await anyio.to_thread.run_sync(record.snapshot)
+            chosen: RestoreOptions = {"timeout": record.timeout, "network": record.network or False, **options}
+            made = Made(record.network, record.volumes)
+            return await self._restored(snapshot, machine_id, chosen, made, resumption=claim)
+        except BaseException:
+            claim.release()
+            raise
+
+    async def paused(self) -> list[PausedMachine]:
+        """Every paused machine of this user (not only this runtime's), the oldest pause first."""
+        return await anyio.to_thread.run_sync(_paused.listed)
+
+    async def remove_paused(self, machine_id: str) -> None:
+        """Delete a paused machine and what it saved (its volumes stay, free for others).
+
+        :raises PausedMachineNotFound: if there is none; :class:`MachineInUse` while it is resumed.
+        """
+        await anyio.to_thread.run_sync(_paused.remove, machine_id)
+
+    async def _restored(
+        self, snapshot: Snapshot, machine_id: str, options: RestoreOptions, made: Made,
+        resumption: _paused.Resumption | None = None,
+    ) -> Machine:
         recipe = snapshot.recipe
         network = chosen_network(options.get("network", recipe.network is not None))
         if recipe.network is None and network is not None:
@@ -192,7 +245,8 @@ class Runtime:
             if network is None:
                 raise ValueError(f"snapshot {snapshot.path} has a NIC, so its machines have a network (network=False)")
             network.check_restorable(recipe.network)
-        return await self._launch(self._new_id(), recipe, snapshot.restore_point(), options, network)
+        made = dataclasses.replace(made, network=network)
+        return await self._launch(machine_id, recipe, snapshot.restore_point(), options, made, resumption)
 
     async def bake(
         self,
@@ -219,13 +273,13 @@ class Runtime:
     # -- running -----------------------------------------------------------------
 
     def _new_id(self) -> str:
-        while (machine_id := secrets.token_hex(ID_BYTES)) in self._machines:
+        while (machine_id := secrets.token_hex(ID_BYTES)) in self._machines or _paused.exists(machine_id):
             pass
         return machine_id
 
     async def _launch(
-        self, machine_id: str, recipe: VmRecipe, restore: RestorePoint | None, options: RestoreOptions,
-        network: Network | None,
+        self, machine_id: str, recipe: VmRecipe, restore: RestorePoint | None, options: RestoreOptions, made: Made,
+        resumption: _paused.Resumption | None = None,
     ) -> Machine:
         if self._tasks is None or self._closing:
             raise RuntimeError("this runtime is not running: use it inside 'async with Runtime() as rt'")
@@ -234,7 +288,7 @@ class Runtime:
         try:
             machine: Machine = await self._tasks.start(
                 self._serve, machine_id, recipe, restore, options.get("console_capacity", DEFAULT_CAPACITY),
-                options.get("timeout"), network, name=f"machine-{machine_id}",
+                options.get("timeout"), made, resumption, name=f"machine-{machine_id}",
             )
         except BaseException:
             self._release(recipe.memory_mib)
@@ -243,18 +297,27 @@ class Runtime:
 
     async def _serve(
         self, machine_id: str, recipe: VmRecipe, restore: RestorePoint | None, console_capacity: int,
-        timeout: float | None, network: Network | None, *, task_status: anyio.abc.TaskStatus[Machine],
+        timeout: float | None, made: Made, resumption: _paused.Resumption | None, *,
+        task_status: anyio.abc.TaskStatus[Machine],
     ) -> None:
-        """Run one machine until it is closed, times out or its guest stops; never disturb the others."""
+        """Run one machine until it is closed, times out or its guest stops; never disturb the others.
+
+        A machine ``resumption`` brought back from a pause keeps it until it ends: paused
+        again, its new pause stays; ended otherwise, its pause goes.
+        """
         machine: Machine | None = None
         reason = CloseReason.STOPPED
+        network = made.network
         passt = egress = None
         if network is not None and recipe.network is not None:
             passt, egress = network.passt(recipe.network), network.egress(recipe.network)
         try:
             async with running(recipe, console_capacity, restore, passt, egress, holder=machine_id) as engine:
                 info = None if passt is None or recipe.network is None else MachineNetwork.of(recipe.network, passt)
-                machine = Machine._create(engine, machine_id, rename_guest=restore is not None, network=info)
+                machine = Machine._create(
+                    engine, machine_id, rename_guest=restore is not None and resumption is None, network=info,
+                    made_with=made,
+                )
                 self._machines[machine_id] = machine
                 if self._closing:
                     machine._request_close(CloseReason.RUNTIME)
@@ -268,6 +331,11 @@ class Runtime:
             if machine is not None:
                 self._machines.pop(machine_id, None)
                 self._release(recipe.memory_mib)
+                if resumption is not None:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(
+                            functools.partial(resumption.end, paused=reason is CloseReason.PAUSED)
+                        )
                 machine._mark_closed(reason)
 
     async def _admit(self, memory_mib: int, wait: bool) -> None:

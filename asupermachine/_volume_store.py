@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._cache import data_root
 from ._core.virtio.blk_lock import lock_disk
 from ._volume import Volume
 
@@ -27,8 +28,7 @@ class NamedVolume:
 
 def volumes_dir() -> Path:
     """Where named volumes live (``$XDG_DATA_HOME/asupermachine/volumes``)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "asupermachine" / "volumes"
+    return data_root() / "volumes"
 
 
 def named_path(name: str) -> Path:

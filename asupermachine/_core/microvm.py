@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+from .._outcome import GuestExit, ShutdownReason
 from .console import Console
 from .device_manager import MmioDeviceManager
 from .devices.bus import Bus
@@ -137,6 +138,13 @@ class MicroVm:
             tsc_khz=self.vcpus[0].tsc_khz(),
             task_vector_states=self.vector_states.states.state(),
         )
+
+    def retire(self) -> None:
+        """Stop the quiesced VM for good (inside :meth:`quiesced`): no vCPU runs again and no device serves
+        another request, so what was captured is the VM's last state, disks included."""
+        for _, service in self.devices:
+            service.retire()
+        self.stop.request(GuestExit(ShutdownReason.HOST))
 
     def freeze_disk(self, index: int, target: Path) -> None:
         """Write disk ``index`` as the guest sees it to the new file ``target``, synced (inside :meth:`quiesced`)."""

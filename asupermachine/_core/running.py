@@ -80,20 +80,40 @@ class RunningVm:
         stop = self.microvm.stop
         return stop.failure is None and (stop.result is None or stop.result.reason is ShutdownReason.HOST)
 
-    async def snapshot(self, path: Path, idle_within: float) -> Snapshot:
-        """Save the VM into the new directory ``path`` (see :meth:`Machine.snapshot`)."""
+    async def snapshot(
+        self, path: Path, idle_within: float, *, then_stop: Callable[[Snapshot], None] | None = None
+    ) -> Snapshot:
+        """Save the VM into the new directory ``path`` (see :meth:`Machine.snapshot`).
+
+        With ``then_stop`` (a pause) the VM is held still from the capture until
+        ``then_stop(snapshot)`` has returned, and then never runs again: its writable
+        disks stay where they are, in the state the snapshot expects. If anything
+        fails before that, the VM runs on as if nothing had happened.
+        """
         microvm = self.microvm
 
         def capture(memory_path: Path, frozen: Mapping[int, Path]) -> tuple[MachineState, MemoryImage]:
+            state = microvm.capture()
+            for index, target in frozen.items():
+                microvm.freeze_disk(index, target)
+            with microvm.memory.whole as memory:
+                return state, write_memory(memory, memory_path)
+
+        def write() -> Snapshot:
+            if then_stop is None:
+                def held(memory_path: Path, frozen: Mapping[int, Path]) -> tuple[MachineState, MemoryImage]:
+                    with microvm.quiesced(idle_within):
+                        return capture(memory_path, frozen)
+
+                return write_snapshot(path, self.recipe, held)
             with microvm.quiesced(idle_within):
-                state = microvm.capture()
-                for index, target in frozen.items():
-                    microvm.freeze_disk(index, target)
-                with microvm.memory.whole as memory:
-                    return state, write_memory(memory, memory_path)
+                snapshot = write_snapshot(path, self.recipe, capture, keep_writable=True)
+                then_stop(snapshot)
+                microvm.retire()
+                return snapshot
 
         try:
-            return await anyio.to_thread.run_sync(write_snapshot, path, self.recipe, capture)
+            return await anyio.to_thread.run_sync(write)
         except VmStopped:
             raise SnapshotError("running", "the VM stopped before it could be snapshotted") from None
 

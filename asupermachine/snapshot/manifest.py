@@ -28,9 +28,10 @@ from .._core.virtio.mmio import TransportState
 from .._errors import SnapshotError
 from .memory_file import MemoryImage
 
-FORMAT_VERSION = 7
-"""7: disks are objects, and a writable disk is frozen into the snapshot; 6 (all disks read-only paths) still reads."""
-READABLE_VERSIONS = (6, FORMAT_VERSION)
+FORMAT_VERSION = 8
+"""8: a disk may be kept in place, writable (a paused machine's); 7: disks are objects, and a writable disk
+is frozen into the snapshot; 6: all disks are read-only paths. All three read."""
+READABLE_VERSIONS = (6, 7, FORMAT_VERSION)
 FORMAT_NAME = "asupermachine-snapshot"
 
 
@@ -38,9 +39,10 @@ FORMAT_NAME = "asupermachine-snapshot"
 class Manifest:
     recipe: VmRecipe
     """How the VM was made; its files by absolute path, but for the frozen copies of its writable disks:
-    those are copy-on-write and their paths relative to the snapshot's directory."""
+    those are copy-on-write and their paths relative to the snapshot's directory. A paused machine's
+    writable disks are kept in place instead (writable, not copy-on-write)."""
     sha256: Mapping[str, str]
-    """The content hash of every file the recipe names (kernel, initramfs, disks), by path."""
+    """The content hash of every file the recipe names (kernel, initramfs, disks) but kept disks, by path."""
     memory: MemoryImage
     state: MachineState
     host: KvmHost
@@ -55,7 +57,10 @@ def encode(manifest: Manifest) -> bytes:
         "recipe": {
             "kernel": str(recipe.kernel),
             "initramfs": str(recipe.initramfs),
-            "disks": [{"path": str(disk.path), "copy_on_write": disk.copy_on_write} for disk in recipe.disks],
+            "disks": [
+                {"path": str(disk.path), "read_only": disk.read_only, "copy_on_write": disk.copy_on_write}
+                for disk in recipe.disks
+            ],
             "cpu_model": recipe.cpu_model.value,
             "vcpus": recipe.vcpus,
             "memory_mib": recipe.memory_mib,
@@ -90,7 +95,8 @@ def decode(data: bytes, where: Path) -> Manifest:
     try:
         recipe = _decode_recipe(body["recipe"])
         sha256 = {str(path): str(digest) for path, digest in body["sha256"].items()}
-        unhashed = {recipe.kernel, recipe.initramfs, *(disk.path for disk in recipe.disks)} - set(map(Path, sha256))
+        hashed = {recipe.kernel, recipe.initramfs, *(disk.path for disk in recipe.disks if not is_kept(disk))}
+        unhashed = hashed - set(map(Path, sha256))
         if unhashed:
             raise ValueError(f"no sha256 for {sorted(map(str, unhashed))}")
         return Manifest(
@@ -123,11 +129,17 @@ def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
     )
 
 
+def is_kept(disk: Disk) -> bool:
+    """Whether a snapshot's disk is kept in place (a paused machine's writable disk), not frozen or hashed."""
+    return not (disk.read_only or disk.copy_on_write)
+
+
 def _decode_disk(body: str | dict[str, Any]) -> Disk:
     if isinstance(body, str):  # version 6
         return Disk(Path(body))
     copy_on_write = bool(body["copy_on_write"])
-    return Disk(Path(body["path"]), read_only=not copy_on_write, copy_on_write=copy_on_write)
+    read_only = bool(body.get("read_only", not copy_on_write))  # version 7: no disk was kept
+    return Disk(Path(body["path"]), read_only=read_only, copy_on_write=copy_on_write)
 
 
 def _decode_network(body: dict[str, Any] | None) -> GuestNetwork | None:

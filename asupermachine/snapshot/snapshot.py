@@ -1,7 +1,8 @@
 """A snapshot on disk: a directory holding ``snapshot.json``, the sparse ``memory`` file and ``disks/``.
 
 ``disks/`` holds a frozen copy of each disk the VM could write (``vdb.img``, ...):
-its restores see it copy-on-write, so it never changes.
+its restores see it copy-on-write, so it never changes. A paused machine's snapshot
+keeps its writable disks in place instead: only its resume may write them.
 
 :func:`write_snapshot` takes one of a running VM (which keeps running);
 :meth:`Snapshot.load` checks one completely before anything of it is mapped.
@@ -28,7 +29,7 @@ from .._core.recipe import ProcessDefaults, VmRecipe
 from .._core.virtio.blk import Disk
 from .._errors import SnapshotError
 from ..guest import resolve_assets
-from .manifest import Manifest, decode, encode
+from .manifest import Manifest, decode, encode, is_kept
 from .memory_file import MemoryImage, verify_memory
 
 MANIFEST_NAME = "snapshot.json"
@@ -60,7 +61,8 @@ class Snapshot:
         manifest = decode(data, root / MANIFEST_NAME)
         _check_assets(manifest)
         for disk in manifest.recipe.disks:
-            _check_disk(root / disk.path, manifest.sha256[str(disk.path)])
+            if not is_kept(disk):
+                _check_disk(root / disk.path, manifest.sha256[str(disk.path)])
         _check_cpu(manifest)
         if manifest.memory.size != manifest.recipe.memory_mib * MIB:
             # The VM maps this much of the file: anything shorter would fault the host.
@@ -79,6 +81,11 @@ class Snapshot:
         disks = tuple(dataclasses.replace(disk, path=self.path / disk.path) for disk in self.manifest.recipe.disks)
         return dataclasses.replace(self.manifest.recipe, disks=disks)
 
+    @property
+    def kept_disks(self) -> tuple[Path, ...]:
+        """The writable disks kept in place (a paused machine's), by path; empty for a snapshot to clone."""
+        return tuple(Path(disk.path) for disk in self.manifest.recipe.disks if is_kept(disk))
+
     def restore_point(self) -> RestorePoint:
         return RestorePoint(self.manifest.state, self.memory_file)
 
@@ -92,18 +99,21 @@ Capture = Callable[[Path, Mapping[int, Path]], tuple[MachineState, MemoryImage]]
 """``capture(memory_path, frozen)``: write the VM's memory file and each disk ``frozen[index]``, return its state."""
 
 
-def write_snapshot(path: Path, recipe: VmRecipe, capture: Capture) -> Snapshot:
+def write_snapshot(path: Path, recipe: VmRecipe, capture: Capture, *, keep_writable: bool = False) -> Snapshot:
     """Write a snapshot of a running VM of ``recipe`` into the new directory ``path`` (blocking).
 
     ``capture(memory_path, frozen)`` writes the VM's memory file there and a copy of
     each writable disk (by index) to its path in ``frozen``, holding the VM still
-    meanwhile, and returns its state. Raises ``FileExistsError`` if ``path`` exists.
+    meanwhile, and returns its state. With ``keep_writable`` (a pause), writable disks
+    that are files of the user's are not copied but kept in place. Raises
+    ``FileExistsError`` if ``path`` exists.
     """
     if path.exists():
         raise FileExistsError(f"{path} already exists")
     frozen = {
         index: Path(DISKS_DIR, f"{Path(block_device(index)).name}.img")
-        for index, disk in enumerate(recipe.disks) if not disk.read_only
+        for index, disk in enumerate(recipe.disks)
+        if not disk.read_only and not (keep_writable and not disk.copy_on_write)
     }
     recipe = dataclasses.replace(
         recipe,
@@ -111,7 +121,7 @@ def write_snapshot(path: Path, recipe: VmRecipe, capture: Capture) -> Snapshot:
         initramfs=Path(recipe.initramfs).resolve(),
         disks=tuple(
             Disk(frozen[index], read_only=False, copy_on_write=True) if index in frozen
-            else Disk(Path(disk.path).resolve())
+            else Disk(Path(disk.path).resolve(), read_only=disk.read_only)
             for index, disk in enumerate(recipe.disks)
         ),
         # What init ran and the image's env live in guest memory; the manifest keeps neither.

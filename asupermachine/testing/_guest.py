@@ -84,7 +84,9 @@ class FakeGuest:
     def host_stopped(self) -> bool:
         return self._exit is None or self._exit.reason is ShutdownReason.HOST
 
-    async def snapshot(self, path: Path, idle_within: float) -> Snapshot:
+    async def snapshot(
+        self, path: Path, idle_within: float, *, then_stop: Callable[[Snapshot], None] | None = None
+    ) -> Snapshot:
         raise SnapshotError("running", "a fake guest has no state to snapshot")
 
     def stop(self, exit: GuestExit) -> None:

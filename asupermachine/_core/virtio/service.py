@@ -52,6 +52,7 @@ class VirtioService:
             )
             self.lock = bus.register(slot.base, VIRTIO_MMIO_SIZE, self.transport)
             """Held while the device runs: take it to touch the device's state from elsewhere."""
+            self._retired = False
         except BaseException:
             self.close()
             raise
@@ -98,7 +99,7 @@ class VirtioService:
         """Run ``work`` on the active device under its lock; interrupt if it used buffers of ``queue``."""
         transport = self.transport
         with self.lock:
-            if not transport.active:
+            if not transport.active or self._retired:
                 return
             try:
                 used = work()
@@ -107,6 +108,11 @@ class VirtioService:
                 return
             if used and not transport.queues[queue].interrupt_suppressed():
                 transport.signal_used()
+
+    def retire(self) -> None:
+        """Serve nothing more, not even what the guest queued before (under :attr:`lock`): the VM was
+        saved with those requests pending, and its restore serves them."""
+        self._retired = True
 
     def close(self) -> None:
         """Close the eventfds; call after :meth:`run` has ended and the VM fd is closed."""

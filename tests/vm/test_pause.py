@@ -1,0 +1,163 @@
+"""Pause and resume by id in real guests: processes, files, volumes and timeouts carry over, across processes.
+
+Paused machines go to ``$XDG_DATA_HOME``, here each test's own directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from asupermachine import (
+    CloseReason,
+    DiskError,
+    Machine,
+    MachineClosed,
+    MachineInUse,
+    PausedMachineNotFound,
+    Runtime,
+    Snapshot,
+    SnapshotError,
+    Volume,
+)
+from tests.support.resources import assert_nothing_left, held
+
+DEADLINE = 600  # seconds: boots, restores and execs under software KVM, with room
+
+
+@pytest.fixture(autouse=True)
+def own_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    return home
+
+
+async def run(vm: Machine, script: str) -> str:
+    result = await vm.exec(["sh", "-c", script])
+    assert result.status.exit_code == 0, result
+    return result.stdout.decode()
+
+
+@pytest.mark.anyio
+async def test_pause_resume_twice_keeps_writes_processes_and_the_id(baked: Snapshot) -> None:
+    before = held()
+    with anyio.fail_after(DEADLINE):
+        async with Runtime() as rt:
+            vm = await rt.restore(baked)
+            machine_id = vm.id
+            # A process that outlives every exec: it counts, so a resumed one shows it ran on.
+            await run(vm, "(while :; do echo tick >> /root/ticks; sleep 0.2; done) </dev/null >/dev/null 2>&1 &"
+                          " echo $! > /root/pid; echo one > /root/first")
+            paused = await vm.pause()
+            assert (paused.id, vm.closed, vm.close_reason) == (machine_id, True, CloseReason.PAUSED)
+            with pytest.raises(MachineClosed, match="was paused"):
+                await vm.exec(["true"])
+            assert [machine.id for machine in await rt.paused()] == [machine_id]
+            assert paused.memory_mib == 256 and paused.timeout is None and not paused.resumed
+
+            vm = await rt.resume(machine_id)
+            assert vm.id == machine_id and (await rt.paused())[0].resumed
+            with pytest.raises(MachineInUse):
+                await rt.resume(machine_id)
+            assert await run(vm, "hostname; cat /root/first; kill -0 $(cat /root/pid) && echo alive") == (
+                f"{machine_id}\none\nalive\n"
+            )
+            ticks = int(await run(vm, "wc -l < /root/ticks"))
+            await run(vm, "echo two > /root/second")
+            await vm.pause()
+
+            vm = await rt.resume(machine_id)
+            assert await run(vm, "cat /root/first /root/second; kill -0 $(cat /root/pid) && echo alive") == (
+                "one\ntwo\nalive\n"
+            )
+            await run(vm, f"until [ $(wc -l < /root/ticks) -gt {ticks} ]; do sleep 0.1; done")
+            await vm.close()  # ended for good: its pause goes
+            assert await rt.paused() == []
+            with pytest.raises(PausedMachineNotFound):
+                await rt.resume(machine_id)
+    assert_nothing_left(before)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_a_paused_timeout_stops_counting_and_a_resume_in_another_process_goes_on(
+    baked: Snapshot, own_data_home: Path
+) -> None:
+    with anyio.fail_after(DEADLINE):
+        async with Machine.restore(baked, timeout=3600) as vm:
+            await run(vm, "echo from-the-first > /root/note")
+            first = await vm.pause()
+        assert first.timeout is not None and 3000 < first.timeout <= 3600
+        time.sleep(1.5)  # paused: none of this counts
+        script = textwrap.dedent(f"""
+            import anyio, json
+            from asupermachine import Machine
+
+            async def main():
+                async with Machine.resume({first.id!r}) as vm:
+                    note = (await vm.exec(["cat", "/root/note"])).stdout.decode()
+                    await vm.exec(["sh", "-c", "echo from-the-second >> /root/note"])
+                    paused = await vm.pause()
+                print(json.dumps({{"note": note, "timeout": paused.timeout}}))
+
+            anyio.run(main)
+        """)
+        started = time.monotonic()
+        child = await anyio.run_process(
+            [sys.executable, "-c", script], env={**os.environ, "XDG_DATA_HOME": str(own_data_home)}, check=False
+        )
+        resumed_for = time.monotonic() - started
+        assert child.returncode == 0, child.stderr.decode()
+        said = json.loads(child.stdout)
+        assert said["note"] == "from-the-first\n"
+        assert first.timeout - resumed_for <= said["timeout"] < first.timeout
+        async with Machine.resume(first.id) as vm:
+            assert await run(vm, "cat /root/note") == "from-the-first\nfrom-the-second\n"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_a_paused_machine_keeps_its_volume_and_a_damaged_or_changed_pause_is_refused(tmp_path: Path) -> None:
+    volume = await Volume.create(tmp_path / "work.ext4", size_mib=16)
+    with anyio.fail_after(DEADLINE):
+        async with Machine.boot(volumes={"/work": volume}) as vm:
+            await run(vm, "echo before > /work/a")
+            paused = await vm.pause()
+        assert [kept.path for kept in paused.kept] == [volume.path]
+        for other in (volume, Volume(volume.path, read_only=True)):
+            with pytest.raises(DiskError, match=f"belongs to paused machine {paused.id}"):
+                async with Machine.boot(volumes={"/work": other}):
+                    pass
+        async with Machine.resume(paused.id) as vm:
+            assert await run(vm, "cat /work/a; echo after > /work/b; cat /work/b") == "before\nafter\n"
+            await vm.pause()
+
+        record = paused.path / "machine.json"
+        good = record.read_bytes()
+        record.write_bytes(good[:-10])
+        with pytest.raises(SnapshotError, match="damaged"):
+            async with Machine.resume(paused.id):
+                pass
+        record.write_bytes(good)
+        os.utime(volume.path)  # as if someone wrote it meanwhile
+        with pytest.raises(SnapshotError, match="changed since it paused"):
+            async with Machine.resume(paused.id):
+                pass
+        assert (tmp_path / "data" / "asupermachine" / "paused" / paused.id / "snapshot").is_dir()  # nothing lost
+        async with Runtime() as rt:
+            await rt.remove_paused(paused.id)
+            assert await rt.paused() == []
+    # Removed, the pause frees its volume as a killed machine would: the journal replayed, it holds every write.
+    await Volume(volume.path, read_only=True).settle()
+    check = subprocess.run(["e2fsck", "-n", "-f", str(volume.path)], capture_output=True, text=True)
+    assert check.returncode == 0, check
+    listing = subprocess.run(["debugfs", "-R", "ls -l /", str(volume.path)], capture_output=True, text=True)
+    assert " a" in listing.stdout and " b" in listing.stdout, listing
