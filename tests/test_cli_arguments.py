@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from asupermachine import Network, Volume
-from asupermachine.cli import SUBCOMMANDS, _command, _env, _parser, main, network_option, run_target, volume_option
+from asupermachine.cli import SUBCOMMANDS, _command, _parser, main, network_option, run_target, volume_option
+from asupermachine.cli._streams import parse_env
 
 SUBCOMMANDS_WITH_VCPUS = ["boot", "exec", "run", "bake"]
 
@@ -235,24 +236,24 @@ def test_no_words_make_no_command() -> None:
 
 
 def test_env_pairs_become_a_mapping() -> None:
-    assert _env(["A=1", "PATH=/bin:/usr/bin"]) == {"A": "1", "PATH": "/bin:/usr/bin"}
+    assert parse_env(["A=1", "PATH=/bin:/usr/bin"]) == {"A": "1", "PATH": "/bin:/usr/bin"}
 
 
 def test_env_value_keeps_any_further_equals_signs() -> None:
-    assert _env(["OPTS=a=b=c"]) == {"OPTS": "a=b=c"}
+    assert parse_env(["OPTS=a=b=c"]) == {"OPTS": "a=b=c"}
 
 
 def test_env_value_may_be_empty() -> None:
-    assert _env(["EMPTY="]) == {"EMPTY": ""}
+    assert parse_env(["EMPTY="]) == {"EMPTY": ""}
 
 
 def test_env_later_key_wins() -> None:
-    assert _env(["A=1", "B=2", "A=3"]) == {"A": "3", "B": "2"}
+    assert parse_env(["A=1", "B=2", "A=3"]) == {"A": "3", "B": "2"}
 
 
 def test_env_item_without_equals_is_refused_not_dropped() -> None:
     with pytest.raises(SystemExit) as exit_info:
-        _env(["A=1", "HOME"])
+        parse_env(["A=1", "HOME"])
     assert isinstance(exit_info.value.code, str)
     assert "-e HOME" in exit_info.value.code and "KEY=VALUE" in exit_info.value.code
 

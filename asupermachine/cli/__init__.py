@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import anyio
-import anyio.abc
 
-from ._bake import BakeOptions, cached
-from ._errors import AsupermachineError
-from ._machine import Machine
-from ._network import Network, NetworkOption, chosen_network
-from ._outcome import ExecResult, ExitStatus, ShutdownReason
-from ._terminal import attach, raw_mode, send_input, terminal_size
-from ._volume import Volume
-from ._volume_store import DEFAULT_SIZE_MIB, create_named, list_named, named_path, remove_named
-from .image.digest import Digest
-from .image.image import Image
-from .image.store import Store
-
-# Shell convention for "ended by something other than a normal exit".
-STATUS_ABNORMAL_END = 128
-STDIN = 0
+from .._bake import BakeOptions, cached
+from .._errors import AsupermachineError
+from .._machine import Machine
+from .._network import Network, NetworkOption, chosen_network
+from .._volume import Volume
+from .._volume_store import DEFAULT_SIZE_MIB, create_named, list_named, named_path, remove_named
+from ..image.digest import Digest
+from ..image.image import Image
+from ..image.store import Store
+from ._streams import parse_env, print_result, say, stream_console_and_wait, stream_process
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -175,7 +167,7 @@ async def _boot(args: argparse.Namespace) -> int:
         memory_mib=args.memory,
         kernel_log=args.kernel_log,
     ) as vm:
-        return await _stream_console_and_wait(vm)
+        return await stream_console_and_wait(vm)
 
 
 def _show_progress(done: int, total: int, blobs_done: int, blobs_total: int) -> None:
@@ -226,22 +218,22 @@ async def _run(args: argparse.Namespace) -> int:
         if not command:
             raise SystemExit("asupermachine run --snapshot DIR: give a command after --")
         async with Machine.restore(args.snapshot, network=network_option(args)) as vm:
-            return await _stream_process(vm, command, args)
+            return await stream_process(vm, command, args)
     image = await Image.resolve(reference, insecure=args.insecure)
     if args.cold and (args.tty or args.interactive):
         raise SystemExit("asupermachine run: --cold runs the command on the console; -i and -t need the agent")
     if args.cold:
-        _say("booting cold")
+        say("booting cold")
         async with Machine.start(
-            image, command=command or None, run=True, env=_env(args.env), workdir=args.workdir, user=args.user,
+            image, command=command or None, run=True, env=parse_env(args.env), workdir=args.workdir, user=args.user,
             vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args), volumes=volumes,
         ) as vm:
-            return await _stream_console_and_wait(vm)
+            return await stream_console_and_wait(vm)
     argv = [*image.config.entrypoint, *command] if command else list(image.config.args)
     if not argv:
         raise SystemExit(f"asupermachine run: image {image.name} has no entrypoint or cmd; give a command")
     async with await _restore_baked(image, args) as vm:
-        return await _stream_process(vm, argv, args)
+        return await stream_process(vm, argv, args)
 
 
 async def _restore_baked(image: Image, args: argparse.Namespace) -> Machine:
@@ -250,48 +242,10 @@ async def _restore_baked(image: Image, args: argparse.Namespace) -> Machine:
     options = BakeOptions(vcpus=args.vcpus, memory_mib=args.memory, network=chosen_network(network))
     snapshot = await cached(image, options)
     if snapshot is None:
-        _say(f"baking {image.name} once (the next runs restore it; --cold boots afresh)")
+        say(f"baking {image.name} once (the next runs restore it; --cold boots afresh)")
         snapshot = await image.bake(vcpus=args.vcpus, memory_mib=args.memory, network=network)
-    _say(f"restoring the baked snapshot {snapshot.path}")
+    say(f"restoring the baked snapshot {snapshot.path}")
     return await Machine.create(snapshot, network=network)
-
-
-async def _stream_process(vm: Machine, argv: list[str], args: argparse.Namespace) -> int:
-    """Run ``argv`` through the agent with the CLI's env, workdir, user and -i/-t; its status.
-
-    With ``-t`` and a terminal on stdin the command runs on a guest pty attached to
-    it; with ``-i`` stdin goes to the command, else the command's stdin is empty.
-    """
-    on_terminal = args.tty and os.isatty(STDIN)
-    if args.tty and not on_terminal:
-        _say("-t: stdin is not a terminal, so the command runs with plain pipes")
-    size = terminal_size(STDIN) if on_terminal else (24, 80)
-    async with await vm.spawn(
-        argv, env=_env(args.env), workdir=args.workdir, user=args.user, tty=on_terminal, size=size
-    ) as process:
-        if on_terminal:
-            with raw_mode(STDIN):
-                return _exit_code(await attach(process, stdin=STDIN, stdout=sys.stdout.buffer))
-        async with anyio.create_task_group() as tasks:
-            if args.interactive:
-                tasks.start_soon(send_input, process, STDIN)
-            else:
-                await process.stdin.aclose()
-            async with anyio.create_task_group() as output:
-                output.start_soon(_copy, process.stdout, sys.stdout.buffer)
-                output.start_soon(_copy, process.stderr, sys.stderr.buffer)
-            tasks.cancel_scope.cancel()  # the command is done with its input
-        return _exit_code(await process.wait())
-
-
-async def _copy(source: anyio.abc.ByteReceiveStream, target: BinaryIO) -> None:
-    async for chunk in source:
-        target.write(chunk)
-        target.flush()
-
-
-def _say(message: str) -> None:
-    print(f"asupermachine: {message}", file=sys.stderr, flush=True)
 
 
 async def _load(args: argparse.Namespace) -> int:
@@ -329,43 +283,20 @@ async def _volume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _env(items: list[str]) -> dict[str, str]:
-    """``-e KEY=VALUE`` words as a mapping; a later KEY wins. Exits on a word without ``=``."""
-    env: dict[str, str] = {}
-    for item in items:
-        key, equals, value = item.partition("=")
-        if not equals:
-            raise SystemExit(f"asupermachine: -e {item}: give KEY=VALUE (a value may be empty: {item}=)")
-        env[key] = value
-    return env
-
-
-async def _stream_console_and_wait(vm: Machine) -> int:
-    out = sys.stdout.buffer
-    async for chunk in vm.console:
-        out.write(chunk)
-        out.flush()
-    result = await vm.wait()
-    if result.reason is ShutdownReason.EXIT and result.exit_code is not None:
-        return result.exit_code
-    print(f"asupermachine: guest ended by {result.reason.value}", file=sys.stderr)
-    return 0 if result.reason is ShutdownReason.POWER_OFF else STATUS_ABNORMAL_END
-
-
 async def _exec(args: argparse.Namespace) -> int:
     command = _command(args.command)
     if not command:
         raise SystemExit("asupermachine exec: give a command after --")
-    env = _env(args.env)
+    env = parse_env(args.env)
     if args.cold:
-        _say("booting cold")
+        say("booting cold")
         vm = await Machine.create(None, vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args))
     else:
         vm = await _restore_baked(await Image.builtin(), args)
     async with vm:
         if args.interactive or args.tty:
-            return await _stream_process(vm, command, args)
-        return _print_result(
+            return await stream_process(vm, command, args)
+        return print_result(
             await vm.exec(command, env=env, workdir=args.workdir, user=args.user, timeout=args.timeout)
         )
 
@@ -380,19 +311,6 @@ async def _bake(args: argparse.Namespace) -> int:
     )
     print(snapshot.path)
     return 0
-
-
-def _print_result(result: ExecResult) -> int:
-    sys.stdout.buffer.write(result.stdout)
-    sys.stdout.flush()
-    sys.stderr.buffer.write(result.stderr)
-    return _exit_code(result.status)
-
-
-def _exit_code(status: ExitStatus) -> int:
-    if status.exit_code is not None:
-        return status.exit_code
-    return STATUS_ABNORMAL_END + (status.signal or 0)
 
 
 SUBCOMMANDS = {
