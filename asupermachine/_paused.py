@@ -88,15 +88,13 @@ class PausedMachine:
     path: Path
     """Its directory."""
 
-    @property
     def disk_usage(self) -> int:
         """Bytes its files take on the host (memory and copies of disks; volumes are not counted)."""
         return sum(
             entry.stat().st_blocks * 512 for entry in self.path.rglob("*") if entry.is_file() and not entry.is_symlink()
         )
 
-    @property
-    def resumed(self) -> bool:
+    def is_resumed(self) -> bool:
         """Whether a machine resumed from it runs now, in this process or another."""
         try:
             fd = os.open(_lock_path(self.id), os.O_RDONLY | os.O_CLOEXEC)

@@ -18,6 +18,8 @@ from .._volume_store import DEFAULT_SIZE_MIB, create_named, list_named, named_pa
 from ..image.digest import Digest
 from ..image.image import Image
 from ..image.store import Store
+from . import _machines as machines
+from ._machines import hold
 from ._streams import parse_env, print_result, say, stream_console_and_wait, stream_process
 
 
@@ -69,7 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "-v", "--volume", action="append", default=[], dest="volumes", metavar="SOURCE:TARGET[:ro]",
-        help="mount a volume (a file, or a name from 'volume create') at TARGET; implies --cold",
+        help="mount a volume (a file, or a name from 'volume create') at TARGET: the machine boots afresh",
+    )
+    start.add_argument(
+        "--pause", action="store_true",
+        help="when the command ends, pause the machine instead of ending it ('resume ID' brings it back)",
     )
     _terminal_arguments(start)
     _network_arguments(start)
@@ -95,9 +101,32 @@ def _parser() -> argparse.ArgumentParser:
     volume.add_parser("ls", help="list the named volumes")
     remove = volume.add_parser("rm", help="remove named volumes no machine has attached")
     remove.add_argument("names", nargs="+", metavar="name")
+    _machine_parsers(commands)
     images = commands.add_parser("images", help="list the images in the local store")
     images.add_argument("--prune", action="store_true", help="remove content no image name refers to")
     return parser
+
+
+def _machine_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    commands.add_parser("ps", help="list the machines running in CLI processes and the paused ones")
+    pause = commands.add_parser("pause", help="pause machines a CLI process runs ('run', 'resume'), by id")
+    pause.add_argument("ids", nargs="+", metavar="ID")
+    resume = commands.add_parser(
+        "resume", help="resume a paused machine, run CMD in it (or wait for 'pause ID' or Ctrl-C), pause it again"
+    )
+    resume.add_argument("--rm", action="store_true", help="end the machine at the end instead of pausing it")
+    resume.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    resume.add_argument("-w", "--workdir", default="", help="working directory in the guest")
+    resume.add_argument("-u", "--user", default="", help="user in the guest: name, uid, user:group or uid:gid")
+    _terminal_arguments(resume)
+    resume.add_argument("words", nargs=argparse.REMAINDER, metavar="ID [-- CMD [ARG...]]")
+    remove = commands.add_parser("rm", help="remove paused machines (their volumes stay)")
+    remove.add_argument("ids", nargs="+", metavar="ID")
+    copy = commands.add_parser(
+        "cp", help="copy a file or tree between the host and a paused machine, as docker cp: ID:/PATH on one side"
+    )
+    copy.add_argument("source")
+    copy.add_argument("target")
 
 
 def _terminal_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,27 +242,35 @@ async def _run(args: argparse.Namespace) -> int:
     volumes = dict(map(volume_option, args.volumes))
     if volumes and args.snapshot:
         raise SystemExit("asupermachine run: volumes are mounted at boot; a snapshot cannot take them")
-    args.cold = args.cold or bool(volumes)
     if args.snapshot:
         if not command:
             raise SystemExit("asupermachine run --snapshot DIR: give a command after --")
-        async with Machine.restore(args.snapshot, network=network_option(args)) as vm:
-            return await stream_process(vm, command, args)
+        vm = await Machine.create(args.snapshot, network=network_option(args))
+        return await hold(vm, command, args, pause_after=args.pause)
     image = await Image.resolve(reference, insecure=args.insecure)
-    if args.cold and (args.tty or args.interactive):
-        raise SystemExit("asupermachine run: --cold runs the command on the console; -i and -t need the agent")
+    if args.cold and (args.tty or args.interactive or args.pause or volumes):
+        raise SystemExit(
+            "asupermachine run: --cold runs the command on the console as the machine's own; "
+            "-i, -t, --pause and -v run it through the agent"
+        )
     if args.cold:
         say("booting cold")
         async with Machine.start(
             image, command=command or None, run=True, env=parse_env(args.env), workdir=args.workdir, user=args.user,
-            vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args), volumes=volumes,
+            vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args),
         ) as vm:
             return await stream_console_and_wait(vm)
     argv = [*image.config.entrypoint, *command] if command else list(image.config.args)
     if not argv:
         raise SystemExit(f"asupermachine run: image {image.name} has no entrypoint or cmd; give a command")
-    async with await _restore_baked(image, args) as vm:
-        return await stream_process(vm, argv, args)
+    if volumes:
+        say("booting: volumes are mounted at boot")
+        vm = await Machine.create(
+            image, vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args), volumes=volumes
+        )
+    else:
+        vm = await _restore_baked(image, args)
+    return await hold(vm, argv, args, pause_after=args.pause)
 
 
 async def _restore_baked(image: Image, args: argparse.Namespace) -> Machine:
@@ -315,7 +352,8 @@ async def _bake(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS = {
     "boot": _boot, "exec": _exec, "pull": _pull, "run": _run, "bake": _bake, "load": _load, "images": _images,
-    "volume": _volume,
+    "volume": _volume, "ps": machines.ps, "pause": machines.pause, "resume": machines.resume, "rm": machines.remove,
+    "cp": machines.copy,
 }
 
 

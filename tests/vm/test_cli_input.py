@@ -28,7 +28,8 @@ def counted(result: subprocess.CompletedProcess[bytes]) -> list[bytes]:
 
 
 def test_a_pipe_reaches_the_command_whole_then_ends() -> None:
-    assert counted(run_i(None, PAYLOAD))  # input= makes stdin a pipe == [b"5000", str(len(PAYLOAD)).encode(), b"after"]
+    # input= makes stdin a pipe
+    assert counted(run_i(None, PAYLOAD)) == [b"5000", str(len(PAYLOAD)).encode(), b"after"]
 
 
 def test_a_file_reaches_the_command_whole_then_ends(tmp_path: Path) -> None:

@@ -61,10 +61,10 @@ async def test_pause_resume_twice_keeps_writes_processes_and_the_id(baked: Snaps
             with pytest.raises(MachineClosed, match="was paused"):
                 await vm.exec(["true"])
             assert [machine.id for machine in await rt.paused()] == [machine_id]
-            assert paused.memory_mib == 256 and paused.timeout is None and not paused.resumed
+            assert paused.memory_mib == 256 and paused.timeout is None and not paused.is_resumed()
 
             vm = await rt.resume(machine_id)
-            assert vm.id == machine_id and (await rt.paused())[0].resumed
+            assert vm.id == machine_id and (await rt.paused())[0].is_resumed()
             with pytest.raises(MachineInUse):
                 await rt.resume(machine_id)
             assert await run(vm, "hostname; cat /root/first; kill -0 $(cat /root/pid) && echo alive") == (
