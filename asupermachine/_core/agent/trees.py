@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from ..._errors import AgentProtocolError, GuestFileError
+from ..._errors import AgentProtocolError, GuestFileError, VsockConnectionReset
 from ..._tree.extract import TreeExtractor
 from ...image.tar_stream import TarStreamError
 from .process import Process
@@ -33,8 +33,11 @@ async def upload(process: Process, source: Path, guest_path: str) -> None:
     :raises GuestFileError: if the guest could not write it, with the errno of its failure
     """
     async with process:  # leaving kills the guest's side
-        await anyio.to_thread.run_sync(_pack, source, _StreamWriter(process.stdin))
-        await process.stdin.aclose()
+        try:
+            await anyio.to_thread.run_sync(_pack, source, _StreamWriter(process.stdin))
+            await process.stdin.aclose()
+        except VsockConnectionReset:
+            pass  # the guest's side failed and the agent hung up on the rest: _finish says why
         await _finish(process, guest_path)
 
 
