@@ -57,3 +57,14 @@ def test_a_refused_attach_keeps_no_descriptor(image: Path) -> None:
             with pytest.raises(DiskError):
                 Block(Disk(image, read_only=True))
         assert len(os.listdir("/proc/self/fd")) == before + 1
+
+
+def test_without_user_xattrs_the_holder_is_still_named(image: Path) -> None:
+    with attached(image, read_only=False, holder="1234abcd"):
+        os.removexattr(image, HOLDER_XATTR)  # as on a filesystem without them (tmpfs)
+        with pytest.raises(DiskError, match="writable by VM 1234abcd"):
+            Block(Disk(image, read_only=True), "feedf00d")
+    with attached(image, read_only=False, holder="feedf00d"):
+        os.removexattr(image, HOLDER_XATTR)
+        with pytest.raises(DiskError, match="writable by VM feedf00d"):
+            Block(Disk(image, read_only=False))
