@@ -337,12 +337,17 @@ class PasstLink:
         self._exited.set()
 
     async def _stop(self) -> None:
-        """Close the link (a task waiting on it gets ``ClosedResourceError``), then kill passt and reap it."""
+        """Close the link, kill passt and wait (up to ``EXIT_GRACE``) until it has exited; :meth:`_close` reaps it.
+
+        Called once the tasks that read its stderr and reap it are gone (they may have been
+        cancelled with the VM), so it waits on the pidfd itself.
+        """
         self._close_socket()
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-        with anyio.move_on_after(EXIT_GRACE):
-            await self._exited.wait()
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            with anyio.move_on_after(EXIT_GRACE):
+                await anyio.wait_readable(self._pidfd)
 
     def _close_socket(self) -> None:
         if self._socket.fileno() >= 0:
@@ -444,8 +449,8 @@ async def running_passt(options: Passt) -> AsyncIterator[PasstLink]:
                     _started_programs.add(options.executable)
                     yield link
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await link._stop()
                     tasks.cancel_scope.cancel()
     finally:
+        with anyio.CancelScope(shield=True):
+            await link._stop()
         link._close()
