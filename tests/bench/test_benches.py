@@ -19,6 +19,7 @@ GUEST_BENCHES = {
     "boot": (["--runs", "1"], QEMU_PEER),
     "blk": (["--runs", "1", "--mib", "4"], QEMU_PEER),
     "restore": (["--runs", "2", "--echo-runs", "1", "--parallel", "2", "--clones", "1,2"], QEMU_PEER),
+    "pause": (["--runs", "1"], QEMU_PEER),
     "vector_state": (["--rounds", "2", "--pipelines", "1"], QEMU_PEER),
     "net": (["--quick"], QEMU_PEER),
     "exec": (["--runs", "3", "--spawns", "10"], "spawn"),
