@@ -119,7 +119,7 @@ class PausedMachine:
 
 
 def exists(machine_id: str) -> bool:
-    return (paused_root() / machine_id).exists()
+    return _is_id(machine_id) and (paused_root() / machine_id).exists()
 
 
 def load(machine_id: str) -> PausedMachine:
@@ -185,6 +185,8 @@ class Resumption:
     @classmethod
     def claim(cls, machine_id: str) -> Resumption:
         """Take ``machine_id``'s lock; raises :class:`MachineInUse` if a resumed machine holds it."""
+        if not _is_id(machine_id):
+            raise PausedMachineNotFound(f"{machine_id!r} is not a machine id")
         paused_root().mkdir(parents=True, exist_ok=True)
         fd = os.open(_lock_path(machine_id), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

@@ -1,0 +1,48 @@
+"""The paused-machine store without a guest: ids that could name a path elsewhere, damaged records, claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from asupermachine import MachineInUse, PausedMachineNotFound, SnapshotError
+from asupermachine import _paused as paused
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("machine_id", ["", ".", "..", "../escape", "a/b", ".hidden", "x\0y"])
+def test_an_id_that_is_not_a_plain_name_touches_nothing(machine_id: str, tmp_path: Path) -> None:
+    for act in (paused.load, paused.remove, paused.Resumption.claim):
+        with pytest.raises(PausedMachineNotFound):
+            act(machine_id)
+    assert not paused.exists(machine_id)
+    assert sorted(path.name for path in tmp_path.rglob("*")) == []
+
+
+def test_a_damaged_record_is_refused_left_out_of_the_list_and_removable() -> None:
+    record = paused.paused_root() / "0badc0de" / paused.RECORD_NAME
+    record.parent.mkdir(parents=True)
+    record.write_text('{"format": "asupermachine-paused", "version": 1, "id": "0badc0de"')
+    with pytest.raises(SnapshotError, match="damaged"):
+        paused.load("0badc0de")
+    assert paused.listed() == []
+    paused.remove("0badc0de")
+    assert not paused.exists("0badc0de")
+
+
+def test_a_claimed_machine_is_neither_claimed_again_nor_removed() -> None:
+    (paused.paused_root() / "cafe0001").mkdir(parents=True)
+    with paused.Resumption.claim("cafe0001"):
+        with pytest.raises(MachineInUse):
+            paused.Resumption.claim("cafe0001")
+        with pytest.raises(MachineInUse):
+            paused.remove("cafe0001")
+    paused.remove("cafe0001")
+    with pytest.raises(PausedMachineNotFound):
+        paused.remove("cafe0001")
