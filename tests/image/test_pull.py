@@ -200,6 +200,7 @@ async def test_concurrent_pulls_share_the_store_and_prune_keeps_what_names_use(
 
 @pytest.mark.skipif(shutil.which("mkfs.erofs") is None, reason="scripts/setup.sh installs erofs-utils")
 @pytest.mark.kvm
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # two boots: the guest's side, on one backend
 async def test_a_pulled_image_boots_with_its_config_and_exact_tree(
     images: dict[str, object], store: Store, tmp_path: Path
 ) -> None:

@@ -33,7 +33,13 @@ async def _run_all(*jobs: Callable[[], Awaitable[None]]) -> None:
                 tasks.start_soon(job)
 
 
+ONE_BACKEND = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+"""For boots whose subject is the guest's (init's) side: each costs ~30 s under software KVM, and trio
+drives guests that end by themselves in test_runtime and test_pool."""
+
+
 @pytest.mark.anyio
+@ONE_BACKEND
 async def test_init_reports_the_command_exit_status_zero_and_nonzero() -> None:
     results: dict[int, Transcript] = {}
 
@@ -165,6 +171,7 @@ def test_a_root_disk_without_a_filesystem_ends_the_vm_with_a_clear_message(
 
 
 @pytest.mark.anyio
+@ONE_BACKEND
 async def test_guest_power_off_reboot_and_panic_end_the_vm_with_their_reason() -> None:
     ends: dict[str, GuestExit] = {}
 

@@ -1,4 +1,5 @@
-"""exec through the guest agent over vsock, against one booted sandbox VM per backend."""
+"""exec through the guest agent over vsock: on a restored sandbox per backend, then disks and large
+streams on one booted guest (asyncio: the event loop's backend does not touch the disks)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asupermachine import Disk, ExecError, ExecResult, ExecTimeout, ExitStatus, GuestFileError, Machine
+from asupermachine import Disk, ExecError, ExecResult, ExecTimeout, ExitStatus, GuestFileError, Machine, Snapshot
 from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
@@ -18,14 +19,10 @@ CONCURRENT_EXECS = 20
 STREAM_MIB = 10
 
 
-async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> None:
-    read_only, writable = tmp_path / "ro.img", tmp_path / "rw.img"
-    read_only.write_bytes(b"read-only disk contents".ljust(1 << 20, b"\0"))
-    writable.write_bytes(bytes(1 << 20))
-    disks = [Disk(read_only), Disk(writable, read_only=False)]
+async def test_exec_runs_commands_and_reports_how_they_ended(baked: Snapshot) -> None:
     before = held()
     with anyio.fail_after(600):
-        async with Machine.boot(disks=disks) as vm:  # no command: the guest stays up for exec
+        async with Machine.restore(baked) as vm:
             assert await vm.exec(["echo", "hello"]) == ExecResult(ExitStatus(0, None), b"hello\n", b"")
             counted = vm.kvm_stats()
             await vm.exec(["true"])
@@ -80,12 +77,6 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
             with pytest.raises(GuestFileError):
                 await vm.write_file("/no/such/dir/file", b"x")
 
-            # virtio-blk: /dev/vda is the root, /dev/vdb the read-only disk, /dev/vdc the writable one.
-            assert (await vm.exec(["head", "-c", "23", "/dev/vdb"])).stdout == b"read-only disk contents"
-            refused = await vm.exec(["sh", "-c", "echo x | dd of=/dev/vdb bs=512 count=1 conv=sync 2>&1"])
-            assert b"Operation not permitted" in refused.stdout
-            await vm.write_file("/dev/vdc", b"from the guest".ljust(4096, b"\0"))
-
             results: list[bytes] = []
 
             async def one(i: int) -> None:
@@ -101,6 +92,25 @@ async def test_exec_runs_commands_and_reports_how_they_ended(tmp_path: Path) -> 
                 await anyio.sleep(1)
                 assert (await vm.exec(["echo", "still served"])).stdout == b"still served\n"
 
+    assert_nothing_left(before)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_disks_and_large_output_streams_on_a_booted_guest(tmp_path: Path) -> None:
+    read_only, writable = tmp_path / "ro.img", tmp_path / "rw.img"
+    read_only.write_bytes(b"read-only disk contents".ljust(1 << 20, b"\0"))
+    writable.write_bytes(bytes(1 << 20))
+    disks = [Disk(read_only), Disk(writable, read_only=False)]
+    before = held()
+    with anyio.fail_after(600):
+        async with Machine.boot(disks=disks) as vm:  # no command: the guest stays up for exec
+            # virtio-blk: /dev/vda is the root, /dev/vdb the read-only disk, /dev/vdc the writable one.
+            assert (await vm.exec(["head", "-c", "23", "/dev/vdb"])).stdout == b"read-only disk contents"
+            refused = await vm.exec(["sh", "-c", "echo x | dd of=/dev/vdb bs=512 count=1 conv=sync 2>&1"])
+            assert b"Operation not permitted" in refused.stdout
+            await vm.write_file("/dev/vdc", b"from the guest".ljust(4096, b"\0"))
+
+            blob = os.urandom(1 << 20)
             # 10 MiB on each output stream, intact.
             await vm.write_file("/tmp/block", blob)
             files = " ".join(["/tmp/block"] * STREAM_MIB)

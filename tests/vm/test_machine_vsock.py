@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asupermachine import Machine, VsockConnectionReset, VsockStream
+from asupermachine import Machine, Snapshot, VsockConnectionReset, VsockStream
 from tests.support.exec_output import stdout_of
 from tests.support.guest_tools import build_vsock_tool
 from tests.support.resources import assert_nothing_left, held
@@ -32,12 +32,12 @@ async def drain(stream: VsockStream) -> bytes:
             return digest.digest()
 
 
-async def test_vsock_streams_carry_data_both_ways_and_report_resets(tmp_path: Path) -> None:
+async def test_vsock_streams_carry_data_both_ways_and_report_resets(baked: Snapshot, tmp_path: Path) -> None:
     tool = build_vsock_tool(tmp_path)
     block = os.urandom(BLOCK)
     before = held()
     with anyio.fail_after(900):
-        async with Machine.boot() as vm:
+        async with Machine.restore(baked) as vm:
             await vm.write_file(TOOL, tool, mode=0o755)
             await vm.write_file("/tmp/block", block)
 

@@ -15,7 +15,7 @@ from tests.support.exec_output import stdout_of
 from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
-CLONES = 20
+CLONES = 8
 # A guest process that outlives the exec that started it: a line a second into a file.
 TICKER = "sh -c 'while :; do echo tick >> /tmp/ticks; sleep 1; done' </dev/null >/dev/null 2>&1 & echo $!"
 
@@ -34,10 +34,10 @@ async def uptime(vm: Machine) -> float:
     return float(stdout_of(await vm.exec(["cat", "/proc/uptime"])).split()[0])
 
 
-async def test_live_snapshot_then_restore_carries_on(tmp_path: Path) -> None:
+async def test_live_snapshot_then_restore_carries_on(baked: Snapshot, tmp_path: Path) -> None:
     before = held()
     with anyio.fail_after(600):
-        async with Machine.start() as vm:
+        async with Machine.restore(baked) as vm:
             await vm.write_file("/root/before.txt", b"written before the snapshot")
             ticker_pid = int(stdout_of(await vm.exec(["sh", "-c", TICKER])))
             await until_ticks_pass(vm, 0)
@@ -124,6 +124,7 @@ def truncate(path: Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # a boot of its own: one backend
 async def test_two_vcpus_are_saved_and_restored(tmp_path: Path) -> None:
     with anyio.fail_after(600):
         async with Machine.start(vcpus=2) as vm:
@@ -134,6 +135,7 @@ async def test_two_vcpus_are_saved_and_restored(tmp_path: Path) -> None:
             assert online.stdout == b"0-1\n"
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # a failing warm-up boots: one backend
 async def test_bake_is_cached_by_image_assets_and_options(cached_bake: Snapshot) -> None:
     image = await Image.builtin()
     assert (await image.bake()).path == cached_bake.path
