@@ -543,7 +543,7 @@ class Machine(metaclass=NoPublicConstructor):
                 network=network, volumes=self._made_with.volumes,
                 kept=tuple(map(_paused.KeptDisk.of, snapshot.kept_disks)), path=_paused.paused_root() / self.id,
             )
-            _paused.commit(staged, machine)
+            _paused.commit(staged, machine, snapshot)
             saved.append(machine)
             self._close_reason = CloseReason.PAUSED  # before the guest stops: its end is this pause
 

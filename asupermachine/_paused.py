@@ -28,7 +28,7 @@ from ._cache import data_root
 from ._errors import MachineInUse, PausedMachineNotFound, SnapshotError
 from ._network import Network
 from ._volume import Volume
-from .snapshot.snapshot import Snapshot
+from .snapshot.snapshot import Snapshot, vouch_for_memory
 
 RECORD_NAME = "machine.json"
 SNAPSHOT_NAME = "snapshot"
@@ -224,8 +224,9 @@ def staging(machine_id: str) -> Path:
     return path
 
 
-def commit(staged: Path, machine: PausedMachine) -> None:
-    """Write ``machine``'s record into ``staged`` and make it the paused machine (replacing an older pause)."""
+def commit(staged: Path, machine: PausedMachine, snapshot: Snapshot) -> None:
+    """Write ``machine``'s record into ``staged`` beside its ``snapshot`` and make it the paused machine
+    (replacing an older pause)."""
     with (staged / RECORD_NAME).open("xb") as file:
         file.write(_encode(machine))
         file.flush()
@@ -236,6 +237,7 @@ def commit(staged: Path, machine: PausedMachine) -> None:
         os.rename(target, older)  # a resumed machine's own record: it reads nothing there any more
     os.rename(staged, target)
     shutil.rmtree(older, ignore_errors=True)
+    vouch_for_memory(target / SNAPSHOT_NAME, snapshot.manifest)
 
 
 def _is_id(text: str) -> bool:

@@ -151,6 +151,17 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def vouch_for_memory(directory: Path, manifest: Manifest) -> None:
+    """Remember the memory file of the snapshot in ``directory`` as verified, by the process that has just
+    written and synced it (a pause about to be resumed): its next load need not read it all again. Any
+    later write to the file changes its version, which is then checked as any other."""
+    remembered(directory / MEMORY_NAME, _memory_question(manifest.memory), lambda _: VERIFIED, VERIFIED.__eq__)
+
+
+def _memory_question(image: MemoryImage) -> str:
+    return f"memory {image.size} {image.blake2b} {content_key(repr(image.extents).encode())}"
+
+
 def _check_memory(path: Path, manifest: Manifest) -> None:
     """The memory file must hold what the manifest recorded; checked once per version of the file."""
     image = manifest.memory
@@ -159,9 +170,8 @@ def _check_memory(path: Path, manifest: Manifest) -> None:
         verify_memory(version, image)
         return VERIFIED
 
-    question = f"memory {image.size} {image.blake2b} {content_key(repr(image.extents).encode())}"
     try:
-        remembered(path, question, verified, VERIFIED.__eq__)
+        remembered(path, _memory_question(image), verified, VERIFIED.__eq__)
     except OSError as e:
         raise SnapshotError("memory", f"cannot read {path}: {e.strerror}") from None
 

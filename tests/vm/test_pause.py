@@ -151,6 +151,16 @@ async def test_a_paused_machine_keeps_its_volume_and_a_damaged_or_changed_pause_
         with pytest.raises(SnapshotError, match="changed since it paused"):
             async with Machine.resume(paused.id):
                 pass
+        os.utime(volume.path, ns=(paused.kept[0].mtime_ns, paused.kept[0].mtime_ns))
+        # The pause vouched for its memory file as it wrote it; a later write still voids that.
+        with (paused.path / "snapshot" / "memory").open("r+b") as memory:
+            memory.seek(os.lseek(memory.fileno(), 0, os.SEEK_DATA))
+            byte = memory.read(1)
+            memory.seek(-1, os.SEEK_CUR)
+            memory.write(bytes([byte[0] ^ 1]))
+        with pytest.raises(SnapshotError, match="memory"):
+            async with Machine.resume(paused.id):
+                pass
         assert (tmp_path / "data" / "asupermachine" / "paused" / paused.id / "snapshot").is_dir()  # nothing lost
         async with Runtime() as rt:
             await rt.remove_paused(paused.id)
