@@ -8,13 +8,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._core.native import nonzero_page_runs
 from .._errors import SnapshotError
 
 PAGE = mmap.PAGESIZE
-# Scanned in chunks this large: a zero chunk (most of a fresh guest's RAM) costs one compare.
-SCAN_CHUNK = 64 * PAGE
-_ZERO_CHUNK = bytes(SCAN_CHUNK)
-_ZERO_PAGE = bytes(PAGE)
 _HASH_BLOCK = 1 << 20
 
 Extent = tuple[int, int]
@@ -31,21 +28,9 @@ class MemoryImage:
 
 
 def nonzero_extents(memory: memoryview) -> list[Extent]:
-    """Page-aligned runs of ``memory`` that hold a non-zero byte, merged where adjacent."""
-    extents: list[Extent] = []
-    for chunk_start in range(0, len(memory), SCAN_CHUNK):
-        chunk = bytes(memory[chunk_start : chunk_start + SCAN_CHUNK])
-        if chunk == _ZERO_CHUNK[: len(chunk)]:
-            continue
-        for page_start in range(0, len(chunk), PAGE):
-            if chunk[page_start : page_start + PAGE] == _ZERO_PAGE:
-                continue
-            offset = chunk_start + page_start
-            if extents and extents[-1][0] + extents[-1][1] == offset:
-                extents[-1] = (extents[-1][0], extents[-1][1] + PAGE)
-            else:
-                extents.append((offset, PAGE))
-    return extents
+    """Page-aligned runs of ``memory`` that hold a non-zero byte, merged where adjacent (scanned in C: in
+    Python a 256 MiB guest took 2.3 s of a pause under kvm_amd in the L1)."""
+    return nonzero_page_runs(memory, PAGE)
 
 
 def write_memory(memory: memoryview, path: Path) -> MemoryImage:

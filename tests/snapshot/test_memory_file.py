@@ -6,10 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asupermachine import SnapshotError
-from asupermachine.snapshot.memory_file import PAGE, SCAN_CHUNK, nonzero_extents, verify_memory, write_memory
+from asupermachine.snapshot.memory_file import PAGE, nonzero_extents, verify_memory, write_memory
 
+SCAN_CHUNK = 64 * PAGE  # any span of pages: the second non-zero run starts in it
 SIZE = 4 * SCAN_CHUNK
 
 
@@ -45,3 +48,23 @@ def test_any_changed_byte_is_caught(tmp_path: Path, offset: int) -> None:
     with pytest.raises(SnapshotError) as refused:
         verify_memory(tmp_path / "memory", image)
     assert refused.value.check == "memory"
+
+
+@given(st.lists(st.integers(0, 63), max_size=20), st.sampled_from([0, 1, PAGE - 1]))
+def test_extents_match_a_page_by_page_reading(pages: list[int], at: int) -> None:
+    ram = bytearray(64 * PAGE)
+    for page in pages:
+        ram[page * PAGE + at] = 0xFF
+    expected: list[tuple[int, int]] = []
+    for page in range(64):
+        if any(ram[page * PAGE : (page + 1) * PAGE]):
+            if expected and sum(expected[-1]) == page * PAGE:
+                expected[-1] = (expected[-1][0], expected[-1][1] + PAGE)
+            else:
+                expected.append((page * PAGE, PAGE))
+    assert nonzero_extents(memoryview(ram)) == expected
+
+
+def test_memory_that_is_not_whole_pages_is_refused() -> None:
+    with pytest.raises(ValueError, match="whole number"):
+        nonzero_extents(memoryview(bytearray(PAGE + 1)))

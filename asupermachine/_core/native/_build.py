@@ -4,6 +4,7 @@ from cffi import FFI
 
 CDEF = """
 uint16_t amv_ones_complement_sum(const uint8_t *data, size_t length);
+size_t amv_next_page(const uint8_t *data, size_t pages, size_t page_size, size_t from, int nonzero);
 """
 
 SOURCE = r"""
@@ -40,6 +41,18 @@ uint16_t amv_ones_complement_sum(const uint8_t *data, size_t length) {
     folded = (uint16_t)((folded >> 8) | (folded << 8));
 #endif
     return folded;
+}
+
+static int page_is_zero(const uint8_t *page, size_t size) {
+    return page[0] == 0 && memcmp(page, page + 1, size - 1) == 0;
+}
+
+/* The first of PAGES pages of PAGE_SIZE bytes at DATA, from page FROM on, that is non-zero (NONZERO)
+   or all zero (!NONZERO); PAGES if there is none. */
+size_t amv_next_page(const uint8_t *data, size_t pages, size_t page_size, size_t from, int nonzero) {
+    for (size_t page = from; page < pages; page++)
+        if (page_is_zero(data + page * page_size, page_size) != nonzero) return page;
+    return pages;
 }
 """
 
