@@ -194,7 +194,7 @@ class Runtime:
             snapshot = await anyio.to_thread.run_sync(Snapshot.load, snapshot)
         if snapshot.kept_disks:
             raise SnapshotError("paused", f"{snapshot.path} is a paused machine's: resume it by its id")
-        return await self._restored(snapshot, self._new_id(), options, Made(volumes={}))
+        return await self._restored(snapshot, self._new_id(), options, Made())
 
     async def resume(self, machine_id: str, **options: Unpack[RestoreOptions]) -> Machine:
         """Bring back the machine :meth:`Machine.pause` saved as ``machine_id``, in this process or another.
@@ -216,8 +216,7 @@ class Runtime:
             record = await anyio.to_thread.run_sync(_paused.load, machine_id)
             snapshot = await anyio.to_thread.run_sync(record.snapshot)
             chosen: RestoreOptions = {"timeout": record.timeout, "network": record.network or False, **options}
-            made = Made(record.network, record.volumes)
-            return await self._restored(snapshot, machine_id, chosen, made, resumption=claim)
+            return await self._restored(snapshot, machine_id, chosen, Made(volumes=record.volumes), resumption=claim)
         except BaseException:
             claim.release()
             raise
@@ -245,7 +244,7 @@ class Runtime:
             if network is None:
                 raise ValueError(f"snapshot {snapshot.path} has a NIC, so its machines have a network (network=False)")
             network.check_restorable(recipe.network)
-        made = dataclasses.replace(made, network=network)
+        made = dataclasses.replace(made, network=network)  # what the machine runs with, to keep at a pause
         return await self._launch(machine_id, recipe, snapshot.restore_point(), options, made, resumption)
 
     async def bake(

@@ -99,14 +99,14 @@ class RunningVm:
             with microvm.memory.whole as memory:
                 return state, write_memory(memory, memory_path)
 
+        def held_for_capture(memory_path: Path, frozen: Mapping[int, Path]) -> tuple[MachineState, MemoryImage]:
+            with microvm.quiesced(idle_within):
+                return capture(memory_path, frozen)
+
         def write() -> Snapshot:
             if then_stop is None:
-                def held(memory_path: Path, frozen: Mapping[int, Path]) -> tuple[MachineState, MemoryImage]:
-                    with microvm.quiesced(idle_within):
-                        return capture(memory_path, frozen)
-
-                return write_snapshot(path, self.recipe, held)
-            with microvm.quiesced(idle_within):
+                return write_snapshot(path, self.recipe, held_for_capture)
+            with microvm.quiesced(idle_within):  # held through the whole write, then stopped for good
                 snapshot = write_snapshot(path, self.recipe, capture, keep_writable=True)
                 then_stop(snapshot)
                 microvm.retire()
