@@ -160,18 +160,17 @@ def remove(machine_id: str) -> None:
         claim.end(paused=False)
 
 
-def claimant(volume: Path, *, resuming: str = "") -> str | None:
-    """The id of the paused machine (other than ``resuming``) whose volume ``volume`` is, if any."""
+def claimant(volume: Path) -> str | None:
+    """The id of the paused machine whose volume ``volume`` is, if any."""
     try:
         status = volume.stat()
     except OSError:
         return None  # attaching it says what is wrong
     for machine in listed():
-        if machine.id != resuming:
-            for owned in machine.volumes.values():
-                with contextlib.suppress(OSError):
-                    if os.path.samestat(owned.path.stat(), status):
-                        return machine.id
+        for owned in machine.volumes.values():
+            with contextlib.suppress(OSError):
+                if os.path.samestat(owned.path.stat(), status):
+                    return machine.id
     return None
 
 
