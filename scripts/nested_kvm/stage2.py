@@ -1,10 +1,12 @@
 """The L1's PID 1 once in the host's root (run by Debian's python3, standard library only).
 
-Mounts what a Linux userland expects, brings up the NIC passt needs, runs the
-requested command with its output in the run's directory on the host, reaps
-every orphan meanwhile, records the exit status and powers the L1 off.
+Mounts what a Linux userland expects, brings up the NIC passt needs, holds
+KVM's static keys on (see :func:`hold_kvm_static_keys`), runs the requested
+command with its output in the run's directory on the host, reaps every orphan
+meanwhile, records the exit status and powers the L1 off.
 """
 
+import fcntl
 import json
 import os
 import resource
@@ -48,6 +50,31 @@ def prepare() -> None:
         f.write(f"nameserver {DNS_FORWARDER}\n")
 
 
+# KVM's ioctls (linux/kvm.h): _IO(KVMIO, nr).
+KVM_CREATE_VM = 0xAE01
+KVM_CREATE_VCPU = 0xAE41
+KVM_CREATE_IRQCHIP = 0xAE60
+
+
+def hold_kvm_static_keys() -> list[int]:
+    """Keep one idle x86 VM with an in-kernel LAPIC for the L1's life; its fds, to stay open.
+
+    KVM turns static keys on when the first VM or software-disabled LAPIC
+    appears (``preempt_notifier_key``, ``apic_sw_disabled``) and off when the
+    last goes, and each turn rewrites kernel text with ``text_poke_bp``: the
+    rewrite QEMU's TCG sometimes misses, freezing the L1 (docs/kvm.md). A VM
+    that never goes, whose vCPU never enables its LAPIC, keeps every count
+    above zero, so the suite's hundreds of VMs patch no text.
+    """
+    if os.uname().machine != "x86_64":
+        return []
+    kvm = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    vm = fcntl.ioctl(kvm, KVM_CREATE_VM, 0)
+    fcntl.ioctl(vm, KVM_CREATE_IRQCHIP, 0)  # before the vCPU, so that it gets a LAPIC
+    vcpu = fcntl.ioctl(vm, KVM_CREATE_VCPU, 0)
+    return [kvm, vm, vcpu]
+
+
 def run(request: dict[str, Any]) -> int:
     """Run the request's command as the L1's only job; its exit status, 128+N for signal N."""
     resource.setrlimit(resource.RLIMIT_NOFILE, tuple(request["nofile"]))  # the caller's, as on the host
@@ -75,7 +102,10 @@ def main() -> None:
         with open(f"{IO}/request/request.json") as f:
             request = json.load(f)
         prepare()
+        held = hold_kvm_static_keys()
         status = run(request)
+        for fd in held:
+            os.close(fd)
         with open(f"{IO}/status", "w") as f:
             f.write(str(status))
     except BaseException:
