@@ -17,6 +17,7 @@ from ._outcome import GuestExit
 if TYPE_CHECKING:
     from ._core.net.egress import EgressFilter
     from ._core.running import GuestStop
+    from ._core.virtio.blk import Disk
     from ._core.vsock.host import VsockListener
     from .snapshot.snapshot import Snapshot
 
@@ -75,6 +76,13 @@ class Backend(Protocol):
         self, path: Path, idle_within: float, *, then_stop: Callable[[Snapshot], None] | None = None
     ) -> Snapshot:
         """Save the guest into the new directory ``path``; with ``then_stop``, call it and stop the guest for good."""
+        ...
+
+    async def attach_disk(self, disk: Disk) -> str:
+        """Put ``disk`` in the guest's first empty drive; the guest's name of it (``/dev/vdc``).
+
+        Raises :class:`DiskError` if no drive is empty or ``disk`` cannot be used.
+        """
         ...
 
     def kvm_stats(self) -> dict[str, int]:

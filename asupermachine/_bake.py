@@ -14,6 +14,7 @@ from ._cache import cache_root, content_key, exclusive, file_sha256
 from ._core.kvm.host import this_host
 from ._errors import SnapshotError, WarmupFailed
 from ._network import Network
+from ._volume import DEFAULT_VOLUME_SLOTS
 from .guest import resolve_assets
 from .image.image import Image
 from .snapshot.snapshot import Snapshot
@@ -52,13 +53,14 @@ class BakeOptions:
     memory_mib: int = 256
     network: Network | None = Network()
     """The network the image is started with; only its guest side (DNS, MTU) is in the snapshot."""
+    volume_slots: int = DEFAULT_VOLUME_SLOTS
 
     def key(self) -> dict[str, object]:
         """The options as the cache key spells them."""
         guest = None if self.network is None else asdict(self.network.guest())
         return {
             "warmup": list(self.warmup), "port": self.wait_for_port, "vcpus": self.vcpus, "memory_mib": self.memory_mib,
-            "network": guest,
+            "network": guest, "volume_slots": self.volume_slots,
         }
 
 
@@ -87,7 +89,8 @@ async def bake(runtime: Runtime, image: Image, options: BakeOptions) -> Snapshot
                 await anyio.to_thread.run_sync(shutil.rmtree, path)  # stale or damaged: bake afresh
         network = False if options.network is None else options.network
         async with await runtime.start(
-            image, vcpus=options.vcpus, memory_mib=options.memory_mib, network=network
+            image, vcpus=options.vcpus, memory_mib=options.memory_mib, network=network,
+            volume_slots=options.volume_slots,
         ) as vm:
             if options.warmup:
                 result = await vm.exec(options.warmup)

@@ -24,18 +24,27 @@ from ._core.agent import files, trees
 from ._core.agent.exec import execute
 from ._core.agent.files import GuestFileReader, GuestFileWriter
 from ._core.agent.process import Process, greet
-from ._core.agent.protocol import AGENT_PORT, CommandRequest, ProcessRequest, TreeRequest, VectorState, encode_hostname
+from ._core.agent.protocol import (
+    AGENT_PORT,
+    CommandRequest,
+    MountRequest,
+    ProcessRequest,
+    TreeRequest,
+    VectorState,
+    encode_hostname,
+)
 from ._core.console import Console
 from ._core.net.egress import EgressPolicy
+from ._core.recipe import GuestMount
 from ._core.vsock.host import VsockListener
-from ._errors import AsupermachineError, ExecTimeout, MachineClosed, NetBackendError, VsockConnectionReset
+from ._errors import AsupermachineError, DiskError, ExecTimeout, MachineClosed, NetBackendError, VsockConnectionReset
 from ._hooks import default_runtime
 from ._network import MachineNetwork, Network
 from ._options import RESTORE_KEYS, BootOptions, RestoreOptions, StartOptions
 from ._outcome import CloseReason, ExecResult, GuestExit
 from ._paused import PausedMachine
 from ._tree.extract import TreeExtractor, download_target
-from ._volume import Volume
+from ._volume import Volume, mount_point
 from .image.image import Image
 from .snapshot.snapshot import Snapshot, is_snapshot
 
@@ -76,6 +85,7 @@ class Machine(metaclass=NoPublicConstructor):
         self._close_reason: CloseReason | None = None
         self._life = anyio.CancelScope()
         self._calls: set[anyio.CancelScope] = set()
+        self._mounting = anyio.Lock()
 
     @property
     def network(self) -> MachineNetwork | None:
@@ -467,6 +477,40 @@ class Machine(metaclass=NoPublicConstructor):
             await trees.download(await self._start_process(TreeRequest(guest_path)), extractor, guest_path)
 
         await self._guarded(copy)
+
+    async def mount(self, volume: Volume, target: str) -> None:
+        """Attach ``volume`` to this running machine and mount it at ``target`` (made if missing).
+
+        It goes into one of the empty drives the machine was made with
+        (``volume_slots``: two for a machine started from an image, and so for its
+        snapshots' restores), is the machine's until it ends, and comes back with
+        it after a :meth:`pause`. Writes to a writable one are synchronous, so they
+        survive the machine. There is no unmount: the machine's end detaches it.
+
+        :raises DiskError: if no drive is empty, the volume is in use (by another
+            machine, or a paused one), or the guest cannot mount it
+        :raises ValueError: for a mount point not below ``/``, or one this machine has a volume at
+        """
+        path = mount_point(target)
+        async with self._mounting:
+            if path in self._made_with.volumes:
+                raise ValueError(f"machine {self.id} has a volume at {path} already")
+            await anyio.to_thread.run_sync(_paused.check_unclaimed, volume.path)
+            await volume.settle()
+
+            async def attach() -> None:
+                device = await self._backend.attach_disk(volume.disk)
+                self._made_with = dataclasses.replace(
+                    self._made_with, volumes={**self._made_with.volumes, path: volume}
+                )
+                request = MountRequest(GuestMount(device, path, volume.fs, volume.read_only))
+                async with await self._connect_agent() as connection:
+                    result = await execute(connection, request)
+                if result.exit_code != 0:
+                    said = result.stderr.decode(errors="replace").strip()
+                    raise DiskError(f"cannot mount volume {volume.path} at {path} in the guest: {said}")
+
+            await self._guarded(attach)
 
     async def vector_state(self) -> VectorState:
         """Whether guest processes keep their own AVX registers, as init found at boot.

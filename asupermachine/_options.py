@@ -25,6 +25,11 @@ class RestoreOptions(TypedDict, total=False):
     """True: a NIC with egress through its own passt; False: no NIC; a :class:`Network` for published
     ports, the host's loopback and DNS. Default: True for an image, False for a bare boot, and for a
     restore whatever the snapshot was made with (it cannot change)."""
+    volumes: Mapping[str, Volume]
+    """Volumes by mount point (``{"/data": vol}``), mounted before the command runs or the machine is
+    handed over: at a boot by init (attached after ``disks``), at a restore by the agent, each in one of
+    the snapshot's empty drives (``volume_slots``). Writes to a writable one are synchronous, so they
+    survive the machine."""
 
 
 class BootOptions(RestoreOptions, total=False):
@@ -46,9 +51,9 @@ class BootOptions(RestoreOptions, total=False):
     """The root filesystem (read-only erofs or ext4 under an in-memory overlay): ``/dev/vda``."""
     disks: Sequence[Disk]
     """More disks: ``/dev/vdb``, ``/dev/vdc``, ... in order."""
-    volumes: Mapping[str, Volume]
-    """Volumes by mount point (``{"/data": vol}``), attached after ``disks`` and mounted by init before
-    the command runs. Writes to a writable one are synchronous, so they survive the machine."""
+    volume_slots: int
+    """Empty drives kept for volumes mounted later (:meth:`Machine.mount`, a restore's ``volumes``):
+    default 0 for a bare boot, :data:`DEFAULT_VOLUME_SLOTS` for an image. A snapshot keeps those left."""
     kernel_log: bool
     """Show the kernel's boot messages on the console."""
     cmdline_extra: str

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import data_root
-from ._errors import MachineInUse, PausedMachineNotFound, SnapshotError
+from ._errors import DiskError, MachineInUse, PausedMachineNotFound, SnapshotError
 from ._network import Network
 from ._volume import Volume
 from .snapshot.snapshot import Snapshot, vouch_for_memory
@@ -172,6 +172,13 @@ def claimant(volume: Path) -> str | None:
                 if os.path.samestat(owned.path.stat(), status):
                     return machine.id
     return None
+
+
+def check_unclaimed(volume: Path) -> None:
+    """Raise :class:`DiskError` if ``volume`` belongs to a paused machine."""
+    owner = claimant(volume)
+    if owner is not None:
+        raise DiskError(f"volume {volume} belongs to paused machine {owner}: resume it, or remove it first")
 
 
 class Resumption:

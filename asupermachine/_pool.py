@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -19,6 +19,7 @@ from ._hooks import default_runtime
 from ._machine import Machine
 from ._network import NetworkOption
 from ._options import RestoreOptions
+from ._volume import Volume, by_mount_point
 from .snapshot.snapshot import Snapshot
 
 
@@ -99,8 +100,14 @@ class Pool:
         return PoolStats(len(self._idle), self._in_use, self._restoring, self._restored, self._recycled)
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[Machine]:
-        """A running VM for the block's duration; waits while ``max`` are in use."""
+    async def acquire(self, *, volumes: Mapping[str, Volume] | None = None) -> AsyncIterator[Machine]:
+        """A running VM for the block's duration; waits while ``max`` are in use.
+
+        ``volumes`` are mounted in it first (see :meth:`Machine.mount`), in the
+        snapshot's empty drives; the VM is then never reused, even without
+        ``restore_on_release``, and leaving the block frees them.
+        """
+        wanted = by_mount_point(volumes or {})
         self._waiters += 1
         self._notify()
         try:
@@ -110,10 +117,15 @@ class Pool:
         self._in_use += 1
         self._notify()
         try:
+            for target, volume in wanted.items():
+                await slot.vm.mount(volume, target)
             yield slot.vm
         finally:
+            if wanted:  # closed before the block is left: the volumes are free for the caller's next use
+                with anyio.CancelScope(shield=True):
+                    await slot.vm.close()
             self._in_use -= 1
-            if self._restore_on_release or not slot.vm.running:
+            if self._restore_on_release or wanted or not slot.vm.running:
                 self._discard(slot)
             else:
                 self._idle.append(slot)

@@ -38,7 +38,7 @@ from ._network import MachineNetwork, NetworkOption, chosen_network
 from ._options import BootOptions, RestoreOptions, StartOptions
 from ._outcome import CloseReason
 from ._paused import PausedMachine
-from ._volume import attachments
+from ._volume import DEFAULT_VOLUME_SLOTS, attachments, by_mount_point
 from .guest import resolve_assets
 from .image.image import Image
 from .snapshot.snapshot import Snapshot
@@ -122,6 +122,7 @@ class Runtime:
         boot["user"] = options.get("user") or config.user
         boot["root"] = Disk(await chosen.root_disk())
         boot["network"] = options.get("network", True)
+        boot["volume_slots"] = options.get("volume_slots", DEFAULT_VOLUME_SLOTS)
         return await self.boot(**boot)
 
     async def boot(self, kernel: str | os.PathLike[str] | None = None, **options: Unpack[BootOptions]) -> Machine:
@@ -155,16 +156,13 @@ class Runtime:
         volumes = options.get("volumes", {})
         volume_disks, mounts = attachments(volumes, len(disks))
         for volume in volumes.values():
-            owner = await anyio.to_thread.run_sync(_paused.claimant, volume.path)
-            if owner is not None:
-                raise DiskError(
-                    f"volume {volume.path} belongs to paused machine {owner}: resume it, or remove it first"
-                )
+            await anyio.to_thread.run_sync(_paused.check_unclaimed, volume.path)
             await volume.settle()
         recipe = VmRecipe(
             kernel=assets.kernel,
             initramfs=assets.initramfs,
             disks=(*disks, *volume_disks),
+            spare_drives=options.get("volume_slots", 0),
             mounts=mounts,
             cpu_model=detect_cpu_model(),
             vcpus=options.get("vcpus", 1),
@@ -187,8 +185,10 @@ class Runtime:
         memory are as they were. Its vsock connections are reset (the agent keeps
         listening, so :meth:`Machine.exec` works at once). Memory is mapped
         copy-on-write from the snapshot's file, so machines restored from one
-        snapshot share the pages none of them has written. Raises
-        :class:`SnapshotError` for a snapshot that fails a check.
+        snapshot share the pages none of them has written. ``volumes`` go into the
+        snapshot's empty drives and are mounted before the machine is returned. Raises
+        :class:`SnapshotError` for a snapshot that fails a check, and :class:`DiskError`
+        for a volume that cannot be mounted (in use, or no empty drive left).
         """
         if not isinstance(snapshot, Snapshot):
             snapshot = await anyio.to_thread.run_sync(Snapshot.load, snapshot)
@@ -245,7 +245,21 @@ class Runtime:
                 raise ValueError(f"snapshot {snapshot.path} has a NIC, so its machines have a network (network=False)")
             network.check_restorable(recipe.network)
         made = dataclasses.replace(made, network=network)  # what the machine runs with, to keep at a pause
-        return await self._launch(machine_id, recipe, snapshot.restore_point(), options, made, resumption)
+        volumes = by_mount_point(options.get("volumes", {}))
+        if len(volumes) > recipe.spare_drives:
+            raise DiskError(
+                f"snapshot {snapshot.path} has {recipe.spare_drives} empty drives for {len(volumes)} volumes:"
+                " make its machine with more volume_slots"
+            )
+        machine = await self._launch(machine_id, recipe, snapshot.restore_point(), options, made, resumption)
+        try:
+            for target, volume in volumes.items():
+                await machine.mount(volume, target)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await machine.close()
+            raise
+        return machine
 
     async def bake(
         self,
@@ -256,6 +270,7 @@ class Runtime:
         vcpus: int = 1,
         memory_mib: int = 256,
         network: NetworkOption = True,
+        volume_slots: int = DEFAULT_VOLUME_SLOTS,
     ) -> Snapshot:
         """The snapshot of ``image`` booted and ready, from the cache or made now on this runtime.
 
@@ -263,10 +278,13 @@ class Runtime:
         before the snapshot, so what it does (imports, caches) is done in every
         restored machine; ``wait_for_port`` waits until something in the guest
         accepts vsock connections there. ``network`` is as for :meth:`start` (only its
-        guest side, DNS and MTU, is kept: restores choose their own ports). The cache
-        key covers the image, the guest assets and these options.
+        guest side, DNS and MTU, is kept: restores choose their own ports), and so is
+        ``volume_slots`` (restores mount their ``volumes`` there). The cache key covers
+        the image, the guest assets and these options.
         """
-        options = _bake.BakeOptions(tuple(warmup), wait_for_port, vcpus, memory_mib, chosen_network(network))
+        options = _bake.BakeOptions(
+            tuple(warmup), wait_for_port, vcpus, memory_mib, chosen_network(network), volume_slots
+        )
         return await _bake.bake(self, image, options)
 
     # -- running -----------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 ``volumes={"/data": vol}`` on :meth:`Runtime.start` and :meth:`Runtime.boot` attaches
 each volume as a disk after ``disks`` and has init mount it before the command runs.
-A writable volume is attached to one running machine at a time, a read-only one to
-any number (see :mod:`._core.virtio.blk_lock`).
+On a running machine (:meth:`Machine.mount`, a restore's ``volumes=``, a pool's
+:meth:`Pool.acquire`) it goes into one of the empty drives the machine was made with
+(``volume_slots``) and the agent mounts it. A writable volume is attached to one
+running machine at a time, a read-only one to any number (see :mod:`._core.virtio.blk_lock`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from ._errors import DiskError
 FILESYSTEMS = ("ext4",)
 MIN_SIZE_MIB = 8
 """Below this mkfs.ext4 leaves no room for a journal worth having."""
+DEFAULT_VOLUME_SLOTS = 2
+"""Empty drives a machine started from an image (and so its snapshots) keeps for volumes mounted later."""
 SYSTEM_BINARIES = "/usr/sbin:/sbin"
 """Where e2fsprogs lives on distributions that keep it off a user's PATH."""
 # ext4 disk layout, "The Super Block": s_feature_incompat and its "needs recovery" bit.
@@ -109,17 +113,30 @@ def _e2fsprogs(name: str) -> str:
     return found
 
 
+def mount_point(target: str) -> str:
+    """``target`` normalized; ``ValueError`` unless it is an absolute path below ``/``."""
+    path = posixpath.normpath(target)
+    if not path.startswith("/") or path in ("/", "//") or "\0" in path:
+        raise ValueError(f"a volume's mount point must be an absolute path below /, not {target!r}")
+    return path
+
+
+def by_mount_point(volumes: Mapping[str, Volume]) -> dict[str, Volume]:
+    """``volumes`` under their normalized mount points; ``ValueError`` for a bad one, or two the same."""
+    normalized = {mount_point(target): volume for target, volume in volumes.items()}
+    if len(normalized) < len(volumes):
+        raise ValueError(f"two volumes have the same mount point: {', '.join(volumes)}")
+    return normalized
+
+
 def attachments(volumes: Mapping[str, Volume], first_index: int) -> tuple[tuple[Disk, ...], tuple[GuestMount, ...]]:
     """The disks for ``volumes`` (``target: volume``), from disk slot ``first_index`` on, and init's mounts of them.
 
     :raises ValueError: for a target that is not an absolute path below ``/``, or two the same.
     """
-    mounts = []
-    for index, (target, volume) in enumerate(volumes.items(), first_index):
-        path = posixpath.normpath(target)
-        if not path.startswith("/") or path in ("/", "//") or "\0" in path:
-            raise ValueError(f"a volume's mount point must be an absolute path below /, not {target!r}")
-        mounts.append(GuestMount(block_device(index), path, volume.fs, volume.read_only))
-    if len({mount.target for mount in mounts}) < len(mounts):
-        raise ValueError(f"two volumes have the same mount point: {', '.join(volumes)}")
-    return tuple(volume.disk for volume in volumes.values()), tuple(mounts)
+    normalized = by_mount_point(volumes)
+    mounts = tuple(
+        GuestMount(block_device(index), path, volume.fs, volume.read_only)
+        for index, (path, volume) in enumerate(normalized.items(), first_index)
+    )
+    return tuple(volume.disk for volume in normalized.values()), mounts

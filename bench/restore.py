@@ -3,7 +3,9 @@
 Measured in one run, on the built-in image and the project's kernel:
 
 - restore -> first ``exec`` result, p50/p99 over ``--runs`` restores (ours only:
-  QEMU has no vsock here, so no agent);
+  QEMU has no vsock here, so no agent), and the same with a volume mounted at the
+  restore (put in one of the snapshot's empty drives; QEMU's ``-M microvm`` has no
+  hotplug to compare with);
 - restore -> first console echo: the guest's shell echoes a line typed on the
   serial console; the same guest, snapshotted mid-loop, for both peers;
 - restores per second, ``--parallel`` at once (restore until the guest has taken
@@ -22,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
@@ -29,15 +32,17 @@ from _echo_guest import MEMORY_MIB, QemuPeer, first_echo, snapshot_echo_guest
 from _limits import raise_fd_limit
 from _stats import measured_under, percentile
 
-from asupermachine import Image, Machine, Snapshot
+from asupermachine import Image, Machine, Snapshot, Volume
 from asupermachine._core.arch.x86_64.cpuid import detect_cpu_model
 
 
-async def restore_to_exec(snapshot: Snapshot, runs: int) -> tuple[list[float], list[float]]:
+async def restore_to_exec(
+    snapshot: Snapshot, runs: int, volumes: Mapping[str, Volume] | None = None
+) -> tuple[list[float], list[float]]:
     restored, answered = [], []
     for _ in range(runs):
         start = time.perf_counter()
-        async with Machine.restore(snapshot) as vm:
+        async with Machine.restore(snapshot, volumes=volumes or {}) as vm:
             restored.append(time.perf_counter() - start)
             await vm.exec(["true"])
             answered.append(time.perf_counter() - start)
@@ -115,6 +120,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
     echo_snapshot = await snapshot_echo_guest(workdir / "echo-snapshot")
 
     restored, answered = await restore_to_exec(baked, args.runs)
+    volume = await Volume.create(workdir / "volume.ext4", size_mib=64)
+    _, with_volume = await restore_to_exec(baked, args.runs, {"/data": volume})
     ours_echo = await restore_to_echo(echo_snapshot, args.echo_runs)
     rate = await restores_per_second(baked, args.parallel, args.parallel * 4)
     memory = {count: await per_clone_memory(baked, count) for count in args.clones}
@@ -131,6 +138,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
     print(f"{'measure':<46} {'p50 ms':>9} {'p99 ms':>9} {'min ms':>9}")
     print(f"{'asupermachine restore (VM ready), ' + str(args.runs) + ' runs':<46} {_ms(restored)}")
     print(f"{'asupermachine restore -> first exec result':<46} {_ms(answered)}")
+    print(f"{'  the same, mounting a volume at the restore':<46} {_ms(with_volume)}")
     print(f"{'asupermachine restore -> console echo, ' + str(args.echo_runs) + ' runs':<46} {_ms(ours_echo)}")
     if qemu_echo:
         print(f"{'qemu -M microvm -incoming -> console echo':<46} {_ms(qemu_echo)}")

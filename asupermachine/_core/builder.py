@@ -111,14 +111,15 @@ def build(
 
 
 def _register_virtio_devices(microvm: MicroVm, pump: NetworkPump | None, inbox: MuxInbox, holder: str) -> None:
-    """rng, vsock (its events to ``inbox``), the disks in order (the root first), and the NIC."""
+    """rng, vsock (its events to ``inbox``), the disks in order (the root first), the spare drives, and the NIC."""
     devices = microvm.devices
     devices.register(RNG_ID, Rng())
     muxer = VsockMuxer(GUEST_CID)
     microvm.vsock_device = VsockDevice(muxer, on_events=inbox.post)
     vsock = devices.register(VSOCK_ID, microvm.vsock_device)
     microvm.vsock = VsockHost(muxer, inbox, vsock.lock, functools.partial(vsock.kick, VSOCK_RX_QUEUE))
-    for index, disk in enumerate(microvm.recipe.disks):
+    disks = microvm.recipe.disks
+    for index, disk in enumerate((*disks, *(None,) * microvm.recipe.spare_drives)):
         devices.register(block_id(index), Block(disk, holder))
     microvm.nic = _nic(microvm.recipe, pump)
     if microvm.nic is not None:

@@ -20,6 +20,7 @@ from .virtio.service import MmioSlot, VirtioService
 VIRTIO_MMIO_BASE = 0xD000_0000
 FIRST_VIRTIO_IRQ = 5
 LAST_VIRTIO_IRQ = 23
+MAX_VIRTIO_DEVICES = LAST_VIRTIO_IRQ - FIRST_VIRTIO_IRQ + 1
 
 
 class MmioDeviceManager:
@@ -40,7 +41,7 @@ class MmioDeviceManager:
             index = len(self._services)
             irq = FIRST_VIRTIO_IRQ + index
             if irq > LAST_VIRTIO_IRQ:
-                raise ValueError(f"at most {LAST_VIRTIO_IRQ - FIRST_VIRTIO_IRQ + 1} virtio devices fit")
+                raise ValueError(f"at most {MAX_VIRTIO_DEVICES} virtio devices fit")
             slot = MmioSlot(VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE, irq)
             service = VirtioService(self._vm_fd, self._bus, self._memory, device, slot)
         except BaseException:

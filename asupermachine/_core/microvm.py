@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+from .._errors import DiskError
 from .._outcome import GuestExit, ShutdownReason
 from .console import Console
 from .device_manager import MmioDeviceManager
@@ -29,7 +31,7 @@ from .recipe import VmRecipe
 from .vcpu.pause import PauseGate
 from .vcpu.runner import VcpuRunner
 from .vcpu.stop import StopLatch
-from .virtio.blk import Block
+from .virtio.blk import Block, Disk
 from .virtio.net import Net
 from .vsock.device import VsockDevice
 from .vsock.host import VsockHost
@@ -145,6 +147,22 @@ class MicroVm:
         for _, service in self.devices:
             service.retire()
         self.stop.request(GuestExit(ShutdownReason.HOST))
+
+    def fill_spare_drive(self, disk: Disk, holder: str) -> int:
+        """Put ``disk`` in the first empty drive and tell the guest; returns its index as a disk.
+
+        Raises :class:`DiskError` if no drive is empty or ``disk`` cannot be used.
+        """
+        recipe = self.recipe
+        if recipe.spare_drives == 0:
+            raise DiskError("this machine has no empty drive left for a volume (see the volume_slots option)")
+        index = len(recipe.disks)
+        service = self.devices[block_id(index)]
+        with service.lock:
+            cast(Block, service.transport.device).insert(disk, holder)
+            service.transport.config_changed()
+        self.recipe = dataclasses.replace(recipe, disks=(*recipe.disks, disk), spare_drives=recipe.spare_drives - 1)
+        return index
 
     def freeze_disk(self, index: int, target: Path) -> None:
         """Write disk ``index`` as the guest sees it to the new file ``target``, synced (inside :meth:`quiesced`)."""

@@ -73,6 +73,8 @@ class VmRecipe:
     disks: tuple[Disk, ...]
     """In slot order: the root first (``/dev/vda``), then ``/dev/vdb``, ..."""
     cpu_model: CpuModel
+    spare_drives: int = 0
+    """Empty drives after ``disks``, for volumes mounted while the VM runs; one filled becomes the next disk."""
     vcpus: int = 1
     memory_mib: int = 256
     command: tuple[str, ...] = ()

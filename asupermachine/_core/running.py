@@ -20,7 +20,7 @@ from ..snapshot.snapshot import Snapshot, write_snapshot
 from .builder import RestorePoint, build
 from .console import Console
 from .eventfd import EventFd
-from .microvm import NET_ID, VSOCK_ID, MicroVm
+from .microvm import NET_ID, VSOCK_ID, MicroVm, block_device
 from .net.announce import gratuitous_arp
 from .net.egress import EgressFilter
 from .net.passt import Passt, PasstLink, running_passt
@@ -29,6 +29,7 @@ from .persist import MachineState
 from .recipe import VmRecipe
 from .vcpu.pause import VmStopped
 from .vcpu.runner import VcpuRunner
+from .virtio.blk import Disk
 from .vsock.device import EVENT_QUEUE
 from .vsock.host import VsockListener, VsockStream
 
@@ -42,8 +43,11 @@ T = TypeVar("T")
 class RunningVm:
     """A built VM served by tasks in ``tasks``; :attr:`stopped` is set once every vCPU has ended."""
 
-    def __init__(self, microvm: MicroVm, tasks: anyio.abc.TaskGroup, pump: NetworkPump | None = None) -> None:
+    def __init__(
+        self, microvm: MicroVm, tasks: anyio.abc.TaskGroup, pump: NetworkPump | None = None, *, holder: str = ""
+    ) -> None:
         self.microvm = microvm
+        self._holder = holder
         self.vsock = microvm.vsock
         self.tasks = tasks
         self._pump = pump
@@ -70,6 +74,11 @@ class RunningVm:
 
     def kvm_stats(self) -> dict[str, int]:
         return self.microvm.kvm_stats()
+
+    async def attach_disk(self, disk: Disk) -> str:
+        """Put ``disk`` in the VM's first empty drive; the guest's name of it (see :meth:`MicroVm.fill_spare_drive`)."""
+        index = await anyio.to_thread.run_sync(self.microvm.fill_spare_drive, disk, self._holder)
+        return block_device(index)
 
     def halt(self) -> None:
         """Stop the guest at once, from any thread; the VM's task group then frees it."""
@@ -270,7 +279,7 @@ async def running(
             )
         with unwrap_single_error():
             async with anyio.create_task_group() as tasks:
-                engine = RunningVm(microvm, tasks, pump)
+                engine = RunningVm(microvm, tasks, pump, holder=holder)
                 engine.start()
                 # passt starts while the guest runs: a process start is the slowest step of a
                 # restore, and the guest's frames wait for it in the pump's outbox. The VM is

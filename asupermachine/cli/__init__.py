@@ -13,7 +13,7 @@ from .._bake import BakeOptions, cached
 from .._errors import AsupermachineError
 from .._machine import Machine
 from .._network import Network, NetworkOption, chosen_network
-from .._volume import Volume
+from .._volume import DEFAULT_VOLUME_SLOTS, Volume
 from .._volume_store import DEFAULT_SIZE_MIB, create_named, list_named, named_path, remove_named
 from ..image.digest import Digest
 from ..image.image import Image
@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "-v", "--volume", action="append", default=[], dest="volumes", metavar="SOURCE:TARGET[:ro]",
-        help="mount a volume (a file, or a name from 'volume create') at TARGET: the machine boots afresh",
+        help="mount a volume (a file, or a name from 'volume create') at TARGET",
     )
     start.add_argument(
         "--pause", action="store_true",
@@ -240,12 +240,10 @@ def volume_option(spec: str) -> tuple[str, Volume]:
 async def _run(args: argparse.Namespace) -> int:
     reference, command = run_target(args)
     volumes = dict(map(volume_option, args.volumes))
-    if volumes and args.snapshot:
-        raise SystemExit("asupermachine run: volumes are mounted at boot; a snapshot cannot take them")
     if args.snapshot:
         if not command:
             raise SystemExit("asupermachine run --snapshot DIR: give a command after --")
-        vm = await Machine.create(args.snapshot, network=network_option(args))
+        vm = await Machine.create(args.snapshot, network=network_option(args), volumes=volumes)
         return await hold(vm, command, args, pause_after=args.pause)
     image = await Image.resolve(reference, insecure=args.insecure)
     if args.cold and (args.tty or args.interactive or args.pause or volumes):
@@ -263,18 +261,18 @@ async def _run(args: argparse.Namespace) -> int:
     argv = [*image.config.entrypoint, *command] if command else list(image.config.args)
     if not argv:
         raise SystemExit(f"asupermachine run: image {image.name} has no entrypoint or cmd; give a command")
-    if volumes:
-        say("booting: volumes are mounted at boot")
+    if len(volumes) > DEFAULT_VOLUME_SLOTS:
+        say(f"booting: a baked snapshot has room for {DEFAULT_VOLUME_SLOTS} volumes, init mounts more at boot")
         vm = await Machine.create(
             image, vcpus=args.vcpus, memory_mib=args.memory, network=network_option(args), volumes=volumes
         )
     else:
-        vm = await _restore_baked(image, args)
+        vm = await _restore_baked(image, args, volumes)
     return await hold(vm, argv, args, pause_after=args.pause)
 
 
-async def _restore_baked(image: Image, args: argparse.Namespace) -> Machine:
-    """A machine restored from ``image``'s baked snapshot, baking it first when the cache has none."""
+async def _restore_baked(image: Image, args: argparse.Namespace, volumes: dict[str, Volume] | None = None) -> Machine:
+    """A machine restored from ``image``'s baked snapshot (baked first when the cache has none), with ``volumes``."""
     network = network_option(args)
     options = BakeOptions(vcpus=args.vcpus, memory_mib=args.memory, network=chosen_network(network))
     snapshot = await cached(image, options)
@@ -282,7 +280,7 @@ async def _restore_baked(image: Image, args: argparse.Namespace) -> Machine:
         say(f"baking {image.name} once (the next runs restore it; --cold boots afresh)")
         snapshot = await image.bake(vcpus=args.vcpus, memory_mib=args.memory, network=network)
     say(f"restoring the baked snapshot {snapshot.path}")
-    return await Machine.create(snapshot, network=network)
+    return await Machine.create(snapshot, network=network, volumes=volumes or {})
 
 
 async def _load(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from .._errors import DigestMismatch, ManifestError
 from .._groups import unwrap_single_error
 from .._hooks import default_runtime
 from .._network import NetworkOption
+from .._volume import DEFAULT_VOLUME_SLOTS
 from .builtin import BUILTIN_TAG, ensure_builtin_layout
 from .digest import Digest
 from .layers import Limits
@@ -188,6 +189,7 @@ class Image:
         vcpus: int = 1,
         memory_mib: int = 256,
         network: NetworkOption = True,
+        volume_slots: int = DEFAULT_VOLUME_SLOTS,
     ) -> Snapshot:
         """Boot this image once and snapshot it ready (cached), on the default runtime.
 
@@ -195,7 +197,8 @@ class Image:
         """
         runtime = await default_runtime()
         return await runtime.bake(
-            self, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib, network=network
+            self, warmup=warmup, wait_for_port=wait_for_port, vcpus=vcpus, memory_mib=memory_mib, network=network,
+            volume_slots=volume_slots,
         )
 
     async def root_disk(self, limits: Limits = Limits()) -> Path:

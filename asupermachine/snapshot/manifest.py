@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.arch.x86_64.cpuid import CpuModel
+from .._core.device_manager import MAX_VIRTIO_DEVICES
 from .._core.devices.uart import UartState
 from .._core.kvm.host import KvmHost
 from .._core.kvm.state import StateKind
@@ -28,10 +29,11 @@ from .._core.virtio.mmio import TransportState
 from .._errors import SnapshotError
 from .memory_file import MemoryImage
 
-FORMAT_VERSION = 8
-"""8: a disk may be kept in place, writable (a paused machine's); 7: disks are objects, and a writable disk
-is frozen into the snapshot; 6: all disks are read-only paths. All three read."""
-READABLE_VERSIONS = (6, 7, FORMAT_VERSION)
+FORMAT_VERSION = 9
+"""9: empty drives for volumes (``spare_drives``); 8: a disk may be kept in place, writable (a paused
+machine's); 7: disks are objects, and a writable disk is frozen into the snapshot; 6: all disks are
+read-only paths. All four read."""
+READABLE_VERSIONS = (6, 7, 8, FORMAT_VERSION)
 FORMAT_NAME = "asupermachine-snapshot"
 
 
@@ -61,6 +63,7 @@ def encode(manifest: Manifest) -> bytes:
                 {"path": str(disk.path), "read_only": disk.read_only, "copy_on_write": disk.copy_on_write}
                 for disk in recipe.disks
             ],
+            "spare_drives": recipe.spare_drives,
             "cpu_model": recipe.cpu_model.value,
             "vcpus": recipe.vcpus,
             "memory_mib": recipe.memory_mib,
@@ -119,6 +122,7 @@ def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
         kernel=Path(body["kernel"]),
         initramfs=Path(body["initramfs"]),
         disks=tuple(map(_decode_disk, body["disks"])),
+        spare_drives=_count(body.get("spare_drives", 0)),  # before version 9: none
         cpu_model=CpuModel(body["cpu_model"]),
         vcpus=int(body["vcpus"]),
         memory_mib=int(body["memory_mib"]),
@@ -127,6 +131,12 @@ def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
         kernel_log=bool(body["kernel_log"]),
         cmdline_extra=str(body["cmdline_extra"]),
     )
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or not 0 <= value <= MAX_VIRTIO_DEVICES:
+        raise ValueError(f"{value!r} is not a count of drives")
+    return value
 
 
 def is_kept(disk: Disk) -> bool:

@@ -14,8 +14,17 @@ from .._core.agent.protocol import AGENT_PORT
 from .._core.console import Console
 from .._core.net.egress import EgressFilter
 from .._core.running import GuestStop
+from .._core.virtio.blk import Disk
 from .._core.vsock.host import VsockListener
-from .._errors import AsupermachineError, GuestStopped, NetBackendError, SnapshotError, VsockConnectionReset, VsockError
+from .._errors import (
+    AsupermachineError,
+    DiskError,
+    GuestStopped,
+    NetBackendError,
+    SnapshotError,
+    VsockConnectionReset,
+    VsockError,
+)
 from .._machine import Machine
 from .._outcome import GuestExit, ShutdownReason
 from ..snapshot.snapshot import Snapshot
@@ -29,7 +38,7 @@ class FakeGuest:
 
     :meth:`stop` ends it as a real guest ends (a test's way to play a guest that
     exits or panics); the machine then refuses calls with :class:`GuestStopped`.
-    It has no console output, no network, no host ports and no snapshots.
+    It has no console output, no network, no host ports, no drives and no snapshots.
     """
 
     def __init__(self, agent: FakeAgent, tasks: anyio.abc.TaskGroup, *, memory_mib: int = 256) -> None:
@@ -83,6 +92,9 @@ class FakeGuest:
 
     def host_stopped(self) -> bool:
         return self._exit is None or self._exit.reason is ShutdownReason.HOST
+
+    async def attach_disk(self, disk: Disk) -> str:
+        raise DiskError("a fake guest has no drives")
 
     async def snapshot(
         self, path: Path, idle_within: float, *, then_stop: Callable[[Snapshot], None] | None = None

@@ -37,6 +37,7 @@ L1_SUITE = [
     "tests/vm/test_snapshot.py::test_two_vcpus_are_saved_and_restored",
     "tests/vm/test_snapshot.py::test_a_writable_disk_is_frozen_and_each_restore_writes_its_own_copy",
     "tests/vm/test_volumes.py",
+    "tests/vm/test_volume_slots.py",
     "tests/vm/test_pause.py",
     "tests/vm/test_machine_trees.py",
     "tests/vm/test_network.py::test_two_clones_reach_the_host_and_answer_on_their_own_published_ports",

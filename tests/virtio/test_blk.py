@@ -103,6 +103,28 @@ def test_bad_requests_get_an_error_status_and_leave_the_file_alone(
     assert image.read_bytes() == before
 
 
+def test_an_empty_drive_has_no_sectors_until_a_disk_is_put_in_it(image: Path) -> None:
+    with GuestMemory([(0, 1 << 20)]) as memory:
+        driver = Driver(memory)
+        device = Block(None)
+        device.activate([driver.queue], 0)
+        assert device.read_config(0, 8) == 0 and not device.device_features & b.VIRTIO_BLK_F_RO
+        for kind, read_len in ((b.VIRTIO_BLK_T_IN, 512), (b.VIRTIO_BLK_T_FLUSH, 0)):
+            request(driver, kind, 0, read_len=read_len)
+            assert serve(device, driver) == (b.VIRTIO_BLK_S_IOERR if read_len else b.VIRTIO_BLK_S_OK)
+        device.insert(Disk(image, read_only=True), holder="vm1")
+        # Offered writable when the driver bound, it stays so; the read-only disk's writes are refused here.
+        assert device.read_config(0, 8) == 8 and not device.device_features & b.VIRTIO_BLK_F_RO
+        request(driver, b.VIRTIO_BLK_T_IN, 1, read_len=512)
+        assert serve(device, driver) == b.VIRTIO_BLK_S_OK
+        assert memory.read(PAYLOAD, 512) == image.read_bytes()[512:1024]
+        request(driver, b.VIRTIO_BLK_T_OUT, 0, payload=b"x" * 512)
+        assert serve(device, driver) == b.VIRTIO_BLK_S_IOERR
+        with pytest.raises(DiskError, match="already holds disk.img"):
+            device.insert(Disk(image, read_only=True))
+        device.close()
+
+
 def test_get_id_returns_the_image_name(image: Path) -> None:
     device, driver, memory = make(image, read_only=True)
     request(driver, b.VIRTIO_BLK_T_GET_ID, 0, read_len=20)

@@ -150,6 +150,15 @@ def test_used_buffer_interrupts_are_raised_and_acknowledged(harness: Harness) ->
     assert harness.r(m.VIRTIO_MMIO_INTERRUPT_STATUS) == 0
 
 
+def test_a_config_change_is_a_new_generation_and_an_interrupt(harness: Harness) -> None:
+    generation = harness.r(m.VIRTIO_MMIO_CONFIG_GENERATION)
+    harness.transport.config_changed()
+    assert harness.r(m.VIRTIO_MMIO_CONFIG_GENERATION) == generation + 1
+    assert harness.interrupts == 1 and harness.r(m.VIRTIO_MMIO_INTERRUPT_STATUS) == m.INTERRUPT_CONFIG_CHANGE
+    harness.w(m.VIRTIO_MMIO_INTERRUPT_ACK, m.INTERRUPT_CONFIG_CHANGE)
+    assert harness.r(m.VIRTIO_MMIO_INTERRUPT_STATUS) == 0
+
+
 def test_queue_registers_are_frozen_once_ready_or_driver_ok(harness: Harness) -> None:
     harness.negotiate()
     harness.setup_queue(0, 16)

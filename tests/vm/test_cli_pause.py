@@ -1,4 +1,4 @@
-"""``asupermachine run --pause``, ``ps``, ``resume``, ``pause``, ``cp`` and ``rm``, run as a user runs them.
+"""``asupermachine run --pause``, ``ps``, ``resume``, ``pause``, ``cp``, ``rm`` and ``run -v``, run as a user runs them.
 
 Each command is its own process, as from a shell; paused machines and the
 control sockets go to the test's own directories.
@@ -103,3 +103,11 @@ def test_rm_removes_a_paused_machine_and_refuses_an_unknown_one(env: dict[str, s
     assert states(env) == {}
     unknown = cli(env, "rm", "feedbeef")
     assert unknown.returncode == 1 and "no paused machine 'feedbeef'" in unknown.stderr
+
+
+def test_run_mounts_named_volumes_in_the_machine_it_restores(env: dict[str, str]) -> None:
+    ok(env, "volume", "create", "work", "--size", "16")
+    ok(env, "run", "-v", "work:/data", "--", "sh", "-c", "echo kept > /data/note")
+    result = cli(env, "run", "-v", "work:/data:ro", "--", "sh", "-c", "cat /data/note; touch /data/x")
+    assert (result.returncode, result.stdout) == (1, "kept\n"), result.stderr
+    assert "Read-only file system" in result.stderr and "restoring the baked snapshot" in result.stderr

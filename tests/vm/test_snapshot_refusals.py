@@ -151,12 +151,14 @@ async def test_restoring_a_damaged_snapshot_fails_cleanly(baked: Snapshot, tmp_p
 
 
 def test_a_version_6_snapshot_still_loads(baked: Snapshot, tmp_path: Path) -> None:
-    """Version 6 listed disks as plain paths, all read-only."""
+    """Version 6 listed disks as plain paths, all read-only, and had no empty drives (before version 9)."""
     path = copy_of(baked, tmp_path)
     body = json.loads(encode(manifest_of(path)))
     body["version"] = 6
     body["recipe"]["disks"] = [disk["path"] for disk in body["recipe"]["disks"]]
-    del body["checksum"]
+    del body["recipe"]["spare_drives"], body["checksum"]
     body["checksum"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     (path / MANIFEST_NAME).write_text(json.dumps(body))
-    assert Snapshot.load(path).manifest == baked.manifest
+    loaded = Snapshot.load(path).manifest
+    assert loaded.recipe.spare_drives == 0
+    assert dataclasses.replace(loaded, recipe=dataclasses.replace(loaded.recipe, spare_drives=2)) == baked.manifest

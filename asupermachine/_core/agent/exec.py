@@ -10,12 +10,13 @@ import anyio.abc
 from ..._errors import VsockConnectionReset
 from ..._outcome import ExecResult
 from .process import exit_status, next_frame, start_command
-from .protocol import PIPELINED_INPUT, CommandRequest, FrameDecoder, Kind, encode_stdin
+from .protocol import PIPELINED_INPUT, FrameDecoder, Kind, ProcessRequest, encode_stdin
 
 
-async def execute(connection: anyio.abc.ByteStream, request: CommandRequest, stdin: bytes | None = None) -> ExecResult:
+async def execute(connection: anyio.abc.ByteStream, request: ProcessRequest, stdin: bytes | None = None) -> ExecResult:
     """Run ``request`` through the agent on a fresh ``connection``: feed it ``stdin`` then end its input,
-    and gather stdout and stderr until it ends. Raises :class:`ExecError` if it cannot start."""
+    and gather stdout and stderr until it ends. Raises ``request.refusal(...)`` (:class:`ExecError` for a
+    command) if it cannot start."""
     data = stdin or b""
     pipelined = len(data) <= PIPELINED_INPUT
     _, decoder = await start_command(connection, request, encode_stdin(data, end=True) if pipelined else b"")

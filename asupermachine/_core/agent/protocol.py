@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..._environment import check_environment_name
-from ..._errors import AgentProtocolError, ExecError, GuestFileError
+from ..._errors import AgentProtocolError, DiskError, ExecError, GuestFileError
+from ..recipe import GuestMount
 
 AGENT_PORT = 1024
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 # Host data (a process's stdin, a file's content) goes in STDIN frames of at most this many bytes.
@@ -49,6 +50,7 @@ class Kind(enum.IntEnum):
     RESIZE = 14
     TAR_IN = 15
     TAR_OUT = 16
+    MOUNT = 17
 
 
 class VectorState(enum.IntEnum):
@@ -164,6 +166,20 @@ class TreeRequest:
 
     def refusal(self, code: int, detail: str) -> GuestFileError:
         return GuestFileError(f"guest path {self.path!r}: {os.strerror(code)} ({detail})", code)
+
+
+@dataclass(frozen=True)
+class MountRequest:
+    """A volume for the agent to mount, on a drive the host may have filled just now (MOUNT)."""
+
+    mount: GuestMount
+    tty: None = None
+
+    def encode(self) -> bytes:
+        return encode_frame(Kind.MOUNT, encode_path(self.mount.init_option))
+
+    def refusal(self, code: int, detail: str) -> DiskError:
+        return DiskError(f"cannot mount a volume at {self.mount.target}: {os.strerror(code)} ({detail})")
 
 
 def encode_exec(argv: Sequence[str], env: Mapping[str, str], workdir: str, user: str = "") -> bytes:

@@ -60,6 +60,9 @@ class _Rejected(Exception):
 class Block(RequestQueueDevice):
     """One request queue serving a raw image opened, and locked (see :mod:`.blk_lock`), for the VM's lifetime.
 
+    A drive made empty (``disk=None``) has no sectors until a disk is put in it
+    (:meth:`insert`), while the VM runs; its transport then tells the driver.
+
     ``holder`` is the VM's id, recorded while a writable disk is attached so that
     a refused second writer can be told who has it.
     """
@@ -68,37 +71,52 @@ class Block(RequestQueueDevice):
     queue_max_sizes = (QUEUE_SIZE,)
     blocking_io = True  # a read the page cache cannot serve waits for the disk
 
-    def __init__(self, disk: Disk, holder: str = "") -> None:
+    def __init__(self, disk: Disk | None, holder: str = "") -> None:
         super().__init__()
+        self._fd, self._file_read_only = -1, True
+        self._backend: DiskBackend | None = None
+        self.read_only = False
+        self.capacity_sectors = 0
+        self._serial = b""
+        # Fixed once the driver binds: an empty drive is offered writable, and a read-only disk put in
+        # it later is kept read-only here (its writes refused) and by the guest (mount_volume.h).
+        self.device_features = VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH
+        if disk is not None:
+            self.insert(disk, holder)
+            self.device_features |= VIRTIO_BLK_F_RO if disk.read_only else 0
+
+    def insert(self, disk: Disk, holder: str = "") -> None:
+        """Put ``disk`` in this empty drive (as a :class:`Disk` given at creation); raises :class:`DiskError`."""
+        if self._fd >= 0:
+            raise DiskError(f"the drive already holds {self._serial.decode(errors='replace')}")
         path = Path(disk.path)
-        self._file_read_only = disk.read_only or disk.copy_on_write
+        file_read_only = disk.read_only or disk.copy_on_write
         try:
-            self._fd = os.open(path, (os.O_RDONLY if self._file_read_only else os.O_RDWR) | os.O_CLOEXEC)
+            fd = os.open(path, (os.O_RDONLY if file_read_only else os.O_RDWR) | os.O_CLOEXEC)
         except OSError as error:
             raise DiskError(f"cannot open disk image {path}: {error.strerror}") from None
-        size = os.fstat(self._fd).st_size
+        size = os.fstat(fd).st_size
         try:
             if size % SECTOR_SIZE or not os.path.isfile(path):
                 raise DiskError(f"disk image {path} is not a regular file of whole 512-byte sectors")
-            lock_disk(self._fd, path, read_only=self._file_read_only, holder=holder)
-            self._backend = self._open_backend(disk, size)
+            lock_disk(fd, path, read_only=file_read_only, holder=holder)
+            self._backend = self._open_backend(fd, disk, size)
         except BaseException:
-            os.close(self._fd)
+            os.close(fd)
             raise
+        self._fd, self._file_read_only = fd, file_read_only
         self.read_only = disk.read_only
         self.capacity_sectors = size // SECTOR_SIZE
         self._serial = path.name.encode()[:VIRTIO_BLK_ID_BYTES]
-        self.device_features = (
-            VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH | (VIRTIO_BLK_F_RO if disk.read_only else 0)
-        )
 
-    def _open_backend(self, disk: Disk, size: int) -> DiskBackend:
+    @staticmethod
+    def _open_backend(fd: int, disk: Disk, size: int) -> DiskBackend:
         if not disk.copy_on_write:
-            return RawFile(self._fd)
+            return RawFile(fd)
         # Beside the base (not in /tmp, often RAM): the overlay grows as the guest writes.
         directory = Path(disk.path).parent
         try:
-            return Overlay(self._fd, size, directory)
+            return Overlay(fd, size, directory)
         except OSError as error:
             raise DiskError(f"cannot make a copy-on-write overlay in {directory}: {error.strerror}") from None
 
@@ -124,7 +142,7 @@ class Block(RequestQueueDevice):
                     raise _Rejected(VIRTIO_BLK_S_IOERR)
                 self._transfer(queue, sector, data_out, write=True)
             elif kind == VIRTIO_BLK_T_FLUSH:
-                if not self.read_only:
+                if not self.read_only and self._backend is not None:
                     self._backend.flush()
             elif kind == VIRTIO_BLK_T_GET_ID:
                 serial = self._serial.ljust(VIRTIO_BLK_ID_BYTES, b"\0")
@@ -141,7 +159,7 @@ class Block(RequestQueueDevice):
 
     def _transfer(self, queue: Virtqueue, sector: int, buffers: list[Buffer], *, write: bool) -> int:
         length = sum(buffer.length for buffer in buffers)
-        if length % SECTOR_SIZE or sector + length // SECTOR_SIZE > self.capacity_sectors:
+        if length % SECTOR_SIZE or sector + length // SECTOR_SIZE > self.capacity_sectors or self._backend is None:
             raise _Rejected(VIRTIO_BLK_S_IOERR)
         views = [queue.memory.view(buffer.addr, buffer.length) for buffer in buffers if buffer.length]
         try:
@@ -156,11 +174,14 @@ class Block(RequestQueueDevice):
 
     def freeze(self, target_fd: int) -> None:
         """Copy the disk as the guest sees it into the empty file ``target_fd`` (the VM held still)."""
+        assert self._backend is not None, "only a drive holding a disk is frozen"
         self._backend.freeze(target_fd)
 
     def close(self) -> None:
-        if self._fd >= 0:
+        if self._backend is not None:
             self._backend.close()
+            self._backend = None
+        if self._fd >= 0:
             unlock_disk(self._fd, read_only=self._file_read_only)
             os.close(self._fd)
             self._fd = -1

@@ -171,6 +171,12 @@ class MmioTransport:
         self.interrupt_status |= INTERRUPT_USED_BUFFER
         self._interrupt()
 
+    def config_changed(self) -> None:
+        """Tell the driver that the device's configuration space changed (4.2.2.1: a new generation)."""
+        self.config_generation = (self.config_generation + 1) & 0xFFFF_FFFF
+        self.interrupt_status |= INTERRUPT_CONFIG_CHANGE
+        self._interrupt()
+
     def fail(self, reason: str) -> None:
         """The driver broke the protocol: stop the device until the driver resets it (2.1.2)."""
         self.failure = reason

@@ -28,6 +28,12 @@
  *   agent -> host  STARTED u32 pid | ERROR i32 errno, path; STDERR says what failed, and
  *                  EXITED status, 0 ends it (the status: 0, or the errno of the failure)
  *
+ * or mounts a volume (mount_volume.h) on a drive the host has just filled, in a child, as a process:
+ *
+ *   host  -> agent MOUNT   DEVICE,FS,ro|rw,TARGET\0; the child waits for the drive's medium, then
+ *                          mounts it. STARTED u32 pid | ERROR; STDERR says what failed, and
+ *                          EXITED status, 0 ends it (the status: 0, or the errno of the failure)
+ *
  * Before its request, a connection may name the guest (a restored clone's new id):
  *
  *   host  -> agent HOSTNAME name (1..64 bytes, no NUL); no answer (/etc/hosts follows:
@@ -63,6 +69,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "mount_volume.h"
 #include "replace_file.h"
 #include "spawn_process.h"
 #include "tar_tree.h"
@@ -82,9 +89,12 @@ struct sockaddr_vm {
 };
 
 #define AGENT_PORT 1024
-#define PROTOCOL_VERSION 6
+#define PROTOCOL_VERSION 7
 #define MAX_FRAME (1u << 20)
 #define MAX_SESSIONS 64
+/* How long a MOUNT waits for its drive's medium, and how often it looks. */
+#define MOUNT_WAIT_MS 30000
+#define MOUNT_POLL_MS 2
 /* Bytes queued toward the host or a process beyond which the side feeding them is not read. */
 #define HIGH_WATER (256u << 10)
 #define HOSTS_PATH "/etc/hosts"
@@ -95,7 +105,7 @@ struct sockaddr_vm {
 #define UNSET_HOSTNAME "(none)"
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
-    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16,
+    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16, MOUNT = 17,
 };
 
 /* Bytes waiting for a non-blocking fd that was not ready. */
@@ -321,6 +331,39 @@ static void open_file(struct session *s, uint16_t kind, const uint8_t *p, uint32
     if (kind == READ_FILE) s->exited = 1;  /* done once the content is drained */
 }
 
+/* Fork a child with the session's stdio as pipes, as a process the host sees start and end; returns
+   0 in the child (which must _exit), its pid in the agent, or -1 after reporting ERROR. */
+static pid_t fork_child(struct session *s) {
+    int out[2], err_pipe[2], in[2];
+    if (open_pipes(out, err_pipe, in)) { send_error(s, errno, "pipe"); return -1; }
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Only the pipes: the other sessions' connections must close when the agent closes them. */
+        if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(err_pipe[1], 2) < 0) _exit(EIO);
+        for (int fd = 3; fd < 1024; fd++) close(fd);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        umask(0);
+        return 0;
+    }
+    int saved = errno;
+    close(out[1]); close(err_pipe[1]); close(in[0]);
+    if (pid < 0) {
+        close(out[0]); close(err_pipe[0]); close(in[1]);
+        send_error(s, saved, "fork");
+        return -1;
+    }
+    s->pid = pid;
+    s->out = out[0]; s->err = err_pipe[0]; s->in = in[1];
+    set_nonblocking(s->out);
+    set_nonblocking(s->err);
+    set_nonblocking(s->in);
+    uint32_t started = (uint32_t)pid;
+    send_frame(s, STARTED, &started, 4);
+    return pid;
+}
+
 /* Fork the child that writes the tar of a TAR_OUT's tree, or extracts a TAR_IN's; it runs as a process. */
 static void start_tree(struct session *s, uint16_t kind, const uint8_t *p, uint32_t len) {
     const char *path = (const char *)p, *end = path + len, *nul = memchr(path, 0, len);
@@ -339,35 +382,46 @@ static void start_tree(struct session *s, uint16_t kind, const uint8_t *p, uint3
         send_error(s, ENAMETOOLONG, path);
         return;
     }
-    int out[2], err_pipe[2], in[2];
-    if (open_pipes(out, err_pipe, in)) { send_error(s, errno, "pipe"); return; }
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* Only the pipes: the other sessions' connections must close when the agent closes them. */
-        if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(err_pipe[1], 2) < 0) _exit(EIO);
-        for (int fd = 3; fd < 1024; fd++) close(fd);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        umask(0);
+    if (fork_child(s) == 0) {
         if (kind == TAR_OUT) tar_write_tree(1, path);
         else tar_extract(0, root);
         _exit(0);
     }
-    int saved = errno;
-    close(out[1]); close(err_pipe[1]); close(in[0]);
-    if (pid < 0) {
-        close(out[0]); close(err_pipe[0]); close(in[1]);
-        send_error(s, saved, "fork");
+}
+
+/* Wait up to MOUNT_WAIT_MS for DEVICE (/dev/NAME) to have sectors: a drive the host filled while
+   the VM runs has them once the kernel has handled the config-change interrupt. */
+static int wait_for_medium(const char *device, size_t len) {
+    char path[96];
+    if (len <= 5 || len > 32 || strncmp(device, "/dev/", 5) || memchr(device + 5, '/', len - 5)) return EINVAL;
+    snprintf(path, sizeof path, "/sys/class/block/%.*s/size", (int)(len - 5), device + 5);
+    for (int waited = 0; waited < MOUNT_WAIT_MS; waited += MOUNT_POLL_MS) {
+        char size[32] = "";
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return errno;
+        ssize_t n = read(fd, size, sizeof size - 1);
+        close(fd);
+        if (n > 0 && strtoull(size, NULL, 10) > 0) return 0;
+        usleep(MOUNT_POLL_MS * 1000);
+    }
+    return ENOMEDIUM;
+}
+
+/* MOUNT: in a child, as a process, wait for the drive's medium and mount the volume. */
+static void start_mount(struct session *s, const uint8_t *p, uint32_t len) {
+    static char spec[PATH_MAX + 64];
+    const char *comma = memchr(p, ',', len);
+    if (len == 0 || len >= sizeof spec || memchr(p, 0, len) != (const char *)p + len - 1 || !comma) {
+        send_error(s, EINVAL, "bad MOUNT");
         return;
     }
-    s->pid = pid;
-    s->out = out[0]; s->err = err_pipe[0]; s->in = in[1];
-    set_nonblocking(s->out);
-    set_nonblocking(s->err);
-    set_nonblocking(s->in);
-    uint32_t started = (uint32_t)pid;
-    send_frame(s, STARTED, &started, 4);
+    memcpy(spec, p, len);
+    if (fork_child(s) == 0) {
+        int err = wait_for_medium(spec, (size_t)(comma - (const char *)p));
+        if (err == 0) err = mount_volume(spec);
+        if (err != 0) fprintf(stderr, "mount %s: %s\n", (const char *)p, strerror(err));
+        _exit(err);
+    }
 }
 
 /* Rename OLD to NEW wherever it is a name field of /etc/hosts, every other byte as it was. */
@@ -426,6 +480,8 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
         open_file(s, kind, p, len);
     } else if ((kind == TAR_IN || kind == TAR_OUT) && idle) {
         start_tree(s, kind, p, len);
+    } else if (kind == MOUNT && idle) {
+        start_mount(s, p, len);
     } else if (kind == HOSTNAME && idle && len >= 1 && len <= MAX_HOSTNAME && !memchr(p, 0, len)) {
         rename_guest(p, len);
     } else if (kind == TTY && idle && len == 4) {

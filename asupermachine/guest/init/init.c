@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include "guest_network.h"
+#include "mount_volume.h"
 #include "spawn_process.h"
 #include "vector_state.h"
 
@@ -261,34 +262,6 @@ static int enter_root(const char *device) {
     if (chdir("/root") < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0)
         return errno;
     return 0;
-}
-
-/* Make every missing directory of the absolute path; returns 0 or an errno value. */
-static int make_path(char *path) {
-    for (char *slash = strchr(path + 1, '/');; slash = strchr(slash + 1, '/')) {
-        if (slash) *slash = '\0';
-        int err = mkdir(path, 0755) < 0 && errno != EEXIST ? errno : 0;
-        if (slash) *slash = '/';
-        if (err != 0) return err;
-        if (!slash) return 0;
-    }
-}
-
-/*
- * Mount one DEVICE,FS,ro|rw,TARGET volume; returns 0 or an errno value. Writable
- * ones are synchronous: the VMM stops a guest without unmounting, so what a write
- * returned must already be on the host's file (the journal covers a write cut off).
- */
-static int mount_volume(char *spec) {
-    char *fs = strchr(spec, ',');
-    char *mode = fs ? strchr(fs + 1, ',') : NULL;
-    char *target = mode ? strchr(mode + 1, ',') : NULL;
-    if (!target || target[1] != '/') return EINVAL;
-    *fs++ = *mode++ = *target++ = '\0';
-    unsigned long flags = MS_NOATIME | (strcmp(mode, "ro") == 0 ? MS_RDONLY : MS_SYNCHRONOUS);
-    int err = make_path(target);
-    if (err == 0 && mount(spec, target, fs, flags, NULL) < 0) err = errno;
-    return err;
 }
 
 /* No command: stay up as a sandbox for the agent, reaping orphans as PID 1 must. */
