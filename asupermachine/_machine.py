@@ -587,15 +587,16 @@ class Machine(metaclass=NoPublicConstructor):
                 network=network, volumes=self._made_with.volumes,
                 kept=tuple(map(_paused.KeptDisk.of, snapshot.kept_disks)), path=_paused.paused_root() / self.id,
             )
-            _paused.commit(staged, machine, snapshot)
+            _paused.commit(staged.path, machine, snapshot)
             saved.append(machine)
             self._close_reason = CloseReason.PAUSED  # before the guest stops: its end is this pause
 
         try:
-            await self._backend.snapshot(staged / _paused.SNAPSHOT_NAME, idle_within, then_stop=then_stop)
+            await self._backend.snapshot(staged.path / _paused.SNAPSHOT_NAME, idle_within, then_stop=then_stop)
         finally:
             if not saved:
-                await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, staged, ignore_errors=True))
+                await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, staged.path, ignore_errors=True))
+            staged.close()
         self._request_close(CloseReason.PAUSED)
         await self._until_freed()
         return saved[0]

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from .snapshot.snapshot import Snapshot, vouch_for_memory
 RECORD_NAME = "machine.json"
 SNAPSHOT_NAME = "snapshot"
 LOCK_SUFFIX = ".lock"
+STAGING_SUFFIX = ".tmp"
+STAGING_GRACE_SECONDS = 60.0
 FORMAT_NAME = "asupermachine-paused"
 FORMAT_VERSION = 1
 logger = logging.getLogger("asupermachine")
@@ -141,6 +144,7 @@ def load(machine_id: str) -> PausedMachine:
 
 def listed() -> list[PausedMachine]:
     """Every paused machine, the oldest pause first; a damaged record is logged and left out."""
+    sweep()
     found = []
     for entry in paused_root().glob("[!.]*"):
         if entry.is_dir():
@@ -223,11 +227,46 @@ class Resumption:
             self._fd = -1
 
 
-def staging(machine_id: str) -> Path:
-    """A new directory for ``machine_id``'s pause to be written into before :func:`commit`."""
-    path = paused_root() / f".{machine_id}.{uuid.uuid4().hex[:8]}.tmp"
-    path.mkdir(parents=True)
-    return path
+class Staged:
+    """A pause being written: its directory, locked (``flock``) until :meth:`close`, so that no one sweeps it."""
+
+    def __init__(self, machine_id: str) -> None:
+        self.path = paused_root() / f".{machine_id}.{uuid.uuid4().hex[:8]}{STAGING_SUFFIX}"
+        self.path.mkdir(parents=True)
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def close(self) -> None:
+        """Let go of it: committed (the lock went with the directory) or abandoned (remove it first)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def staging(machine_id: str) -> Staged:
+    """A new directory for ``machine_id``'s pause to be written into before :func:`commit`; sweeps what
+    pauses cut short by a crash left (see :func:`sweep`)."""
+    sweep()
+    return Staged(machine_id)
+
+
+def sweep() -> None:
+    """Remove the directories of pauses whose process died while writing them (unlocked, and older than
+    :data:`STAGING_GRACE_SECONDS`: a new one is locked a moment after it is made), or committing them."""
+    now = time.time()
+    for entry in paused_root().glob(".*"):  # staging and replaced directories (ids never start with ".")
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if now - os.fstat(fd).st_mtime > STAGING_GRACE_SECONDS:
+                shutil.rmtree(entry, ignore_errors=True)
+        except BlockingIOError:
+            continue  # being written
+        finally:
+            os.close(fd)
 
 
 def commit(staged: Path, machine: PausedMachine, snapshot: Snapshot) -> None:

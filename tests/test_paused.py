@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,23 @@ def test_a_claimed_machine_is_neither_claimed_again_nor_removed() -> None:
     paused.remove("cafe0001")
     with pytest.raises(PausedMachineNotFound):
         paused.remove("cafe0001")
+
+
+def test_what_a_crashed_pause_left_is_swept_but_never_a_pause_being_written() -> None:
+    writing = paused.staging("cafe0002")
+    (writing.path / "memory").write_bytes(b"half")
+    crashed = paused.paused_root() / ".cafe0003.0000.tmp"
+    (crashed / "snapshot").mkdir(parents=True)
+    replaced = paused.paused_root() / ".cafe0004.0000.old"
+    replaced.mkdir()
+    young = paused.paused_root() / ".cafe0005.0000.tmp"  # made a moment ago: its writer locks it next
+    young.mkdir()
+    old = time.time() - 2 * paused.STAGING_GRACE_SECONDS
+    for path in (writing.path, crashed, replaced):
+        os.utime(path, (old, old))
+    assert paused.listed() == []
+    assert sorted(path.name for path in paused.paused_root().iterdir()) == sorted([writing.path.name, young.name])
+    writing.close()
+    os.utime(young, (old, old))
+    paused.sweep()
+    assert list(paused.paused_root().iterdir()) == []
