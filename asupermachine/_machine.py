@@ -26,6 +26,7 @@ from ._core.agent.files import GuestFileReader, GuestFileWriter
 from ._core.agent.process import Process, greet
 from ._core.agent.protocol import (
     AGENT_PORT,
+    AttachRequest,
     CommandRequest,
     MountRequest,
     ProcessRequest,
@@ -346,6 +347,21 @@ class Machine(metaclass=NoPublicConstructor):
         """
         request = CommandRequest(tuple(argv), dict(env or {}), workdir, str(user), size if tty else None)
         return await self._guarded(lambda: self._start_process(request))
+
+    async def attach(self, pid: int) -> Process:
+        """Take up again the process ``pid`` (its :attr:`Process.pid`) that a :meth:`pause` cut off from
+        its caller, as E2B's ``commands.connect``; also one running in the snapshot this machine was
+        restored from.
+
+        Such a process runs on in the guest, its output kept for whoever attaches
+        (beyond 256 KiB it waits to write more); what its caller had not read when
+        the machine paused may be lost. The :class:`Process` streams what comes
+        after and its exit status, even if it ended meanwhile. One caller attaches
+        a process once; closing that :class:`Process` kills it, as for :meth:`spawn`.
+
+        :raises ExecError: if no such process waits (never cut off, or attached already)
+        """
+        return await self._guarded(lambda: self._start_process(AttachRequest(pid)))
 
     async def _start_process(self, request: ProcessRequest) -> Process:
         return await self._open_agent(

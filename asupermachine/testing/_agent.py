@@ -169,6 +169,8 @@ class FakeAgent:
                         if kind == Kind.READ_FILE:
                             await self._read_file(stream, payload)
                             return
+                        if kind in (Kind.ATTACH, Kind.MOUNT):  # its commands end with their connections
+                            raise _Refusal(errno.ESRCH if kind == Kind.ATTACH else errno.ENODEV, "not in a fake")
                     except _Refusal as refusal:
                         await stream.send(encode_frame(Kind.ERROR, error_payload(refusal.code, refusal.detail)))
                         continue

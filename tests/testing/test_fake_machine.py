@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from asupermachine import CloseReason, ExecError, GuestExit, GuestStopped, Machine, MachineClosed, ShutdownReason
+from asupermachine import (
+    CloseReason,
+    DiskError,
+    ExecError,
+    GuestExit,
+    GuestStopped,
+    Machine,
+    MachineClosed,
+    ShutdownReason,
+    Volume,
+)
 from asupermachine.testing import CommandResult, FakeAgent, fake_machine
 
 pytestmark = pytest.mark.anyio
@@ -47,6 +58,14 @@ async def test_the_code_under_test_sees_a_machine_and_the_fake_answers() -> None
     assert vm.closed and vm.close_reason is CloseReason.CLOSED
     with pytest.raises(MachineClosed):
         await installed_packages(vm)
+
+
+async def test_a_fake_has_no_process_to_attach_and_no_drive_for_a_volume(tmp_path: Path) -> None:
+    async with fake_machine(FakeAgent()) as vm:
+        with pytest.raises(ExecError, match="no process 42 waits"):
+            await vm.attach(42)
+        with pytest.raises(DiskError, match="no drives"):
+            await vm.mount(Volume(tmp_path / "absent.ext4"), "/data")
 
 
 async def test_a_guest_that_stops_ends_the_machine_as_a_real_one_does() -> None:

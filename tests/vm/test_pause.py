@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,10 +20,12 @@ import pytest
 from asupermachine import (
     CloseReason,
     DiskError,
+    ExecError,
     Machine,
     MachineClosed,
     MachineInUse,
     PausedMachineNotFound,
+    Process,
     Runtime,
     Snapshot,
     SnapshotError,
@@ -84,6 +87,43 @@ async def test_pause_resume_twice_keeps_writes_processes_and_the_id(baked: Snaps
             with pytest.raises(PausedMachineNotFound):
                 await rt.resume(machine_id)
     assert_nothing_left(before)
+
+
+async def numbers(process: Process, at_least: int) -> list[int]:
+    """Whole lines of a counting process's output until one reaches ``at_least``."""
+    seen, text = [], b""
+    while not seen or seen[-1] < at_least:
+        text += await process.stdout.receive()
+        *lines, text = text.split(b"\n")
+        seen += [int(line) for line in lines]
+    return seen
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_a_spawned_process_runs_on_through_a_pause_and_is_attached_again_by_its_pid(baked: Snapshot) -> None:
+    with anyio.fail_after(DEADLINE):
+        async with Runtime() as rt:
+            vm = await rt.restore(baked)
+            counter = await vm.spawn(["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.01; done"])
+            before = await numbers(counter, 5)
+            waiting = await vm.spawn(["sh", "-c", "read line; echo got $line; exit 3"])
+            paused = await vm.pause()
+            vm = await rt.resume(paused.id)
+            with pytest.raises(ExecError, match="no process 1 waits"):
+                await vm.attach(1)
+            async with await vm.attach(counter.pid) as again:
+                after = await numbers(again, before[-1] + 20)
+                assert after == sorted(after) and after[0] > before[-1], (before, after)
+                with pytest.raises(ExecError):
+                    await vm.attach(counter.pid)  # once
+                await again.send_signal(signal.SIGTERM)
+                assert (await again.wait()).signal == signal.SIGTERM
+            # Its stdin was kept too: what it reads now comes from its new caller.
+            async with await vm.attach(waiting.pid) as again:
+                await again.stdin.send(b"hello\n")
+                assert (await again.stdout.receive(), (await again.wait()).exit_code) == (b"got hello\n", 3)
+            await vm.close()
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

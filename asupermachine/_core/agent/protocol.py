@@ -51,6 +51,7 @@ class Kind(enum.IntEnum):
     TAR_IN = 15
     TAR_OUT = 16
     MOUNT = 17
+    ATTACH = 18
 
 
 class VectorState(enum.IntEnum):
@@ -166,6 +167,22 @@ class TreeRequest:
 
     def refusal(self, code: int, detail: str) -> GuestFileError:
         return GuestFileError(f"guest path {self.path!r}: {os.strerror(code)} ({detail})", code)
+
+
+@dataclass(frozen=True)
+class AttachRequest:
+    """A command the guest runs detached (its connection was reset by a restore), to take over by ``pid``."""
+
+    pid: int
+    tty: None = None
+
+    def encode(self) -> bytes:
+        if not 0 < self.pid < 2**32:
+            raise ValueError(f"{self.pid} is not a process id")
+        return encode_frame(Kind.ATTACH, U32.pack(self.pid))
+
+    def refusal(self, code: int, detail: str) -> ExecError:
+        return ExecError(f"no process {self.pid} waits in the guest to be attached: {detail}", code)
 
 
 @dataclass(frozen=True)

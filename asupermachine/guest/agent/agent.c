@@ -34,6 +34,12 @@
  *                          mounts it. STARTED u32 pid | ERROR; STDERR says what failed, and
  *                          EXITED status, 0 ends it (the status: 0, or the errno of the failure)
  *
+ * A command outlives a connection reset under it (the VM was restored from a snapshot taken while it
+ * ran; a connection the host closes kills it): it runs on detached, its output queued (up to a
+ * bound, then it waits), until a connection takes it over by its pid:
+ *
+ *   host  -> agent ATTACH  u32 pid; STARTED u32 pid and the command's frames as above | ERROR ESRCH
+ *
  * Before its request, a connection may name the guest (a restored clone's new id):
  *
  *   host  -> agent HOSTNAME name (1..64 bytes, no NUL); no answer (/etc/hosts follows:
@@ -105,7 +111,7 @@ struct sockaddr_vm {
 #define UNSET_HOSTNAME "(none)"
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
-    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16, MOUNT = 17,
+    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16, MOUNT = 17, ATTACH = 18,
 };
 
 /* Bytes waiting for a non-blocking fd that was not ready. */
@@ -122,6 +128,10 @@ struct session {
     int in_eof;    /* close `in` once `to_in` is written */
     int finished;  /* EXITED is queued: end once `to_host` is written */
     int tty;       /* TTY asked for: the next EXEC runs on a pty; `out` and `in` are its master */
+    int command;   /* an EXEC's process: it outlives a reset connection (detached), see detach() */
+    int detached;  /* no connection: waiting for an ATTACH, its output queued in `to_host` */
+    pid_t started; /* the pid STARTED gave, which ATTACH names */
+    size_t head_sent; /* bytes of the first frame in `to_host` already written */
     struct winsize size;
     struct buffer from_host, to_host, to_in;
 };
@@ -157,6 +167,31 @@ static int flush(int fd, struct buffer *b) {
     return 0;
 }
 
+static size_t head_frame_size(const struct buffer *b, size_t at) {
+    uint32_t len;
+    memcpy(&len, b->data + at, 4);
+    return 8 + (size_t)len;
+}
+
+/* Write queued frames to the host; a frame leaves the queue once written whole, so that a
+   detached session keeps whole frames only. Returns -1 on a real error (not on EAGAIN). */
+static int flush_frames(struct session *s) {
+    struct buffer *b = &s->to_host;
+    while (b->len > s->head_sent) {
+        ssize_t n = write(s->sock, b->data + s->head_sent, b->len - s->head_sent);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return 0;
+        if (n <= 0) return -1;
+        s->head_sent += (size_t)n;
+        size_t whole = 0;
+        while (b->len - whole >= 8 && whole + head_frame_size(b, whole) <= s->head_sent)
+            whole += head_frame_size(b, whole);
+        consume(b, whole);
+        s->head_sent -= whole;
+    }
+    return 0;
+}
+
 /* Queue a frame for the host; it goes out as the socket takes it. */
 static void send_frame(struct session *s, uint16_t kind, const void *payload, uint32_t len) {
     uint8_t header[8];
@@ -179,6 +214,29 @@ static void end_session(struct session *s) {
     memset(s, 0, sizeof *s);
     s->sock = s->out = s->err = s->in = -1;
     /* A still-running child keeps s->pid in no session: the reaper collects it. */
+}
+
+static int in_use(const struct session *s) {
+    return s->sock >= 0 || s->detached;
+}
+
+/* The connection was reset under a running command: the host went away without closing it, as when
+   the VM was restored from a snapshot taken while it ran. Keep the command running and its output
+   queued (to HIGH_WATER, then it waits), without what the old host had half received, for an ATTACH. */
+static void detach(struct session *s) {
+    if (s->head_sent) consume(&s->to_host, head_frame_size(&s->to_host, 0));
+    s->head_sent = 0;
+    close(s->sock);
+    s->sock = -1;
+    s->from_host.len = 0;
+    s->detached = 1;
+}
+
+/* The connection failed with ERR (0: the host closed it): a command is detached if it was reset, else
+   the session ends (a command is killed: the host closed it, as it does to stop one). */
+static void lose_host(struct session *s, int err) {
+    if ((err == ENOTCONN || err == ECONNRESET) && s->command) detach(s);
+    else end_session(s);
 }
 
 static void send_error(struct session *s, int err, const char *what) {
@@ -298,6 +356,8 @@ static void start(struct session *s, const uint8_t *p, uint32_t len) {
         set_nonblocking(s->out);
         if (s->err >= 0) set_nonblocking(s->err);
         set_nonblocking(s->in);
+        s->command = 1;
+        s->started = s->pid;
         uint32_t pid = (uint32_t)s->pid;
         send_frame(s, STARTED, &pid, 4);
     }
@@ -465,6 +525,28 @@ static void rename_guest(const uint8_t *name, uint32_t len) {
     if (old[0] && strcmp(old, UNSET_HOSTNAME) != 0 && strcmp(old, "localhost") != 0) rename_in_hosts(old, new);
 }
 
+/* ATTACH: this connection takes over the detached command PID, STARTED first, then what it queued. */
+static void attach(struct session *s, const uint8_t *p, uint32_t len) {
+    uint32_t pid = 0;
+    if (len == 4) memcpy(&pid, p, 4);
+    struct session *found = NULL;
+    for (int i = 0; i < MAX_SESSIONS && pid; i++)
+        if (sessions[i].detached && sessions[i].started == (pid_t)pid) found = &sessions[i];
+    if (!found) { send_error(s, ESRCH, "no detached process with that pid"); return; }
+    struct buffer queued = found->to_host;
+    found->to_host = s->to_host;  /* this connection's HELLO, perhaps not all written yet */
+    found->head_sent = s->head_sent;
+    send_frame(found, STARTED, &pid, 4);
+    append(&found->to_host, queued.data, queued.len);
+    free(queued.data);
+    found->sock = s->sock;
+    found->from_host = s->from_host;  /* being parsed by read_host: it stays this slot's */
+    found->detached = 0;
+    *s = *found;
+    memset(found, 0, sizeof *found);
+    found->sock = found->out = found->err = found->in = -1;
+}
+
 static void set_size(struct session *s, const uint8_t *p) {
     uint16_t rows, cols;
     memcpy(&rows, p, 2);
@@ -482,6 +564,8 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
         start_tree(s, kind, p, len);
     } else if (kind == MOUNT && idle) {
         start_mount(s, p, len);
+    } else if (kind == ATTACH && idle) {
+        attach(s, p, len);
     } else if (kind == HOSTNAME && idle && len >= 1 && len <= MAX_HOSTNAME && !memchr(p, 0, len)) {
         rename_guest(p, len);
     } else if (kind == TTY && idle && len == 4) {
@@ -528,18 +612,21 @@ static void pump_in(struct session *s) {
     }
 }
 
-/* Read from the host; returns -1 when the session must end. */
+/* Read from the host; returns 0, or -1 once the connection is gone (see lose_host) with errno
+   set (0: closed, or a frame too long). */
 static int read_host(struct session *s) {
     uint8_t chunk[65536];
     ssize_t n = read(s->sock, chunk, sizeof chunk);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 0;
-    if (n <= 0 || append(&s->from_host, chunk, (size_t)n)) return -1;
+    if (n == 0) errno = 0;
+    if (n <= 0) return -1;
+    if (append(&s->from_host, chunk, (size_t)n)) return -1;
     while (s->from_host.len >= 8) {
         uint32_t len;
         uint16_t kind;
         memcpy(&len, s->from_host.data, 4);
         memcpy(&kind, s->from_host.data + 4, 2);
-        if (len > MAX_FRAME) return -1;
+        if (len > MAX_FRAME) { errno = 0; return -1; }
         if (s->from_host.len < 8 + (size_t)len) break;
         handle_frame(s, kind, s->from_host.data + 8, len);
         consume(&s->from_host, 8 + (size_t)len);
@@ -565,7 +652,7 @@ static void reap(void) {
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
         for (int i = 0; i < MAX_SESSIONS; i++)
-            if (sessions[i].sock >= 0 && sessions[i].pid == pid) {
+            if (in_use(&sessions[i]) && sessions[i].pid == pid) {
                 sessions[i].exited = 1;
                 sessions[i].status = status;
             }
@@ -573,8 +660,15 @@ static void reap(void) {
 
 static void accept_session(int listener) {
     int sock = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    int free_slot = 0;
+    for (int i = 0; i < MAX_SESSIONS; i++) free_slot |= !in_use(&sessions[i]);
+    for (int i = 0; i < MAX_SESSIONS && !free_slot; i++)
+        if (sessions[i].detached && sessions[i].finished) {  /* ended, never attached: its output goes */
+            end_session(&sessions[i]);
+            free_slot = 1;
+        }
     for (int i = 0; sock >= 0 && i < MAX_SESSIONS; i++)
-        if (sessions[i].sock < 0) {
+        if (!in_use(&sessions[i])) {
             sessions[i].sock = sock;
             uint32_t hello[2] = { PROTOCOL_VERSION, vector_state };
             send_frame(&sessions[i], HELLO, hello, sizeof hello);
@@ -601,7 +695,9 @@ static void finish_if_done(struct session *s) {
         s->pid = 0;
         s->finished = 1;
     }
-    if (flush(s->sock, &s->to_host) < 0 || (s->finished && s->to_host.len == 0)) end_session(s);
+    if (s->detached) return;  /* what it queued waits for an ATTACH */
+    if (flush_frames(s) < 0) lose_host(s, errno);
+    else if (s->finished && s->to_host.len == 0) end_session(s);
 }
 
 int main(int argc, char **argv) {
@@ -629,7 +725,7 @@ int main(int argc, char **argv) {
         fds[count] = (struct pollfd){ .fd = children, .events = POLLIN }; owners[count++].s = NULL;
         for (int i = 0; i < MAX_SESSIONS; i++) {
             struct session *s = &sessions[i];
-            if (s->sock < 0) continue;
+            if (!in_use(s)) continue;
             /* Backpressure: stop reading a side whose destination has a backlog, so
                one slow reader stalls only its own session (and, by vsock credit, its host writer). */
             short wants[4] = {
@@ -654,14 +750,15 @@ int main(int argc, char **argv) {
         if (fds[0].revents & POLLIN) accept_session(listener);
         for (int i = 2; i < count; i++) {
             struct session *s = owners[i].s;
-            if (!fds[i].revents || s->sock < 0) continue;
+            if (!fds[i].revents || !in_use(s)) continue;
             int which = owners[i].which;
-            if (which == SOCK && (fds[i].revents & ~POLLOUT) && read_host(s)) end_session(s);
+            if (which == SOCK && (s->sock < 0 || !(fds[i].revents & ~POLLOUT))) continue;  /* detached meanwhile */
+            if (which == SOCK && read_host(s)) lose_host(s, errno);
             else if (which == OUT && s->out >= 0) pump(s, &s->out, STDOUT);
             else if (which == ERR && s->err >= 0) pump(s, &s->err, STDERR);
             else if (which == IN && s->in >= 0) pump_in(s);
         }
         for (int i = 0; i < MAX_SESSIONS; i++)
-            if (sessions[i].sock >= 0) finish_if_done(&sessions[i]);
+            if (in_use(&sessions[i])) finish_if_done(&sessions[i]);
     }
 }
