@@ -82,8 +82,9 @@ async def controlled(vm: Machine, *, pause_on_signal: bool) -> AsyncIterator[Con
         if control.paused:
             control.scope.cancel()  # once answered: that ends the block
 
-    async def on_signals() -> None:
+    async def on_signals(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()  # the block runs once a signal pauses the machine
             async for _ in signals:
                 async with control.pausing:
                     await pause()
@@ -94,7 +95,7 @@ async def controlled(vm: Machine, *, pause_on_signal: bool) -> AsyncIterator[Con
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(listener.serve, answer)
             if pause_on_signal:
-                tasks.start_soon(on_signals)
+                await tasks.start(on_signals)
             try:
                 yield control
             finally:

@@ -28,6 +28,8 @@ async def hold(vm: Machine, argv: list[str], args: argparse.Namespace, *, pause_
     ``argv`` the machine runs until then, and that is a success.
     """
     async with vm, controlled(vm, pause_on_signal=pause_after) as control:
+        if not argv:
+            say(f"machine {vm.id} runs; 'asupermachine pause {vm.id}'{' (or Ctrl-C)' if pause_after else ''} pauses it")
         status = STATUS_ABNORMAL_END if argv else 0
         paused = False
         with control.scope:
@@ -55,8 +57,6 @@ async def resume(args: argparse.Namespace) -> int:
     machine_id, argv = args.words[0], args.words[1:]
     argv = argv[1:] if argv[:1] == ["--"] else argv
     vm = await (await default_runtime()).resume(machine_id)
-    if not argv:
-        say(f"machine {machine_id} runs; 'asupermachine pause {machine_id}' (or Ctrl-C) pauses it")
     return await hold(vm, argv, args, pause_after=not args.rm)
 
 

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -49,14 +48,6 @@ def states(env: dict[str, str]) -> dict[str, str]:
     return {row.split()[0]: row.split()[1] for row in ok(env, "ps").splitlines()[1:]}
 
 
-def until_running(env: dict[str, str], machine_id: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while states(env).get(machine_id) != "running":
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-
-
 def test_run_pause_resume_copy_and_remove_from_the_shell(env: dict[str, str], tmp_path: Path) -> None:
     result = cli(env, "run", "--pause", "--", "sh", "-c", "echo kept > /root/note; echo ran")
     assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
@@ -83,7 +74,9 @@ def test_run_pause_resume_copy_and_remove_from_the_shell(env: dict[str, str], tm
 
     # Ctrl-C pauses it too: nothing is lost to a keystroke.
     holder = started(env, "resume", machine_id)
-    until_running(env, machine_id, holder)
+    assert holder.stderr is not None
+    while "(or Ctrl-C) pauses it" not in holder.stderr.readline():  # said once signals pause it
+        assert holder.poll() is None
     holder.send_signal(signal.SIGINT)
     _, err = holder.communicate(timeout=DEADLINE)
     assert holder.returncode == 0 and "is paused" in err, err
