@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from ._core.agent.protocol import (
     CommandRequest,
     MountRequest,
     ProcessRequest,
+    SyncRequest,
     TreeRequest,
     VectorState,
     encode_hostname,
@@ -50,9 +52,12 @@ from .image.image import Image
 from .snapshot.snapshot import Snapshot, is_snapshot
 
 AGENT_RETRY_INTERVAL = 0.05
+SYNC_SECONDS = 10.0
+"""How long a closing or pausing machine waits for its guest to sync its writable volumes."""
 PORT_POLL_INTERVAL = 0.05
 
 T = TypeVar("T")
+logger = logging.getLogger("asupermachine")
 
 
 @dataclass(frozen=True)
@@ -500,8 +505,9 @@ class Machine(metaclass=NoPublicConstructor):
         It goes into one of the empty drives the machine was made with
         (``volume_slots``: two for a machine started from an image, and so for its
         snapshots' restores), is the machine's until it ends, and comes back with
-        it after a :meth:`pause`. Writes to a writable one are synchronous, so they
-        survive the machine. There is no unmount: the machine's end detaches it.
+        it after a :meth:`pause`. What the guest writes to a writable one is on the
+        volume once the machine closes or pauses (see ``volumes`` in
+        :class:`RestoreOptions`). There is no unmount: the machine's end detaches it.
 
         :raises DiskError: if no drive is empty, the volume is in use (by another
             machine, or a paused one), or the guest cannot mount it
@@ -573,6 +579,21 @@ class Machine(metaclass=NoPublicConstructor):
             self._rename_guest = False
         return connection
 
+    async def _sync_volumes(self) -> None:
+        """Have the guest write what it holds for its writable volumes through to them, before the host
+        stops or pauses it (guest/include/mount_volume.h). Bounded by :data:`SYNC_SECONDS`; a guest that
+        cannot is logged, never raised: the journal keeps the volume whole."""
+        if all(volume.read_only for volume in self._made_with.volumes.values()):
+            return
+        with anyio.move_on_after(SYNC_SECONDS) as waited:
+            try:
+                async with await self._connect_agent() as connection:
+                    await execute(connection, SyncRequest())
+            except AsupermachineError as error:
+                logger.warning("machine %s could not sync its volumes: %s", self.id, error)
+        if waited.cancelled_caught:
+            logger.warning("machine %s did not sync its volumes within %s s", self.id, SYNC_SECONDS)
+
     async def pause(self, *, idle_within: float = 0.0) -> PausedMachine:
         """Save this machine under its id and close it, freeing its memory; returns what was saved.
 
@@ -588,6 +609,7 @@ class Machine(metaclass=NoPublicConstructor):
         if self._close_reason is not None:
             await self._until_freed()
         self._check_usable()
+        await self._sync_volumes()  # its volumes whole on their own, should the pause be removed unresumed
         timeout = None if self._life.deadline == float("inf") else max(0.0, self._life.deadline - anyio.current_time())
         network = self._made_with.network
         egress = self._backend.egress

@@ -28,8 +28,9 @@ class RestoreOptions(TypedDict, total=False):
     volumes: Mapping[str, Volume]
     """Volumes by mount point (``{"/data": vol}``), mounted before the command runs or the machine is
     handed over: at a boot by init (attached after ``disks``), at a restore by the agent, each in one of
-    the snapshot's empty drives (``volume_slots``). Writes to a writable one are synchronous, so they
-    survive the machine."""
+    the snapshot's empty drives (``volume_slots``). What the guest writes to a writable one is on it
+    once the machine closes or pauses (the guest syncs first); a machine whose process is killed loses
+    at most its last second of writes, never the filesystem."""
 
 
 class BootOptions(RestoreOptions, total=False):

@@ -340,6 +340,9 @@ class Runtime:
                     machine._request_close(CloseReason.RUNTIME)
                 task_status.started(machine)
                 reason = await machine._serve(timeout)
+                if reason in (CloseReason.CLOSED, CloseReason.TIMEOUT, CloseReason.RUNTIME) and machine.running:
+                    with anyio.CancelScope(shield=True):
+                        await machine._sync_volumes()
         except Exception:
             if machine is None:
                 raise  # the caller of start() gets it

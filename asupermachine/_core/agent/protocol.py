@@ -52,6 +52,7 @@ class Kind(enum.IntEnum):
     TAR_OUT = 16
     MOUNT = 17
     ATTACH = 18
+    SYNC = 19
 
 
 class VectorState(enum.IntEnum):
@@ -183,6 +184,19 @@ class AttachRequest:
 
     def refusal(self, code: int, detail: str) -> ExecError:
         return ExecError(f"no process {self.pid} waits in the guest to be attached: {detail}", code)
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """Have the guest write every filesystem's dirty data through to its disks (SYNC)."""
+
+    tty: None = None
+
+    def encode(self) -> bytes:
+        return encode_frame(Kind.SYNC)
+
+    def refusal(self, code: int, detail: str) -> DiskError:
+        return DiskError(f"the guest could not sync its disks: {os.strerror(code)} ({detail})")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@
  *                          mounts it. STARTED u32 pid | ERROR; STDERR says what failed, and
  *                          EXITED status, 0 ends it (the status: 0, or the errno of the failure)
  *
+ * or writes every filesystem's dirty data through to its disk (sync(2)), in a child, as a process:
+ *
+ *   host  -> agent SYNC;   STARTED u32 pid, then EXITED 0, 0 once done
+ *
  * A command outlives a connection reset under it (the VM was restored from a snapshot taken while it
  * ran; a connection the host closes kills it): it runs on detached, its output queued (up to a
  * bound, then it waits), until a connection takes it over by its pid:
@@ -111,7 +115,7 @@ struct sockaddr_vm {
 #define UNSET_HOSTNAME "(none)"
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
-    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16, MOUNT = 17, ATTACH = 18,
+    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16, MOUNT = 17, ATTACH = 18, SYNC = 19,
 };
 
 /* Bytes waiting for a non-blocking fd that was not ready. */
@@ -566,6 +570,11 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
         start_mount(s, p, len);
     } else if (kind == ATTACH && idle) {
         attach(s, p, len);
+    } else if (kind == SYNC && idle) {
+        if (fork_child(s) == 0) {
+            sync();
+            _exit(0);
+        }
     } else if (kind == HOSTNAME && idle && len >= 1 && len <= MAX_HOSTNAME && !memchr(p, 0, len)) {
         rename_guest(p, len);
     } else if (kind == TTY && idle && len == 4) {

@@ -1,9 +1,10 @@
 /*
  * Mount a volume, as init does at boot and the agent does while the VM runs.
  * A spec is DEVICE,FS,ro|rw,TARGET (the target last: it may hold commas).
- * Writable volumes are synchronous: the VMM stops a guest without unmounting, so
- * what a write returned must already be on the host's file (the journal covers
- * a write cut off). A read-only one is made read-only at the block layer too:
+ * Writable volumes commit their journal every second (WRITABLE_OPTIONS): the VMM
+ * has the agent sync before it stops or pauses a guest, and a guest stopped
+ * without that (its process killed) loses at most the last second's writes,
+ * its filesystem whole once the next mount replays the journal. A read-only one is made read-only at the block layer too:
  * a drive filled while the VM runs was offered writable (virtio's read-only
  * feature is fixed when the driver binds), and the host refuses its writes.
  * Header-only, like spawn_process.h.
@@ -19,6 +20,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define WRITABLE_OPTIONS "commit=1"
 
 /* Make every missing directory of the absolute path; returns 0 or an errno value. */
 static int make_path(char *path) {
@@ -48,10 +51,10 @@ static int mount_volume(char *spec) {
     if (!target || target[1] != '/' || strncmp(spec, "/dev/", 5) != 0) return EINVAL;
     *fs++ = *mode++ = *target++ = '\0';
     int read_only = strcmp(mode, "ro") == 0;
-    unsigned long flags = MS_NOATIME | (read_only ? MS_RDONLY : MS_SYNCHRONOUS);
+    unsigned long flags = MS_NOATIME | (read_only ? MS_RDONLY : 0);
     int err = read_only ? set_read_only(spec) : 0;
     if (err == 0) err = make_path(target);
-    if (err == 0 && mount(spec, target, fs, flags, NULL) < 0) err = errno;
+    if (err == 0 && mount(spec, target, fs, flags, read_only ? NULL : WRITABLE_OPTIONS) < 0) err = errno;
     return err;
 }
 
