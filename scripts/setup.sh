@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(
   linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils patch
   musl-tools busybox-static erofs-utils qemu-system-x86 python3 python3-venv python3-dev
-  docker-registry skopeo umoci buildah debootstrap apache2-utils passt tmux
+  docker-registry skopeo umoci buildah debootstrap apache2-utils passt tmux device-tree-compiler
 )
 missing=()
 for package in "${packages[@]}"; do
