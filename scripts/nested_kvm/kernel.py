@@ -34,8 +34,9 @@ class L1Kernel:
 def fetch_kernel(arch: L1Arch) -> L1Kernel:
     """The newest kernel Debian's archive offers for ``arch``, downloaded and unpacked once."""
     package, version = _candidate(arch.kernel_package)
-    release = package.removeprefix("linux-image-")
-    root = cache_dir() / arch.name / f"{package}_{version}"
+    name = package.partition(":")[0]  # without a foreign architecture's suffix
+    release = name.removeprefix("linux-image-")
+    root = cache_dir() / arch.name / f"{name}_{version}"
     with exclusive(root.with_suffix(".lock")):
         if not root.is_dir():
             _unpack(package, root)
@@ -58,6 +59,9 @@ def _candidate(meta_package: str) -> tuple[str, str]:
             if version:
                 return package, version.group(1)
         if attempt == 0:
+            foreign = meta_package.partition(":")[2]
+            if foreign:  # another architecture's packages: listed once dpkg takes that architecture
+                subprocess.run(["dpkg", "--add-architecture", foreign], check=False)
             subprocess.run(["apt-get", "update", "-qq"], check=False)  # a fresh machine has no package lists
     raise KernelFetchError(f"Debian's archive offers no {meta_package} here (apt-cache depends {meta_package})")
 

@@ -2,6 +2,8 @@
 
 import gzip
 import struct
+import sys
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -9,6 +11,11 @@ import zstandard
 from asupermachine import KernelImageError
 from asupermachine._core.arch.aarch64 import image as loader
 from asupermachine._core.arch.aarch64.image import Arm64Kernel, arm64_kernel, boot_layout
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
+
+from nested_kvm.arch import ARM64  # noqa: E402
+from nested_kvm.kernel import fetch_kernel  # noqa: E402
 
 MIB = 1 << 20
 
@@ -95,3 +102,11 @@ def test_the_kernel_the_device_tree_and_the_initrd_are_placed_as_booting_rst_ask
     assert layout.initrd >= layout.kernel + kernel.image_size
     with pytest.raises(KernelImageError, match="do not fit in 24 MiB"):
         boot_layout(kernel, 0x8000_0000, 24 * MIB, 10 * MIB)
+
+
+def test_debian_s_own_arm64_kernel_is_read_and_placed() -> None:
+    kernel = arm64_kernel(fetch_kernel(ARM64).image.read_bytes())  # downloaded once, then cached
+    assert kernel.text_offset == 0 and kernel.image_size > len(kernel.image) > 16 * MIB
+    assert (kernel.page_size, kernel.anywhere) == (4096, True)
+    layout = boot_layout(kernel, 0x8000_0000, 256 * MIB, 16 * MIB)
+    assert layout.kernel == 0x8000_0000 and layout.initrd >= layout.kernel + kernel.image_size
