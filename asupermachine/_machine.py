@@ -91,7 +91,9 @@ class Machine(metaclass=NoPublicConstructor):
         self._close_reason: CloseReason | None = None
         self._life = anyio.CancelScope()
         self._calls: set[anyio.CancelScope] = set()
-        self._mounting = anyio.Lock()
+        self._drives = anyio.Lock()
+        """Held while a volume goes into a drive, and while the machine is saved: a save sees each drive
+        either empty or mounted."""
 
     @property
     def network(self) -> MachineNetwork | None:
@@ -514,7 +516,7 @@ class Machine(metaclass=NoPublicConstructor):
         :raises ValueError: for a mount point not below ``/``, or one this machine has a volume at
         """
         path = mount_point(target)
-        async with self._mounting:
+        async with self._drives:
             if path in self._made_with.volumes:
                 raise ValueError(f"machine {self.id} has a volume at {path} already")
             await anyio.to_thread.run_sync(_paused.check_unclaimed, volume.path)
@@ -630,7 +632,8 @@ class Machine(metaclass=NoPublicConstructor):
             self._close_reason = CloseReason.PAUSED  # before the guest stops: its end is this pause
 
         try:
-            await self._backend.snapshot(staged.path / _paused.SNAPSHOT_NAME, idle_within, then_stop=then_stop)
+            async with self._drives:
+                await self._backend.snapshot(staged.path / _paused.SNAPSHOT_NAME, idle_within, then_stop=then_stop)
         finally:
             if not saved:
                 await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, staged.path, ignore_errors=True))
@@ -653,5 +656,6 @@ class Machine(metaclass=NoPublicConstructor):
         Raises :class:`SnapshotError` for a VM that stopped, ``FileExistsError``
         if ``path`` exists.
         """
-        return await self._guarded(lambda: self._backend.snapshot(Path(path), idle_within))
+        async with self._drives:
+            return await self._guarded(lambda: self._backend.snapshot(Path(path), idle_within))
 
