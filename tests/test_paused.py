@@ -11,11 +11,7 @@ import pytest
 from asupermachine import MachineInUse, PausedMachineNotFound, SnapshotError
 from asupermachine import _paused as paused
 
-
-@pytest.fixture(autouse=True)
-def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("own_data_home")
 
 
 @pytest.mark.parametrize("machine_id", ["", ".", "..", "../escape", "a/b", ".hidden", "x\0y"])

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from asupermachine import ExecResult
+from asupermachine import ExecResult, Machine
 
 
 def stdout_of(result: ExecResult) -> bytes:
     """``result.stdout`` of a command that exited 0; otherwise fail with its status and stderr."""
     assert result.exit_code == 0 and result.signal is None, f"guest command failed: {result}"
     return result.stdout
+
+
+async def shell(vm: Machine, script: str) -> str:
+    """What ``sh -c script`` printed in ``vm``; it must exit 0."""
+    return stdout_of(await vm.exec(["sh", "-c", script])).decode()

@@ -31,22 +31,11 @@ from asupermachine import (
     SnapshotError,
     Volume,
 )
+from tests.support.exec_output import shell
 from tests.support.resources import assert_nothing_left, held
 
+pytestmark = pytest.mark.usefixtures("own_data_home")
 DEADLINE = 600  # seconds: boots, restores and execs under software KVM, with room
-
-
-@pytest.fixture(autouse=True)
-def own_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "data"
-    monkeypatch.setenv("XDG_DATA_HOME", str(home))
-    return home
-
-
-async def run(vm: Machine, script: str) -> str:
-    result = await vm.exec(["sh", "-c", script])
-    assert result.status.exit_code == 0, result
-    return result.stdout.decode()
 
 
 @pytest.mark.anyio
@@ -57,8 +46,8 @@ async def test_pause_resume_twice_keeps_writes_processes_and_the_id(baked: Snaps
             vm = await rt.restore(baked)
             machine_id = vm.id
             # A process that outlives every exec: it counts, so a resumed one shows it ran on.
-            await run(vm, "(while :; do echo tick >> /root/ticks; sleep 0.2; done) </dev/null >/dev/null 2>&1 &"
-                          " echo $! > /root/pid; echo one > /root/first")
+            await shell(vm, "(while :; do echo tick >> /root/ticks; sleep 0.2; done) </dev/null >/dev/null 2>&1 &"
+                            " echo $! > /root/pid; echo one > /root/first")
             paused = await vm.pause()
             assert (paused.id, vm.closed, vm.close_reason) == (machine_id, True, CloseReason.PAUSED)
             with pytest.raises(MachineClosed, match="was paused"):
@@ -70,18 +59,18 @@ async def test_pause_resume_twice_keeps_writes_processes_and_the_id(baked: Snaps
             assert vm.id == machine_id and (await rt.paused())[0].is_resumed()
             with pytest.raises(MachineInUse):
                 await rt.resume(machine_id)
-            assert await run(vm, "hostname; cat /root/first; kill -0 $(cat /root/pid) && echo alive") == (
+            assert await shell(vm, "hostname; cat /root/first; kill -0 $(cat /root/pid) && echo alive") == (
                 f"{machine_id}\none\nalive\n"
             )
-            ticks = int(await run(vm, "wc -l < /root/ticks"))
-            await run(vm, "echo two > /root/second")
+            ticks = int(await shell(vm, "wc -l < /root/ticks"))
+            await shell(vm, "echo two > /root/second")
             await vm.pause()
 
             vm = await rt.resume(machine_id)
-            assert await run(vm, "cat /root/first /root/second; kill -0 $(cat /root/pid) && echo alive") == (
-                "one\ntwo\nalive\n"
+            assert await shell(vm, "cat /root/first /root/second; kill -0 $(cat /root/pid) && echo alive") == (
+                                   "one\ntwo\nalive\n"
             )
-            await run(vm, f"until [ $(wc -l < /root/ticks) -gt {ticks} ]; do sleep 0.1; done")
+            await shell(vm, f"until [ $(wc -l < /root/ticks) -gt {ticks} ]; do sleep 0.1; done")
             await vm.close()  # ended for good: its pause goes
             assert await rt.paused() == []
             with pytest.raises(PausedMachineNotFound):
@@ -133,7 +122,7 @@ async def test_a_paused_timeout_stops_counting_and_a_resume_in_another_process_g
 ) -> None:
     with anyio.fail_after(DEADLINE):
         async with Machine.restore(baked, timeout=3600) as vm:
-            await run(vm, "echo from-the-first > /root/note")
+            await shell(vm, "echo from-the-first > /root/note")
             first = await vm.pause()
         assert first.timeout is not None and 3000 < first.timeout <= 3600
         time.sleep(1.5)  # paused: none of this counts
@@ -160,7 +149,7 @@ async def test_a_paused_timeout_stops_counting_and_a_resume_in_another_process_g
         assert said["note"] == "from-the-first\n"
         assert first.timeout - resumed_for <= said["timeout"] < first.timeout
         async with Machine.resume(first.id) as vm:
-            assert await run(vm, "cat /root/note") == "from-the-first\nfrom-the-second\n"
+            assert await shell(vm, "cat /root/note") == "from-the-first\nfrom-the-second\n"
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -169,7 +158,7 @@ async def test_a_paused_machine_keeps_its_volume_and_a_damaged_or_changed_pause_
     volume = await Volume.create(tmp_path / "work.ext4", size_mib=16)
     with anyio.fail_after(DEADLINE):
         async with Machine.boot(volumes={"/work": volume}) as vm:
-            await run(vm, "echo before > /work/a")
+            await shell(vm, "echo before > /work/a")
             paused = await vm.pause()
         assert [kept.path for kept in paused.kept] == [volume.path]
         for other in (volume, Volume(volume.path, read_only=True)):
@@ -177,7 +166,7 @@ async def test_a_paused_machine_keeps_its_volume_and_a_damaged_or_changed_pause_
                 async with Machine.boot(volumes={"/work": other}):
                     pass
         async with Machine.resume(paused.id) as vm:
-            assert await run(vm, "cat /work/a; echo after > /work/b; cat /work/b") == "before\nafter\n"
+            assert await shell(vm, "cat /work/a; echo after > /work/b; cat /work/b") == "before\nafter\n"
             await vm.pause()
 
         record = paused.path / "machine.json"

@@ -11,7 +11,7 @@ import pytest
 
 from asupermachine import Image, Machine, Snapshot, SnapshotError, Volume, WarmupFailed
 from asupermachine._cache import file_sha256
-from tests.support.exec_output import stdout_of
+from tests.support.exec_output import shell, stdout_of
 from tests.support.resources import assert_nothing_left, held
 
 pytestmark = pytest.mark.anyio
@@ -81,20 +81,20 @@ async def test_a_writable_disk_is_frozen_and_each_restore_writes_its_own_copy(tm
     volume = await Volume.create(tmp_path / "v.ext4", size_mib=64)
     with anyio.fail_after(900):
         async with Machine.boot(volumes={"/data": volume}) as vm:
-            await run(vm, "echo frozen > /data/note")
+            await shell(vm, "echo frozen > /data/note")
             snapshot = await vm.snapshot(tmp_path / "snap")
-            await run(vm, "echo later > /data/note")  # the VM's own disk moves on; the snapshot's does not
+            await shell(vm, "echo later > /data/note")  # the VM's own disk moves on; the snapshot's does not
         (frozen,) = [disk.path for disk in snapshot.manifest.recipe.disks if disk.copy_on_write]
         assert frozen == Path("disks/vdb.img")
         async with Machine.restore(snapshot) as one, Machine.restore(snapshot) as two:
             for name, clone in (("one", one), ("two", two)):
-                await run(clone, f"echo {name} > /data/{name}")
+                await shell(clone, f"echo {name} > /data/{name}")
             for name, clone in (("one", one), ("two", two)):
-                assert await run(clone, "cat /data/note; ls /data") == f"frozen\nlost+found\nnote\n{name}\n"
-            await run(one, "echo again >> /data/note")
+                assert await shell(clone, "cat /data/note; ls /data") == f"frozen\nlost+found\nnote\n{name}\n"
+            await shell(one, "echo again >> /data/note")
             second = await one.snapshot(tmp_path / "snap2")  # from the clone's overlay over the frozen copy
         async with Machine.restore(second) as three:
-            assert await run(three, "cat /data/note /data/one") == "frozen\nagain\none\n"
+            assert await shell(three, "cat /data/note /data/one") == "frozen\nagain\none\n"
     assert file_sha256(snapshot.path / frozen) == snapshot.manifest.sha256[str(frozen)]
     assert volume.path.stat().st_blocks >= (snapshot.path / frozen).stat().st_blocks  # sparse, as its source
     assert sorted(path.name for path in (snapshot.path / "disks").iterdir()) == ["vdb.img"]  # no overlay left
@@ -107,10 +107,6 @@ async def test_a_writable_disk_is_frozen_and_each_restore_writes_its_own_copy(tm
         with pytest.raises(SnapshotError) as refused:
             Snapshot.load(damaged)
         assert refused.value.check == "disk", refused.value
-
-
-async def run(vm: Machine, script: str) -> str:
-    return stdout_of(await vm.exec(["sh", "-c", script])).decode()
 
 
 def flip_a_byte(path: Path) -> None:

@@ -12,22 +12,11 @@ import anyio
 import pytest
 
 from asupermachine import DiskError, Machine, Pool, Runtime, Snapshot, Volume
+from tests.support.exec_output import shell
 from tests.support.resources import assert_nothing_left, held
 
+pytestmark = pytest.mark.usefixtures("own_data_home")
 DEADLINE = 600  # seconds: restores and execs under software KVM, with room
-
-
-@pytest.fixture(autouse=True)
-def own_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "data"
-    monkeypatch.setenv("XDG_DATA_HOME", str(home))  # where pauses go
-    return home
-
-
-async def run(vm: Machine, script: str) -> str:
-    result = await vm.exec(["sh", "-c", script])
-    assert result.status.exit_code == 0, result
-    return result.stdout.decode()
 
 
 @pytest.mark.anyio
@@ -39,7 +28,7 @@ async def test_a_restore_mounts_its_volumes_which_keep_data_and_a_read_only_one_
     reference = await Volume.create(tmp_path / "reference.ext4", size_mib=16)
     with anyio.fail_after(DEADLINE):
         async with Machine.restore(baked, volumes={"/data": data}) as vm:
-            mounts = await run(vm, "echo kept > /data/note; grep ' /data ' /proc/mounts")
+            mounts = await shell(vm, "echo kept > /data/note; grep ' /data ' /proc/mounts")
             assert mounts.split()[2:4] == ["ext4", "rw,noatime,commit=1"]
             # The second drive: mounted read-only, and read-only for the guest's kernel too.
             await vm.mount(Volume(reference.path, read_only=True), "/srv/ref/")
@@ -53,7 +42,7 @@ async def test_a_restore_mounts_its_volumes_which_keep_data_and_a_read_only_one_
                 async with Machine.restore(baked, volumes={"/data": data}):
                     pass
         async with Machine.restore(baked, volumes={"/elsewhere": data}) as vm:
-            assert await run(vm, "cat /elsewhere/note") == "kept\n"
+            assert await shell(vm, "cat /elsewhere/note") == "kept\n"
         with pytest.raises(DiskError, match="2 empty drives for 3 volumes"):
             async with Machine.restore(baked, volumes={f"/{n}": Volume(data.path, read_only=True) for n in "abc"}):
                 pass
@@ -72,16 +61,16 @@ async def test_a_pool_lends_each_caller_its_own_volume_and_frees_it_when_the_blo
 
             async def work(volume: Volume, name: str) -> None:
                 async with pool.acquire(volumes={"/work": volume}) as vm:
-                    await run(vm, f"echo {name} >> /work/log")
+                    await shell(vm, f"echo {name} >> /work/log")
 
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(work, alice, "alice")
                 tasks.start_soon(work, bob, "bob")
             await work(alice, "alice-again")  # the first machine let go of it on the way out
             async with pool.acquire() as vm:
-                assert await run(vm, "ls /work 2>&1 || true") == "ls: /work: No such file or directory\n"
+                assert await shell(vm, "ls /work 2>&1 || true") == "ls: /work: No such file or directory\n"
         async with Machine.restore(baked, volumes={"/a": alice, "/b": bob}) as vm:
-            assert await run(vm, "cat /a/log /b/log") == "alice\nalice-again\nbob\n"
+            assert await shell(vm, "cat /a/log /b/log") == "alice\nalice-again\nbob\n"
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -94,13 +83,13 @@ async def test_a_volume_mounted_while_running_comes_back_with_a_resume_and_belon
         async with Runtime() as rt:
             vm = await rt.restore(baked)
             await vm.mount(volume, "/work")
-            await run(vm, "echo before > /work/note")
+            await shell(vm, "echo before > /work/note")
             paused = await vm.pause()
             assert list(paused.volumes) == ["/work"]
             with pytest.raises(DiskError, match=f"belongs to paused machine {vm.id}"):
                 await rt.restore(baked, volumes={"/work": volume})
             vm = await rt.resume(paused.id)
-            assert await run(vm, "echo after >> /work/note; cat /work/note") == "before\nafter\n"
+            assert await shell(vm, "echo after >> /work/note; cat /work/note") == "before\nafter\n"
             await vm.close()  # its end detaches it: a machine that mounts it sees both lines
         async with Machine.restore(baked, volumes={"/work": volume}) as vm:
-            assert await run(vm, "cat /work/note") == "before\nafter\n"
+            assert await shell(vm, "cat /work/note") == "before\nafter\n"
