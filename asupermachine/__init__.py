@@ -6,6 +6,7 @@
 """
 
 from ._core.agent.process import Process as Process
+from ._core.agent.protocol import GuestProcess as GuestProcess
 from ._core.agent.protocol import VectorState as VectorState
 from ._core.console import Console as Console
 from ._core.virtio.blk import Disk as Disk

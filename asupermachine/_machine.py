@@ -29,11 +29,14 @@ from ._core.agent.protocol import (
     AGENT_PORT,
     AttachRequest,
     CommandRequest,
+    GuestProcess,
+    ListRequest,
     MountRequest,
     ProcessRequest,
     SyncRequest,
     TreeRequest,
     VectorState,
+    decode_process_list,
     encode_hostname,
 )
 from ._core.console import Console
@@ -369,6 +372,17 @@ class Machine(metaclass=NoPublicConstructor):
         :raises ExecError: if no such process waits (never cut off, or attached already)
         """
         return await self._guarded(lambda: self._start_process(AttachRequest(pid)))
+
+    async def processes(self) -> list[GuestProcess]:
+        """The processes started with :meth:`spawn` or :meth:`exec` that the guest still has: running
+        (attached to their caller, or cut off by a pause and waiting for :meth:`attach`), or ended cut off
+        with their exit status waiting, as E2B's ``commands.list``."""
+
+        async def ask() -> list[GuestProcess]:
+            async with await self._connect_agent() as connection:
+                return decode_process_list((await execute(connection, ListRequest())).stdout)
+
+        return await self._guarded(ask)
 
     async def _start_process(self, request: ProcessRequest) -> Process:
         return await self._open_agent(

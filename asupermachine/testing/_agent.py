@@ -169,7 +169,11 @@ class FakeAgent:
                         if kind == Kind.READ_FILE:
                             await self._read_file(stream, payload)
                             return
-                        if kind in (Kind.ATTACH, Kind.MOUNT):  # its commands end with their connections
+                        if kind == Kind.LIST:  # its commands end with their connections: none to list
+                            await stream.send(encode_frame(Kind.STARTED, U32.pack(0)))
+                            await stream.send(encode_frame(Kind.EXITED, I32_PAIR.pack(0, 0)))
+                            return
+                        if kind in (Kind.ATTACH, Kind.MOUNT):
                             raise _Refusal(errno.ESRCH if kind == Kind.ATTACH else errno.ENODEV, "not in a fake")
                     except _Refusal as refusal:
                         await stream.send(encode_frame(Kind.ERROR, error_payload(refusal.code, refusal.detail)))

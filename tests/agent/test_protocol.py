@@ -4,15 +4,20 @@ import pytest
 
 from asupermachine._core.agent.protocol import (
     FRAME_HEADER,
+    LIST_DETACHED,
+    LIST_ENDED,
+    LIST_RECORD,
     MAX_FRAME,
     PROTOCOL_VERSION,
     WINDOW_SIZE,
     Frame,
     FrameDecoder,
+    GuestProcess,
     Hello,
     Kind,
     VectorState,
     decode_hello,
+    decode_process_list,
     encode_exec,
     encode_frame,
     encode_window,
@@ -93,3 +98,20 @@ def test_a_window_of_no_or_too_many_rows_or_columns_is_refused(rows: int, cols: 
 def test_only_tty_and_resize_frames_carry_a_window(kind: Kind) -> None:
     with pytest.raises(ValueError, match="carries no window size"):
         encode_window(kind, 24, 80)
+
+
+def test_a_process_list_decodes_each_record_and_refuses_one_cut_short() -> None:
+    records = (
+        LIST_RECORD.pack(42, 0, 11) + b"sh\0-c\0x y\0\0"
+        + LIST_RECORD.pack(7, LIST_DETACHED, 5) + b"top\0\xff"
+        + LIST_RECORD.pack(9, LIST_DETACHED | LIST_ENDED, 0)
+    )
+    assert decode_process_list(records) == [
+        GuestProcess(42, ("sh", "-c", "x y", ""), attached=True, running=True),
+        GuestProcess(7, ("top", "\udcff"), attached=False, running=True),
+        GuestProcess(9, (), attached=False, running=False),
+    ]
+    assert decode_process_list(b"") == []
+    for damaged in (records[:5], LIST_RECORD.pack(1, 0, 10) + b"short"):
+        with pytest.raises(AgentProtocolError):
+            decode_process_list(damaged)

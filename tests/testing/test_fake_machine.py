@@ -60,8 +60,9 @@ async def test_the_code_under_test_sees_a_machine_and_the_fake_answers() -> None
         await installed_packages(vm)
 
 
-async def test_a_fake_has_no_process_to_attach_and_no_drive_for_a_volume(tmp_path: Path) -> None:
+async def test_a_fake_has_no_process_to_list_or_attach_and_no_drive_for_a_volume(tmp_path: Path) -> None:
     async with fake_machine(FakeAgent()) as vm:
+        assert await vm.processes() == []
         with pytest.raises(ExecError, match="no process 42 waits"):
             await vm.attach(42)
         with pytest.raises(DiskError, match="no drives"):

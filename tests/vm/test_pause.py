@@ -21,6 +21,7 @@ from asupermachine import (
     CloseReason,
     DiskError,
     ExecError,
+    GuestProcess,
     Machine,
     MachineClosed,
     MachineInUse,
@@ -90,18 +91,25 @@ async def numbers(process: Process, at_least: int) -> list[int]:
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.anyio
-async def test_a_spawned_process_runs_on_through_a_pause_and_is_attached_again_by_its_pid(baked: Snapshot) -> None:
+async def test_a_spawned_process_runs_on_through_a_pause_is_listed_and_attached_again_by_its_pid(
+    baked: Snapshot,
+) -> None:
     with anyio.fail_after(DEADLINE):
         async with Runtime() as rt:
             vm = await rt.restore(baked)
-            counter = await vm.spawn(["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.01; done"])
+            counter_argv = ("sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.01; done")
+            counter = await vm.spawn(counter_argv)
             before = await numbers(counter, 5)
             waiting = await vm.spawn(["sh", "-c", "read line; echo got $line; exit 3"])
             paused = await vm.pause()
             vm = await rt.resume(paused.id)
+            listed = {process.pid: process for process in await vm.processes()}
+            assert listed[counter.pid] == GuestProcess(counter.pid, counter_argv, attached=False, running=True)
+            assert (listed[waiting.pid].attached, len(listed)) == (False, 2)
             with pytest.raises(ExecError, match="no process 1 waits"):
                 await vm.attach(1)
             async with await vm.attach(counter.pid) as again:
+                assert {process.pid: process.attached for process in await vm.processes()}[counter.pid]
                 after = await numbers(again, before[-1] + 20)
                 assert after == sorted(after) and after[0] > before[-1], (before, after)
                 with pytest.raises(ExecError):

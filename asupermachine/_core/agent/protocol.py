@@ -53,6 +53,7 @@ class Kind(enum.IntEnum):
     MOUNT = 17
     ATTACH = 18
     SYNC = 19
+    LIST = 20
 
 
 class VectorState(enum.IntEnum):
@@ -184,6 +185,53 @@ class AttachRequest:
 
     def refusal(self, code: int, detail: str) -> ExecError:
         return ExecError(f"no process {self.pid} waits in the guest to be attached: {detail}", code)
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """The commands the agent has (LIST): their records come as STDOUT (see :func:`decode_process_list`)."""
+
+    tty: None = None
+
+    def encode(self) -> bytes:
+        return encode_frame(Kind.LIST)
+
+    def refusal(self, code: int, detail: str) -> ExecError:
+        return ExecError(f"the guest could not list its processes: {os.strerror(code)} ({detail})", code)
+
+
+@dataclass(frozen=True)
+class GuestProcess:
+    """A process the agent started for :meth:`Machine.spawn` or :meth:`Machine.exec`, and still has."""
+
+    pid: int
+    argv: tuple[str, ...]
+    """As the guest's ``/proc`` has it; empty once it ended."""
+    attached: bool
+    """Whether a caller has it; else a pause or restore cut it off, and :meth:`Machine.attach` takes it up."""
+    running: bool
+    """False for one that ended cut off: its exit status waits for an attach."""
+
+
+LIST_RECORD = struct.Struct("<III")  # pid, flags, argv length
+LIST_DETACHED, LIST_ENDED = 1, 2
+
+
+def decode_process_list(data: bytes) -> list[GuestProcess]:
+    """LIST's records; :class:`AgentProtocolError` for a malformed one."""
+    found, at = [], 0
+    while at < len(data):
+        if len(data) - at < LIST_RECORD.size:
+            raise AgentProtocolError(f"a process record cut short after {len(data) - at} bytes")
+        pid, flags, length = LIST_RECORD.unpack_from(data, at)
+        at += LIST_RECORD.size
+        if length > len(data) - at:
+            raise AgentProtocolError(f"a process record's argv of {length} bytes runs past the list")
+        words = data[at : at + length].decode(errors="surrogateescape").split("\0")
+        at += length
+        argv = tuple(words[:-1] if words[-1:] == [""] else words)
+        found.append(GuestProcess(pid, argv, not flags & LIST_DETACHED, not flags & LIST_ENDED))
+    return found
 
 
 @dataclass(frozen=True)

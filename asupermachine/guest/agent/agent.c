@@ -43,6 +43,8 @@
  * bound, then it waits), until a connection takes it over by its pid:
  *
  *   host  -> agent ATTACH  u32 pid; STARTED u32 pid and the command's frames as above | ERROR ESRCH
+ *   host  -> agent LIST    STARTED 0, a STDOUT record per command (u32 pid, u32 flags: 1 detached,
+ *                          2 ended; u32 length, its argv NUL-separated), then EXITED 0, 0
  *
  * Before its request, a connection may name the guest (a restored clone's new id):
  *
@@ -115,7 +117,7 @@ struct sockaddr_vm {
 #define UNSET_HOSTNAME "(none)"
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
-    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16, MOUNT = 17, ATTACH = 18, SYNC = 19,
+    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16, MOUNT = 17, ATTACH = 18, SYNC = 19, LIST = 20,
 };
 
 /* Bytes waiting for a non-blocking fd that was not ready. */
@@ -529,6 +531,33 @@ static void rename_guest(const uint8_t *name, uint32_t len) {
     if (old[0] && strcmp(old, UNSET_HOSTNAME) != 0 && strcmp(old, "localhost") != 0) rename_in_hosts(old, new);
 }
 
+/* LIST: a STDOUT record per command the agent has (u32 pid, u32 flags: 1 detached, 2 ended; u32 length,
+   its argv NUL-separated as /proc has it, empty once it ended), then EXITED 0, 0. */
+static void list_commands(struct session *s) {
+    uint32_t zero = 0;
+    send_frame(s, STARTED, &zero, 4);
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        const struct session *c = &sessions[i];
+        if (!in_use(c) || !c->command || c == s) continue;
+        uint8_t record[12 + 4096];
+        ssize_t n = 0;
+        char path[32];
+        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)c->started);
+        int fd = c->exited || c->finished ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            n = read(fd, record + 12, sizeof record - 12);
+            close(fd);
+        }
+        uint32_t fields[3] = { (uint32_t)c->started, (uint32_t)(c->detached | (c->exited || c->finished) << 1),
+                               (uint32_t)(n > 0 ? n : 0) };
+        memcpy(record, fields, sizeof fields);
+        send_frame(s, STDOUT, record, (uint32_t)(12 + fields[2]));
+    }
+    int32_t done[2] = { 0, 0 };
+    send_frame(s, EXITED, done, sizeof done);
+    s->finished = 1;
+}
+
 /* ATTACH: this connection takes over the detached command PID, STARTED first, then what it queued. */
 static void attach(struct session *s, const uint8_t *p, uint32_t len) {
     uint32_t pid = 0;
@@ -570,6 +599,8 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
         start_mount(s, p, len);
     } else if (kind == ATTACH && idle) {
         attach(s, p, len);
+    } else if (kind == LIST && idle) {
+        list_commands(s);
     } else if (kind == SYNC && idle) {
         if (fork_child(s) == 0) {
             sync();
