@@ -378,16 +378,17 @@ class Machine(metaclass=NoPublicConstructor):
         (attached to their caller, or cut off by a pause and waiting for :meth:`attach`), or ended cut off
         with their exit status waiting, as E2B's ``commands.list``."""
 
-        async def ask() -> list[GuestProcess]:
-            async with await self._connect_agent() as connection:
-                return decode_process_list((await execute(connection, ListRequest())).stdout)
-
-        return await self._guarded(ask)
+        return decode_process_list((await self._guarded(lambda: self._finish(ListRequest()))).stdout)
 
     async def _start_process(self, request: ProcessRequest) -> Process:
         return await self._open_agent(
             lambda connection: Process._start(connection, request, tasks=self._backend.tasks, lost=self._lost)
         )
+
+    async def _finish(self, request: ProcessRequest) -> ExecResult:
+        """Run the agent's ``request`` to its end on a connection of its own (a command without input)."""
+        async with await self._connect_agent() as connection:
+            return await execute(connection, request)
 
     async def _open_agent(self, start: Callable[[anyio.abc.ByteStream], Awaitable[T]]) -> T:
         """``start(connection)`` on a fresh agent connection that what it returns keeps; closed if it fails."""
@@ -541,9 +542,7 @@ class Machine(metaclass=NoPublicConstructor):
                 self._made_with = dataclasses.replace(
                     self._made_with, volumes={**self._made_with.volumes, path: volume}
                 )
-                request = MountRequest(GuestMount(device, path, volume.fs, volume.read_only))
-                async with await self._connect_agent() as connection:
-                    result = await execute(connection, request)
+                result = await self._finish(MountRequest(GuestMount(device, path, volume.fs, volume.read_only)))
                 if result.exit_code != 0:
                     said = result.stderr.decode(errors="replace").strip()
                     raise DiskError(f"cannot mount volume {volume.path} at {path} in the guest: {said}")
@@ -603,8 +602,7 @@ class Machine(metaclass=NoPublicConstructor):
             return
         with anyio.move_on_after(SYNC_SECONDS) as waited:
             try:
-                async with await self._connect_agent() as connection:
-                    await execute(connection, SyncRequest())
+                await self._finish(SyncRequest())
             except AsupermachineError as error:
                 logger.warning("machine %s could not sync its volumes: %s", self.id, error)
         if waited.cancelled_caught:
