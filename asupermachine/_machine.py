@@ -587,7 +587,7 @@ class Machine(metaclass=NoPublicConstructor):
                 except VsockConnectionReset:
                     await anyio.sleep(AGENT_RETRY_INTERVAL)  # the agent is not listening yet
 
-        connection = await self._backend.until_guest(connect, "agent listened")
+        connection = await self._backend.until_guest(connect, "let its agent be reached")
         if self._rename_guest:
             # A restored clone still has the snapshot's hostname: the agent takes its own before the request.
             await connection.send(encode_hostname(self.id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -35,9 +36,13 @@ from .vsock.host import VsockListener, VsockStream
 
 # How long a call waits for the guest (its agent, a port); a boot under software KVM takes ~30 s.
 GUEST_DEADLINE = 180.0
+# How often the devices' interrupts are checked for one the guest never took (see VirtioService).
+LOST_INTERRUPT_CHECK_INTERVAL = 1.0
 KERNEL_PANIC_MARKER = "Kernel panic - not syncing"
+CONSOLE_LINES_SHOWN = 8  # of a guest that does not answer, in the error
 
 T = TypeVar("T")
+logger = logging.getLogger("asupermachine")
 
 
 class RunningVm:
@@ -138,10 +143,19 @@ class RunningVm:
 
     def start(self) -> None:
         self.tasks.start_soon(self.vsock.run, name="vsock-events")
+        self.tasks.start_soon(self._raise_lost_interrupts_again, name="lost-interrupts")
         for device_id, service in self.microvm.devices:
             self.tasks.start_soon(service.run, name=f"virtio-{device_id}")
         for index, runner in enumerate(self.microvm.runners()):
             self.tasks.start_soon(self._run_vcpu, runner, index, name=f"vcpu-{index}")
+
+    async def _raise_lost_interrupts_again(self) -> None:
+        while True:
+            await anyio.sleep(LOST_INTERRUPT_CHECK_INTERVAL)
+            for device_id, service in self.microvm.devices:
+                if service.raise_again_if_unacknowledged():
+                    logger.debug("virtio-%s's interrupt was not taken within %s s: raised again",
+                                 device_id, LOST_INTERRUPT_CHECK_INTERVAL)
 
     async def _run_vcpu(self, runner: VcpuRunner, index: int) -> None:
         """Run one vCPU on its own (daemon) thread; return only once that thread has ended."""
@@ -198,7 +212,11 @@ class RunningVm:
 
     async def until_guest(self, step: Callable[[], Awaitable[T]], what: str) -> T:
         """Await ``step`` unless the guest stops first or it takes longer than :data:`GUEST_DEADLINE`."""
-        return await self.stopped.until(step, what, self.stopped_error)
+        try:
+            return await self.stopped.until(step, what, self.stopped_error)
+        except GuestUnresponsive as error:
+            last_lines = "\n".join(self.console.tail().splitlines()[-CONSOLE_LINES_SHOWN:])
+            raise GuestUnresponsive(f"{error}; the console's last lines:\n{last_lines}") from None
 
 
 class GuestStop:
@@ -293,7 +311,7 @@ async def running(
                     network_up.set()
                 try:
                     if restore is not None:
-                        await engine.until_guest(vsock_reset.wait, "took in the vsock reset")
+                        await engine.until_guest(vsock_reset.wait, "taken in the vsock reset")
                     await network_up.wait()  # a passt that cannot start fails the task group instead
                     yield engine
                 finally:

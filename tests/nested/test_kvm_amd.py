@@ -39,6 +39,7 @@ L1_SUITE = [
     "tests/vm/test_volumes.py",
     "tests/vm/test_volume_slots.py",
     "tests/vm/test_pause.py",
+    "tests/vm/test_interrupts.py",
     "tests/vm/test_machine_trees.py",
     "tests/vm/test_network.py::test_two_clones_reach_the_host_and_answer_on_their_own_published_ports",
     "tests/vm/test_terminal.py::test_an_interactive_shell_on_a_pty_sizes_resizes_takes_ctrl_c_and_exits_with_its_status",
@@ -52,7 +53,7 @@ L1_SUITE = [
 ]
 """The core set on kvm_amd: boot (one and two vCPUs), init's configuration (an image's env, quotes,
 the CLI), exec and files, vsock, snapshots and clones, volumes, writable disks in snapshots, pause and
-resume, trees in and out (200 MiB among them),
+resume, a lost interrupt raised again, trees in and out (200 MiB among them),
 networking and its egress policy, pip under a locked-down policy, terminals, the runtime, vector state,
 the web example and every bench's smoke test, on
 asyncio (the event loop's backend does not touch the hardware path; the direct pass runs both).
