@@ -10,23 +10,25 @@ packages=(
   linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils patch
   musl-tools busybox-static erofs-utils qemu-system-x86 python3 python3-venv python3-dev
   docker-registry skopeo umoci buildah debootstrap apache2-utils passt tmux device-tree-compiler
+  # arm64 guests: the cross compiler for their kernel, musl for their init and agent, QEMU's arm64 board
+  gcc-aarch64-linux-gnu musl-dev:arm64 qemu-system-arm
 )
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+# Debian's arm64 packages (its arm64 kernel, which the arm64 loader's tests read, and arm64 musl) are
+# listed once dpkg takes the architecture.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  "${sudo_cmd[@]}" dpkg --add-architecture arm64
+  "${sudo_cmd[@]}" apt-get update -qq
+fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
-sudo_cmd=()
-[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-# Debian's arm64 packages (its arm64 kernel, which the arm64 loader's tests read) are listed once dpkg
-# takes the architecture; nothing arm64 is installed.
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-  "${sudo_cmd[@]}" dpkg --add-architecture arm64
-  "${sudo_cmd[@]}" apt-get update -qq
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -7,6 +7,7 @@
  * of ymm0-15, zmm16-31 and k0-7 are shared by every task on a vCPU. Two
  * threads pinned to one CPU each keep a pattern in ymm0 across a blocking
  * pipe read (a context switch to the other) and compare what they get back.
+ * On other architectures there is nothing to check (VECTOR_STATE_NO_AVX).
  * Header-only, like spawn_process.h.
  */
 #ifndef ASUPERMACHINE_VECTOR_STATE_H
@@ -28,6 +29,7 @@ enum vector_state {
     VECTOR_STATE_UNCHECKED = 3 /* the check itself could not run */
 };
 
+#if defined(__x86_64__)
 #define VECTOR_STATE_ROUNDS 8
 static sigjmp_buf vector_state_probe_jump;
 
@@ -100,6 +102,7 @@ static inline void *vector_state_run_side(void *argument) {
     }
     return NULL;
 }
+#endif
 
 /*
  * Where the state leaks, these keep common runtimes off AVX code (each only where
@@ -118,6 +121,9 @@ static const char *const vector_state_safe_env[] = {
 
 /* Runs the check on CPU 0 (the caller's affinity is put back). */
 static inline enum vector_state vector_state_check(void) {
+#if !defined(__x86_64__)
+    return VECTOR_STATE_NO_AVX;
+#else
     int a_to_b[2], b_to_a[2];
     pthread_t peer;
     cpu_set_t saved;
@@ -140,6 +146,7 @@ close_a_to_b:
     close(a_to_b[0]);
     close(a_to_b[1]);
     return result;
+#endif
 }
 
 #endif
