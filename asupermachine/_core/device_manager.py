@@ -9,6 +9,7 @@ id, never by position; a snapshot keeps each transport's state under that id.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from .devices.bus import Bus
 from .kvm import VmFd
@@ -16,18 +17,29 @@ from .memory import GuestMemory
 from .virtio.mmio import VIRTIO_MMIO_SIZE, TransportState, VirtioDevice
 from .virtio.service import MmioSlot, VirtioService
 
-# Device slots sit in the MMIO gap below 4 GiB; their IRQs start above COM1's 4.
-VIRTIO_MMIO_BASE = 0xD000_0000
-FIRST_VIRTIO_IRQ = 5
-LAST_VIRTIO_IRQ = 23
-MAX_VIRTIO_DEVICES = LAST_VIRTIO_IRQ - FIRST_VIRTIO_IRQ + 1
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """Where an architecture puts virtio-mmio windows (one after another from ``base``) and their interrupts."""
+
+    base: int
+    first_irq: int
+    last_irq: int
+
+    @property
+    def capacity(self) -> int:
+        return self.last_irq - self.first_irq + 1
+
+
+X86_64_SLOTS = SlotPlan(0xD000_0000, 5, 23)
+"""In the MMIO gap below 4 GiB; IOAPIC pins from 5 (above COM1's 4) to its last, 23."""
 
 
 class MmioDeviceManager:
     """The VM's virtio devices by id, in registration order (the guest's probe order: vda before vdb)."""
 
-    def __init__(self, vm_fd: VmFd, bus: Bus, memory: GuestMemory) -> None:
-        self._vm_fd, self._bus, self._memory = vm_fd, bus, memory
+    def __init__(self, vm_fd: VmFd, bus: Bus, memory: GuestMemory, plan: SlotPlan) -> None:
+        self._vm_fd, self._bus, self._memory, self._plan = vm_fd, bus, memory, plan
         self._services: dict[str, VirtioService] = {}
 
     def register(self, device_id: str, device: VirtioDevice) -> VirtioService:
@@ -38,11 +50,11 @@ class MmioDeviceManager:
         try:
             if device_id in self._services:
                 raise ValueError(f"a device with id {device_id!r} is already registered")
-            index = len(self._services)
-            irq = FIRST_VIRTIO_IRQ + index
-            if irq > LAST_VIRTIO_IRQ:
-                raise ValueError(f"at most {MAX_VIRTIO_DEVICES} virtio devices fit")
-            slot = MmioSlot(VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE, irq)
+            index, plan = len(self._services), self._plan
+            irq = plan.first_irq + index
+            if irq > plan.last_irq:
+                raise ValueError(f"at most {plan.capacity} virtio devices fit")
+            slot = MmioSlot(plan.base + index * VIRTIO_MMIO_SIZE, irq)
             service = VirtioService(self._vm_fd, self._bus, self._memory, device, slot)
         except BaseException:
             device.close()

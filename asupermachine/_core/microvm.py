@@ -27,6 +27,7 @@ from .kvm.state import StateKind, get_state
 from .kvm.stats import KvmStats, StatsFormatError, summed
 from .memory import GuestMemory
 from .persist import CpuidRows, MachineState, capture_vcpu, capture_vm
+from .platform import Platform
 from .recipe import VmRecipe
 from .vcpu.pause import PauseGate
 from .vcpu.runner import VcpuRunner
@@ -71,7 +72,7 @@ class MicroVm:
 
     def __init__(
         self, recipe: VmRecipe, kvm: Kvm, vm_fd: VmFd, memory: GuestMemory, console: Console, stop: StopLatch,
-        pio: Bus, mmio: Bus,
+        pio: Bus, mmio: Bus, platform: Platform,
     ) -> None:
         self.recipe = recipe
         self.kvm = kvm
@@ -81,9 +82,10 @@ class MicroVm:
         self.stop = stop
         self.pio = pio
         self.mmio = mmio
+        self.platform = platform
         self.vcpus: list[VcpuFd] = []
         self.cpuid: list[CpuidRows] = []
-        self.devices = MmioDeviceManager(vm_fd, mmio, memory)
+        self.devices = MmioDeviceManager(vm_fd, mmio, memory, platform.virtio_slots)
         self._stats: list[KvmStats] = []  # closed with the vCPUs
 
     def watch_stats(self, fd: int) -> None:
@@ -178,7 +180,7 @@ class MicroVm:
     def runners(self) -> list[VcpuRunner]:
         return [
             VcpuRunner(vcpu, pio=self.pio, mmio=self.mmio, memory=self.memory, stop=self.stop, pause=self.pause,
-                       console_tail=self.console.tail)
+                       console_tail=self.console.tail, platform=self.platform)
             for vcpu in self.vcpus
         ]
 

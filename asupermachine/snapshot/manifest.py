@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from .._core.arch.x86_64.cpuid import CpuModel
-from .._core.device_manager import MAX_VIRTIO_DEVICES
 from .._core.devices.uart import UartState
 from .._core.kvm.host import KvmHost
 from .._core.kvm.state import StateKind
@@ -35,6 +34,8 @@ machine's); 7: disks are objects, and a writable disk is frozen into the snapsho
 read-only paths. All four read."""
 READABLE_VERSIONS = (6, 7, 8, FORMAT_VERSION)
 FORMAT_NAME = "asupermachine-snapshot"
+MAX_DRIVES = 256
+"""More than any architecture has virtio slots for: a larger count is damage."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _decode_recipe(body: dict[str, Any]) -> VmRecipe:
 
 
 def _count(value: object) -> int:
-    if not isinstance(value, int) or not 0 <= value <= MAX_VIRTIO_DEVICES:
+    if not isinstance(value, int) or not 0 <= value <= MAX_DRIVES:
         raise ValueError(f"{value!r} is not a count of drives")
     return value
 

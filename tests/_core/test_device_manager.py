@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from asupermachine._core.device_manager import FIRST_VIRTIO_IRQ, LAST_VIRTIO_IRQ, VIRTIO_MMIO_BASE, MmioDeviceManager
+from asupermachine._core.device_manager import X86_64_SLOTS, MmioDeviceManager
 from asupermachine._core.devices.bus import Bus
 from asupermachine._core.kvm import Kvm
 from asupermachine._core.memory import GuestMemory
@@ -22,7 +22,7 @@ def manager() -> Iterator[MmioDeviceManager]:
         vm = kvm.create_vm()
         vm.create_irqchip()
         memory = GuestMemory([(0, 1 << 20)])
-        devices = MmioDeviceManager(vm, Bus(), memory)
+        devices = MmioDeviceManager(vm, Bus(), memory, X86_64_SLOTS)
         try:
             yield devices
         finally:
@@ -40,10 +40,10 @@ def test_each_device_gets_the_next_slot_and_its_kernel_word_and_is_found_by_id(
     blk = manager.register("blk0", Block(Disk(disk, read_only=True)))
     assert manager["blk0"] is blk and manager["rng"] is rng
     assert [device_id for device_id, _ in manager] == ["rng", "blk0"]
-    assert (blk.slot.base, blk.slot.irq) == (VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE, FIRST_VIRTIO_IRQ + 1)
+    assert (blk.slot.base, blk.slot.irq) == (X86_64_SLOTS.base + VIRTIO_MMIO_SIZE, X86_64_SLOTS.first_irq + 1)
     assert manager.kernel_arguments == [
-        f"virtio_mmio.device=4K@{VIRTIO_MMIO_BASE:#x}:{FIRST_VIRTIO_IRQ}",
-        f"virtio_mmio.device=4K@{VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE:#x}:{FIRST_VIRTIO_IRQ + 1}",
+        f"virtio_mmio.device=4K@{X86_64_SLOTS.base:#x}:{X86_64_SLOTS.first_irq}",
+        f"virtio_mmio.device=4K@{X86_64_SLOTS.base + VIRTIO_MMIO_SIZE:#x}:{X86_64_SLOTS.first_irq + 1}",
     ]
     assert blk.transport.read(VIRTIO_MMIO_MAGIC_VALUE, 4) == int.from_bytes(b"virt", "little")
     with pytest.raises(KeyError):
@@ -56,7 +56,7 @@ def test_a_taken_id_and_one_device_too_many_are_refused_and_the_refused_device_i
     manager.register("rng", Rng())
     with pytest.raises(ValueError, match="already registered"):
         manager.register("rng", Rng())
-    for index in range(LAST_VIRTIO_IRQ - FIRST_VIRTIO_IRQ):
+    for index in range(X86_64_SLOTS.capacity - 1):
         manager.register(f"rng{index}", Rng())
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(4096))

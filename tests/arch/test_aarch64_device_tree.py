@@ -70,7 +70,7 @@ def test_the_guest_s_tree_describes_memory_cpus_gic_timer_uart_virtio_and_chosen
         "reg = <0x00 0x8000000 0x00 0x10000 0x00 0x80a0000 0x00 0x240000>;", "phandle = <0x01>;",
         'compatible = "arm,armv8-timer";',
         "interrupts = <0x01 0x0d 0x08 0x01 0x0e 0x08 0x01 0x0b 0x08 0x01 0x0a 0x08>;",
-        "uart@9000000 {", 'compatible = "ns16550a";', "interrupts = <0x00 0x01 0x04>;",
+        "uart@9000000 {", 'compatible = "ns16550a";', "interrupts = <0x00 0x01 0x01>;",
         "virtio_mmio@a000200 {", 'compatible = "virtio,mmio";', "interrupts = <0x00 0x11 0x01>;", "dma-coherent;",
         'bootargs = "console=ttyS0 quiet init=/init \\"quoted\\"";', 'stdout-path = "/uart@9000000";',
         "linux,initrd-start = <0x00 0x8f000000>;", "linux,initrd-end = <0x00 0x8f012345>;",

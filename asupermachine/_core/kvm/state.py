@@ -15,11 +15,11 @@ from ._kvm_cffi import ffi, lib
 
 @dataclass(frozen=True)
 class _Ioctls:
-    get: int
-    set: int
+    name: str
+    """The ioctls' common suffix: ``KVM_GET_{name}``, ``KVM_SET_{name}``."""
     struct: str
-    chip_id: int | None = None
-    """For ``kvm_irqchip``: which chip, written into the struct before the get."""
+    chip: str | None = None
+    """For ``kvm_irqchip``: which chip (``KVM_IRQCHIP_{chip}``), written into the struct before the get."""
 
 
 class StateKind(enum.Enum):
@@ -48,24 +48,26 @@ class StateKind(enum.Enum):
     def size(self) -> int:
         return int(ffi.sizeof(f"struct {self._ioctls.struct}"))
 
+    def _request(self, verb: str) -> int:
+        """``KVM_{verb}_{name}``: looked up when used, as most kinds are x86_64's only."""
+        return int(getattr(lib, f"KVM_{verb}_{self._ioctls.name}"))
+
 
 _IOCTLS = {
-    StateKind.REGS: _Ioctls(lib.KVM_GET_REGS, lib.KVM_SET_REGS, "kvm_regs"),
-    StateKind.SREGS: _Ioctls(lib.KVM_GET_SREGS, lib.KVM_SET_SREGS, "kvm_sregs"),
-    StateKind.FPU: _Ioctls(lib.KVM_GET_FPU, lib.KVM_SET_FPU, "kvm_fpu"),
-    StateKind.XSAVE: _Ioctls(lib.KVM_GET_XSAVE, lib.KVM_SET_XSAVE, "kvm_xsave"),
-    StateKind.XCRS: _Ioctls(lib.KVM_GET_XCRS, lib.KVM_SET_XCRS, "kvm_xcrs"),
-    StateKind.LAPIC: _Ioctls(lib.KVM_GET_LAPIC, lib.KVM_SET_LAPIC, "kvm_lapic_state"),
-    StateKind.VCPU_EVENTS: _Ioctls(lib.KVM_GET_VCPU_EVENTS, lib.KVM_SET_VCPU_EVENTS, "kvm_vcpu_events"),
-    StateKind.MP_STATE: _Ioctls(lib.KVM_GET_MP_STATE, lib.KVM_SET_MP_STATE, "kvm_mp_state"),
-    StateKind.DEBUGREGS: _Ioctls(lib.KVM_GET_DEBUGREGS, lib.KVM_SET_DEBUGREGS, "kvm_debugregs"),
-    StateKind.PIC_MASTER: _Ioctls(
-        lib.KVM_GET_IRQCHIP, lib.KVM_SET_IRQCHIP, "kvm_irqchip", lib.KVM_IRQCHIP_PIC_MASTER
-    ),
-    StateKind.PIC_SLAVE: _Ioctls(lib.KVM_GET_IRQCHIP, lib.KVM_SET_IRQCHIP, "kvm_irqchip", lib.KVM_IRQCHIP_PIC_SLAVE),
-    StateKind.IOAPIC: _Ioctls(lib.KVM_GET_IRQCHIP, lib.KVM_SET_IRQCHIP, "kvm_irqchip", lib.KVM_IRQCHIP_IOAPIC),
-    StateKind.PIT2: _Ioctls(lib.KVM_GET_PIT2, lib.KVM_SET_PIT2, "kvm_pit_state2"),
-    StateKind.CLOCK: _Ioctls(lib.KVM_GET_CLOCK, lib.KVM_SET_CLOCK, "kvm_clock_data"),
+    StateKind.REGS: _Ioctls("REGS", "kvm_regs"),
+    StateKind.SREGS: _Ioctls("SREGS", "kvm_sregs"),
+    StateKind.FPU: _Ioctls("FPU", "kvm_fpu"),
+    StateKind.XSAVE: _Ioctls("XSAVE", "kvm_xsave"),
+    StateKind.XCRS: _Ioctls("XCRS", "kvm_xcrs"),
+    StateKind.LAPIC: _Ioctls("LAPIC", "kvm_lapic_state"),
+    StateKind.VCPU_EVENTS: _Ioctls("VCPU_EVENTS", "kvm_vcpu_events"),
+    StateKind.MP_STATE: _Ioctls("MP_STATE", "kvm_mp_state"),
+    StateKind.DEBUGREGS: _Ioctls("DEBUGREGS", "kvm_debugregs"),
+    StateKind.PIC_MASTER: _Ioctls("IRQCHIP", "kvm_irqchip", "PIC_MASTER"),
+    StateKind.PIC_SLAVE: _Ioctls("IRQCHIP", "kvm_irqchip", "PIC_SLAVE"),
+    StateKind.IOAPIC: _Ioctls("IRQCHIP", "kvm_irqchip", "IOAPIC"),
+    StateKind.PIT2: _Ioctls("PIT2", "kvm_pit_state2"),
+    StateKind.CLOCK: _Ioctls("CLOCK", "kvm_clock_data"),
 }
 
 VCPU_STATE_KINDS = (
@@ -86,11 +88,10 @@ VM_STATE_KINDS = (StateKind.PIC_MASTER, StateKind.PIC_SLAVE, StateKind.IOAPIC, S
 
 def get_state(fd: int, kind: StateKind) -> bytes:
     """The ``kind`` state of the VM or vCPU ``fd``."""
-    ioctls = kind._ioctls
     buffer = ffi.new("char[]", kind.size)
-    if ioctls.chip_id is not None:
-        ffi.cast("struct kvm_irqchip *", buffer).chip_id = ioctls.chip_id
-    check(lib.amv_ioctl_struct(fd, ioctls.get, buffer), f"KVM_GET_{kind.name}")
+    if (chip := kind._ioctls.chip) is not None:
+        ffi.cast("struct kvm_irqchip *", buffer).chip_id = getattr(lib, f"KVM_IRQCHIP_{chip}")
+    check(lib.amv_ioctl_struct(fd, kind._request("GET"), buffer), f"KVM_GET_{kind.name}")
     return bytes(ffi.buffer(buffer))
 
 
@@ -102,4 +103,4 @@ def set_state(fd: int, kind: StateKind, data: bytes) -> None:
     ffi.memmove(buffer, data, len(data))
     if kind is StateKind.CLOCK:
         ffi.cast("struct kvm_clock_data *", buffer).flags = 0  # only the clock value is settable
-    check(lib.amv_ioctl_struct(fd, kind._ioctls.set, buffer), f"KVM_SET_{kind.name}")
+    check(lib.amv_ioctl_struct(fd, kind._request("SET"), buffer), f"KVM_SET_{kind.name}")

@@ -15,16 +15,11 @@ from ..devices.bus import Bus
 from ..kvm import VcpuFd
 from ..kvm._kvm_cffi import lib
 from ..memory import GuestMemory
+from ..platform import Platform
 from .pause import PauseGate
 from .stop import StopLatch
 
 _INTERRUPTED = (-errno.EINTR, -errno.EAGAIN)
-_MAX_INSTRUCTION_BYTES = 15
-_SYSTEM_EVENTS = {
-    lib.KVM_SYSTEM_EVENT_SHUTDOWN: ShutdownReason.POWER_OFF,
-    lib.KVM_SYSTEM_EVENT_RESET: ShutdownReason.RESET,
-    lib.KVM_SYSTEM_EVENT_CRASH: ShutdownReason.PANIC,
-}
 _EXIT_NAMES = {
     getattr(lib, name): name
     for name in dir(lib)
@@ -45,6 +40,7 @@ class VcpuRunner:
         stop: StopLatch,
         pause: PauseGate,
         console_tail: Callable[[], str],
+        platform: Platform,
     ) -> None:
         self._vcpu = vcpu
         self._pio = pio
@@ -53,6 +49,7 @@ class VcpuRunner:
         self._stop = stop
         self._pause = pause
         self._console_tail = console_tail
+        self._platform = platform
         stop.watch(vcpu)
 
     def run(self) -> None:
@@ -88,8 +85,8 @@ class VcpuRunner:
             elif reason == lib.KVM_EXIT_SHUTDOWN:
                 stop.request(GuestExit(ShutdownReason.TRIPLE_FAULT))
             elif reason == lib.KVM_EXIT_SYSTEM_EVENT:
-                event = vcpu.system_event.type
-                stop.request(GuestExit(_SYSTEM_EVENTS.get(event, ShutdownReason.RESET)))
+                event = vcpu.system_event
+                stop.request(self._platform.system_exit(vcpu, event.type, event.data[0]))
             elif reason == lib.KVM_EXIT_INTERNAL_ERROR:
                 suberror = vcpu.internal.suberror
                 what = "emulation failure" if suberror == lib.KVM_INTERNAL_ERROR_EMULATION else "internal error"
@@ -125,15 +122,7 @@ class VcpuRunner:
             mmio.data[0:size] = list(value.to_bytes(size, "little"))
 
     def _guest_error(self, message: str, exit_reason: str) -> GuestError:
-        rip: int | None = None
-        instruction = b""
-        try:
-            rip = int(self._vcpu.get_regs().rip)
-            physical = self._vcpu.translate(rip)
-            if physical is not None and self._memory.contains(physical, _MAX_INSTRUCTION_BYTES):
-                instruction = self._memory.read(physical, _MAX_INSTRUCTION_BYTES)
-        except OSError:
-            pass  # the state is part of the diagnosis, not needed for the error
+        rip, instruction = self._platform.where(self._vcpu, self._memory)
         return GuestError(
             f"vCPU {self._vcpu.index}: {message}",
             exit_reason=exit_reason,

@@ -16,7 +16,7 @@ from .fdt import EMPTY, Node, blob, cells, pairs, string, strings
 GIC_PHANDLE = 1
 SPI, PPI = 0, 1
 """Interrupt specifier types of the GIC bindings: <type number flags>."""
-IRQ_TYPE_EDGE_RISING, IRQ_TYPE_LEVEL_HIGH, IRQ_TYPE_LEVEL_LOW = 1, 4, 8
+IRQ_TYPE_EDGE_RISING, IRQ_TYPE_LEVEL_LOW = 1, 8
 TIMER_PPIS = (13, 14, 11, 10)
 """The architected timer's interrupts: secure physical, non-secure physical, virtual, hypervisor."""
 UART_CLOCK_HZ = 1_843_200
@@ -93,7 +93,7 @@ def device_tree(board: Board) -> bytes:
         "compatible": string("arm,armv8-timer"), "always-on": EMPTY,
         "interrupts": b"".join(cells(PPI, ppi, level_low) for ppi in TIMER_PPIS),
     })
-    uart = _device(root, "uart", board.uart, IRQ_TYPE_LEVEL_HIGH)
+    uart = _device(root, "uart", board.uart, IRQ_TYPE_EDGE_RISING)  # the VMM pulses it, as virtio
     uart.properties |= {"compatible": string("ns16550a"), "clock-frequency": cells(UART_CLOCK_HZ)}
     for device in board.virtio:
         virtio = _device(root, "virtio_mmio", device, IRQ_TYPE_EDGE_RISING)

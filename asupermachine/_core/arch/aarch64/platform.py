@@ -1,0 +1,163 @@
+"""An arm64 VM's platform: the in-kernel vGIC, the UART, a boot's kernel, initrd and device tree, the vCPUs.
+
+As booting.rst asks: the Image ``text_offset`` above a 2 MiB boundary of RAM,
+the device tree and initrd at the top of RAM, and the boot vCPU entering the
+Image with x0 = the device tree's address, at EL1 with interrupts masked. The
+other vCPUs start powered off until the guest's PSCI ``CPU_ON``. The guest's
+exit is PSCI too: ``SYSTEM_OFF``, ``SYSTEM_RESET``, and the project's kernel
+reports init's exit status as a vendor ``SYSTEM_RESET2`` whose cookie is the
+status (guest/kernel/patches/0008-psci-exit-status.patch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from ...._errors import AssetError
+from ...._outcome import GuestExit, ShutdownReason
+from ...device_manager import MmioDeviceManager, SlotPlan
+from ...devices.uart import Uart
+from ...init_config import InitConfig, initrd_with
+from ...kvm import VcpuFd
+from ...kvm import aarch64 as kvm
+from ...kvm._kvm_cffi import lib
+from ...memory import GuestMemory
+from ...recipe import VmRecipe
+from ...virtio.mmio import VIRTIO_MMIO_SIZE
+from . import layout
+from .device_tree import Board, MmioDevice, Region, device_tree
+from .image import arm64_kernel, boot_layout
+
+if TYPE_CHECKING:
+    from ...microvm import MicroVm
+
+# Console on the UART; a panic powers off at once; no crypto self-tests or mitigations, which cost guest time.
+BASE_ARGUMENTS = ("console=ttyS0", "panic=-1", "cryptomgr.notests", "mitigations=off")
+QUIET_ARGUMENTS = ("quiet", "loglevel=1")
+PSTATE_EL1H_MASKED = 0x3C5
+"""EL1 with its own stack (EL1h), D, A, I and F masked: how booting.rst says the kernel is entered."""
+VENDOR_RESET_TYPE = 0x8000_0000
+"""PSCI 1.1's first vendor-specific SYSTEM_RESET2 type: init's exit status is the cookie."""
+UART_PORT_COUNT = 8
+
+
+class Arm64Platform:
+    """What an arm64 VM has besides its virtio devices; :meth:`create` then, for a boot, :meth:`load_guest`."""
+
+    virtio_slots = SlotPlan(layout.VIRTIO_MMIO_BASE, layout.FIRST_VIRTIO_SPI, layout.LAST_VIRTIO_SPI)
+
+    def __init__(self) -> None:
+        self._vgic: kvm.Vgic | None = None
+        self._entry: tuple[int, int] | None = None
+        """Where vCPU 0 starts a boot: the Image's address and the device tree's."""
+
+    @staticmethod
+    def ram_layout(memory_size: int) -> list[tuple[int, int]]:
+        return layout.ram_layout(memory_size)
+
+    def create(self, microvm: MicroVm) -> None:
+        """Guest RAM's slots, the vGIC (v3, else v2) and the UART."""
+        fd = microvm.vm_fd
+        for slot, region in enumerate(microvm.memory.regions):
+            fd.set_user_memory_region(slot, region.guest_phys_addr, region.size, microvm.memory.host_address(region))
+        try:
+            self._vgic = kvm.Vgic(fd, version=3, distributor=layout.GIC_DISTRIBUTOR.base,
+                                  second=layout.GICV3_REDISTRIBUTORS_BASE)
+        except OSError:  # a host whose GIC cannot run a virtual GICv3
+            self._vgic = kvm.Vgic(fd, version=2, distributor=layout.GIC_DISTRIBUTOR.base,
+                                  second=layout.GICV2_CPU_INTERFACE.base)
+        line = kvm.spi_line(layout.UART.spi)
+
+        def pulse() -> None:  # the device tree says edge-rising
+            fd.set_irq_line(line, True)
+            fd.set_irq_line(line, False)
+
+        microvm.uart = uart = Uart(output=microvm.console.feed, interrupt=pulse)
+        microvm.uart_lock = uart_lock = microvm.mmio.register(layout.UART.registers.base, UART_PORT_COUNT, uart)
+
+        def type_into_console(data: bytes) -> int:
+            with uart_lock:
+                return uart.receive(data)
+
+        microvm.console.attach_input(type_into_console)
+
+    @staticmethod
+    def cmdline(recipe: VmRecipe, devices: MmioDeviceManager) -> str:
+        """The kernel's words for a boot of ``recipe`` (its devices are in the device tree)."""
+        words = [*BASE_ARGUMENTS, *([] if recipe.kernel_log else QUIET_ARGUMENTS)]
+        return " ".join([*words, recipe.cmdline_extra] if recipe.cmdline_extra else words)
+
+    def board(self, microvm: MicroVm, bootargs: str, initrd: Region | None) -> Board:
+        """What the device tree tells the guest it runs on."""
+        assert self._vgic is not None, "create() first"
+        (ram,) = microvm.memory.regions
+        return Board(
+            memory=Region(ram.guest_phys_addr, ram.size),
+            vcpus=microvm.recipe.vcpus,
+            gic=layout.gic(self._vgic.version, microvm.recipe.vcpus),
+            uart=layout.UART,
+            virtio=[MmioDevice(Region(service.slot.base, VIRTIO_MMIO_SIZE), service.slot.irq)
+                    for _, service in microvm.devices],
+            bootargs=bootargs,
+            initrd=initrd,
+        )
+
+    def load_guest(self, microvm: MicroVm, cmdline: str, config: InitConfig) -> None:
+        """Place the Image, the initramfs with init's ``config`` and the device tree, for :meth:`create_vcpus`.
+
+        Raises :class:`KernelImageError` or :class:`AssetError`.
+        """
+        recipe, memory = microvm.recipe, microvm.memory
+        try:
+            kernel = arm64_kernel(recipe.kernel.read_bytes())
+            initrd = initrd_with(recipe.initramfs.read_bytes(), config)
+        except OSError as error:
+            raise AssetError(f"cannot read the kernel or initramfs: {error}") from None
+        (ram,) = memory.regions
+        placed = boot_layout(kernel, ram.guest_phys_addr, ram.size, len(initrd))
+        memory.write(placed.kernel, kernel.image)
+        memory.write(placed.initrd, initrd)
+        memory.write(placed.dtb, device_tree(self.board(microvm, cmdline, Region(placed.initrd, len(initrd)))))
+        self._entry = placed.kernel, placed.dtb
+
+    def create_vcpus(self, microvm: MicroVm) -> None:
+        """The vCPUs, initialized with PSCI (vCPU 0 at the Image after :meth:`load_guest`), then the vGIC."""
+        entry = self._entry
+        microvm.watch_stats(microvm.vm_fd.fd)
+        for index in range(microvm.recipe.vcpus):
+            vcpu = microvm.vm_fd.create_vcpu(index)
+            microvm.vcpus.append(vcpu)
+            microvm.watch_stats(vcpu.fd)
+            kvm.init_vcpu(microvm.vm_fd, vcpu, powered_off=index > 0)
+            if entry is not None and index == 0:
+                kvm.set_core_register(vcpu, kvm.CORE_PSTATE, PSTATE_EL1H_MASKED)
+                kvm.set_core_register(vcpu, kvm.CORE_PC, entry[0])
+                kvm.set_core_register(vcpu, kvm.CORE_X0, entry[1])
+        assert self._vgic is not None, "create() first"
+        self._vgic.initialize()
+        microvm.arm_pause()
+
+    @staticmethod
+    def system_exit(vcpu: VcpuFd, event: int, flags: int) -> GuestExit:
+        """How the guest ended, from its ``KVM_EXIT_SYSTEM_EVENT`` (its PSCI call)."""
+        if event == lib.KVM_SYSTEM_EVENT_RESET and flags & lib.KVM_SYSTEM_EVENT_RESET_FLAG_PSCI_RESET2:
+            reset_type = int.from_bytes(kvm.get_register(vcpu, kvm.core_register(1)), "little")
+            if reset_type == VENDOR_RESET_TYPE:
+                cookie = int.from_bytes(kvm.get_register(vcpu, kvm.core_register(2)), "little")
+                return GuestExit(ShutdownReason.EXIT, cookie & 0xFF)
+        if event == lib.KVM_SYSTEM_EVENT_SHUTDOWN:
+            return GuestExit(ShutdownReason.POWER_OFF)
+        return GuestExit(ShutdownReason.RESET)
+
+    @staticmethod
+    def where(vcpu: VcpuFd, memory: GuestMemory) -> tuple[int | None, bytes]:
+        """The vCPU's program counter, for a diagnosis (None where KVM will not say; no instruction bytes: the
+        address is virtual and translating it would need a walk of the guest's page tables)."""
+        with contextlib.suppress(OSError):
+            return int.from_bytes(kvm.get_register(vcpu, kvm.core_register(kvm.CORE_PC)), "little"), b""
+        return None, b""
+
+    def close(self) -> None:
+        if self._vgic is not None:
+            self._vgic.close()

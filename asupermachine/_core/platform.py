@@ -1,0 +1,68 @@
+"""What differs between the architectures a VM can be, behind one seam, and the one this host's KVM runs."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Protocol
+
+from .._errors import KVMUnavailable
+from .._outcome import GuestExit
+from .device_manager import MmioDeviceManager, SlotPlan
+from .init_config import InitConfig
+from .kvm import VcpuFd
+from .memory import GuestMemory
+from .recipe import VmRecipe
+
+if TYPE_CHECKING:
+    from .microvm import MicroVm
+
+
+class Platform(Protocol):
+    """An architecture's VM besides its virtio devices: the builder calls :meth:`create`, registers the
+    devices, calls :meth:`load_guest` for a boot (not a restore), then :meth:`create_vcpus`."""
+
+    virtio_slots: SlotPlan
+
+    def ram_layout(self, memory_size: int) -> list[tuple[int, int]]:
+        """Guest RAM as ``(guest_phys_addr, size)`` regions."""
+        ...
+
+    def create(self, microvm: MicroVm) -> None:
+        """The interrupt controller, RAM's slots and the platform's own devices (the UART...)."""
+        ...
+
+    def cmdline(self, recipe: VmRecipe, devices: MmioDeviceManager) -> str:
+        """The kernel's words for a boot of ``recipe`` with ``devices`` registered."""
+        ...
+
+    def load_guest(self, microvm: MicroVm, cmdline: str, config: InitConfig) -> None:
+        """Put the kernel, the initramfs with init's ``config`` and the boot tables in guest RAM."""
+        ...
+
+    def create_vcpus(self, microvm: MicroVm) -> None:
+        """The vCPUs, in their boot state after :meth:`load_guest`."""
+        ...
+
+    def system_exit(self, vcpu: VcpuFd, event: int, flags: int) -> GuestExit:
+        """How the guest ended, from a ``KVM_EXIT_SYSTEM_EVENT`` of ``vcpu`` (out of ``KVM_RUN``)."""
+        ...
+
+    def where(self, vcpu: VcpuFd, memory: GuestMemory) -> tuple[int | None, bytes]:
+        """Where ``vcpu`` is and the instruction there, for a diagnosis."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def host_platform() -> Platform:
+    """A new platform of this host's architecture (its KVM runs only guests of its own)."""
+    machine = os.uname().machine
+    if machine == "x86_64":
+        from .arch.x86_64.platform import X86Platform
+
+        return X86Platform()
+    if machine == "aarch64":
+        from .arch.aarch64.platform import Arm64Platform
+
+        return Arm64Platform()
+    raise KVMUnavailable(f"asupermachine runs guests on x86_64 and arm64 hosts, not {machine}")
