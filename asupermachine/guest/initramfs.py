@@ -50,7 +50,8 @@ def build_static_binary(source: Path, output: Path, arch: GuestArch | None = Non
 def initramfs_key(arch: GuestArch) -> str:
     sources = [INIT_SOURCE, AGENT_SOURCE, *sorted(INCLUDE_DIR.glob("*.h"))]
     toolchain = " ".join(compiler(arch)).encode()
-    return content_key(_RECIPE_VERSION, arch.name.encode(), toolchain, *(p.name.encode() + p.read_bytes() for p in sources))
+    contents = (p.name.encode() + p.read_bytes() for p in sources)
+    return content_key(_RECIPE_VERSION, arch.name.encode(), toolchain, *contents)
 
 
 def initramfs_entries(init: bytes, agent: bytes) -> list[CpioEntry]:
