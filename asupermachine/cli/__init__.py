@@ -17,6 +17,7 @@ from .._volume import DEFAULT_VOLUME_SLOTS, Volume
 from .._volume_store import DEFAULT_SIZE_MIB, create_named, list_named, named_path, remove_named
 from ..image.digest import Digest
 from ..image.image import Image
+from ..image.manifest import HOST_PLATFORM
 from ..image.store import Store
 from . import _machines as machines
 from ._machines import hold
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     pull = commands.add_parser("pull", help="pull an image from a registry into the local store")
     pull.add_argument("reference", help="e.g. busybox, registry:5000/name:tag, name@sha256:...")
-    pull.add_argument("--platform", default="linux/amd64")
+    pull.add_argument("--platform", default=str(HOST_PLATFORM))
     pull.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
     start = commands.add_parser(
         "run", help="boot an image (default: the built-in busybox) and run its entrypoint/cmd or CMD"
@@ -93,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     bake.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
     load = commands.add_parser("load", help="store the images of an OCI layout, OCI archive or docker archive")
     load.add_argument("path", help="an OCI layout directory, or a tar made by docker save, skopeo or buildah")
-    load.add_argument("--platform", default="linux/amd64")
+    load.add_argument("--platform", default=str(HOST_PLATFORM))
     volume = commands.add_parser("volume", help="manage named volumes").add_subparsers(dest="action", required=True)
     create = volume.add_parser("create", help="make a named volume (sparse ext4)")
     create.add_argument("name")

@@ -17,7 +17,7 @@ from .._cache import build_once, cache_root, content_key, file_digest
 from .._environment import DEFAULT_PATH
 from .._errors import AssetError
 from .digest import Digest
-from .manifest import LINUX_AMD64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Manifest, parse_document
+from .manifest import HOST_PLATFORM, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Manifest, parse_document
 from .rootdisk import build_root_disk, root_disk_path
 from .sources import OCI_LAYER_TAR, REF_NAME_ANNOTATION, import_oci_layout
 from .store import Store
@@ -73,7 +73,7 @@ def ensure_builtin_layout(busybox: Path = BUSYBOX) -> Path:
         layer = busybox_layer(busybox.read_bytes(), listing.split())
         layer_digest = Digest.of(layer)
         config = _json({
-            "architecture": LINUX_AMD64.architecture, "os": LINUX_AMD64.os,
+            "architecture": HOST_PLATFORM.architecture, "os": HOST_PLATFORM.os,
             "config": {"Cmd": ["sh"], "Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"},
             "rootfs": {"type": "layers", "diff_ids": [str(layer_digest)]},
         })
@@ -109,7 +109,7 @@ def ensure_default_root(store: Store | None = None) -> Path:
     cached = root_disk_path(store, manifest.config.digest)
     if cached.is_file():
         return cached
-    import_oci_layout(layout, BUILTIN_TAG, LINUX_AMD64, store)
+    import_oci_layout(layout, BUILTIN_TAG, HOST_PLATFORM, store)
     return build_root_disk(store, manifest)
 
 

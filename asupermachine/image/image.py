@@ -19,7 +19,7 @@ from .builtin import BUILTIN_TAG, ensure_builtin_layout
 from .digest import Digest
 from .layers import Limits
 from .load import load_images
-from .manifest import ACCEPTED_TYPES, LINUX_AMD64, ImageConfig, Manifest, Platform, parse_config, parse_document
+from .manifest import ACCEPTED_TYPES, HOST_PLATFORM, ImageConfig, Manifest, Platform, parse_config, parse_document
 from .reference import Reference
 from .registry import Credentials, RegistryClient, docker_config_credentials
 from .rootdisk import build_root_disk
@@ -74,7 +74,7 @@ class Image:
         cls,
         reference: str,
         *,
-        platform: str = str(LINUX_AMD64),
+        platform: str = str(HOST_PLATFORM),
         credentials: Credentials | None = None,
         insecure: bool = False,
         store: Store | None = None,
@@ -118,11 +118,11 @@ class Image:
         def builtin_layout(_: Path, tag: str | None, platform: Platform, target: Store) -> ImageRecord:
             return import_oci_layout(ensure_builtin_layout(), tag, platform, target)
 
-        return await cls._import(builtin_layout, Path(), BUILTIN_TAG, str(LINUX_AMD64), store)
+        return await cls._import(builtin_layout, Path(), BUILTIN_TAG, str(HOST_PLATFORM), store)
 
     @classmethod
     async def from_oci_layout(
-        cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(LINUX_AMD64),
+        cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(HOST_PLATFORM),
         store: Store | None = None,
     ) -> Image:
         """The image ``tag`` names (or the only one) in an OCI image layout directory."""
@@ -130,7 +130,7 @@ class Image:
 
     @classmethod
     async def from_docker_archive(
-        cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(LINUX_AMD64),
+        cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(HOST_PLATFORM),
         store: Store | None = None,
     ) -> Image:
         """The image ``tag`` names (``name:tag``, or the only one) in a ``docker save`` tarball."""
@@ -138,7 +138,7 @@ class Image:
 
     @classmethod
     async def from_oci_archive(
-        cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(LINUX_AMD64),
+        cls, path: str | os.PathLike[str], tag: str | None = None, *, platform: str = str(HOST_PLATFORM),
         store: Store | None = None,
     ) -> Image:
         """The image ``tag`` names in a tar of an OCI layout.
@@ -149,7 +149,7 @@ class Image:
 
     @classmethod
     async def load(
-        cls, path: str | os.PathLike[str], *, platform: str = str(LINUX_AMD64), store: Store | None = None
+        cls, path: str | os.PathLike[str], *, platform: str = str(HOST_PLATFORM), store: Store | None = None
     ) -> list[Image]:
         """Every image in an OCI layout directory, OCI archive or docker archive, as ``docker load`` does.
 

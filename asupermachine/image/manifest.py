@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,9 @@ class Platform:
 
 
 LINUX_AMD64 = Platform("linux", "amd64")
+LINUX_ARM64 = Platform("linux", "arm64")
+HOST_PLATFORM = {"x86_64": LINUX_AMD64, "aarch64": LINUX_ARM64}.get(os.uname().machine, LINUX_AMD64)
+"""The images this host's KVM can run: its own architecture's (OCI names, not ``uname -m``'s)."""
 
 
 @dataclass(frozen=True)
