@@ -8,8 +8,10 @@ an arm64 host, where the bindings have these calls.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
+from ..arch.aarch64.vgic_state import VgicRegister
 from ._check import check
 from ._kvm_cffi import ffi, lib
 from .vcpu import VcpuFd
@@ -97,8 +99,25 @@ class Vgic:
         """Finish the vGIC once every vCPU is created (``KVM_DEV_ARM_VGIC_CTRL_INIT``)."""
         self._set(lib.KVM_DEV_ARM_VGIC_GRP_CTRL, lib.KVM_DEV_ARM_VGIC_CTRL_INIT, ffi.NULL)
 
+    def save(self, registers: Sequence[VgicRegister]) -> list[bytes]:
+        """The values of ``registers`` (see :mod:`..arch.aarch64.vgic_state`), the VM paused."""
+        values = []
+        for register in registers:
+            value = ffi.new("uint8_t[]", register.size)
+            check(lib.amv_device_attr(self.fd, 0, register.group, register.attribute, value),
+                  f"KVM_GET_DEVICE_ATTR {register.group}/{register.attribute:#x}")
+            values.append(bytes(ffi.buffer(value)))
+        return values
+
+    def restore(self, registers: Sequence[VgicRegister], values: Sequence[bytes]) -> None:
+        """Write back what :meth:`save` read, in order (after :meth:`initialize`)."""
+        for register, value in zip(registers, values, strict=True):
+            if len(value) != register.size:
+                raise ValueError(f"vGIC register {register.attribute:#x} holds {register.size} bytes, not {len(value)}")
+            self._set(register.group, register.attribute, ffi.from_buffer(value))
+
     def _set(self, group: int, attribute: int, value: Any) -> None:
-        check(lib.amv_device_attr(self.fd, 1, group, attribute, value), f"KVM_SET_DEVICE_ATTR {group}/{attribute}")
+        check(lib.amv_device_attr(self.fd, 1, group, attribute, value), f"KVM_SET_DEVICE_ATTR {group}/{attribute:#x}")
 
     def close(self) -> None:
         if self.fd >= 0:
