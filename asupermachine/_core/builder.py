@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import SnapshotError, VirtqueueError
 from .console import Console
 from .devices.bus import Bus
-from .devices.vector_state import TaskVectorStates
 from .init_config import InitConfig
 from .kvm import Kvm
 from .memory import GuestMemory
 from .microvm import MIB, NET_ID, RNG_ID, VSOCK_ID, MicroVm, block_id
 from .net.pump import RX_BACKLOG_BYTES, RX_BACKLOG_FRAMES, NetworkPump
-from .persist import MachineState, advanced, restore_vcpu, restore_vm
+from .persist import MachineState
 from .platform import host_platform
 from .recipe import VmRecipe
 from .vcpu.stop import StopLatch
@@ -144,13 +142,9 @@ def _restore(microvm: MicroVm, state: MachineState) -> None:
 
     Raises :class:`SnapshotError` if KVM or a device refuses the saved state.
     """
-    state = advanced(state, time.time_ns() - state.captured_at_ns)
     try:
-        restore_vm(microvm.vm_fd, state.vm)
-        for vcpu, vcpu_state in zip(microvm.vcpus, state.vcpus, strict=True):
-            restore_vcpu(vcpu, vcpu_state)
+        microvm.platform.restore(microvm, state)
         microvm.devices.restore(state.transports)
     except (OSError, ValueError, VirtqueueError) as error:
         raise SnapshotError("state", f"the saved VM state was refused: {error}") from error
     microvm.uart.restore(state.uart)
-    microvm.vector_states.states = TaskVectorStates(state.task_vector_states)

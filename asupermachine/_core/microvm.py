@@ -26,7 +26,7 @@ from .kvm._kvm_cffi import lib
 from .kvm.state import StateKind, get_state
 from .kvm.stats import KvmStats, StatsFormatError, summed
 from .memory import GuestMemory
-from .persist import CpuidRows, MachineState, capture_vcpu, capture_vm
+from .persist import CpuidRows, MachineState
 from .platform import Platform
 from .recipe import VmRecipe
 from .vcpu.pause import PauseGate
@@ -130,18 +130,7 @@ class MicroVm:
 
     def capture(self) -> MachineState:
         """The state of the quiesced VM (inside :meth:`quiesced`), memory aside."""
-        msr_indices = self.kvm.msr_index_list()
-        return MachineState(
-            vcpus=tuple(
-                capture_vcpu(vcpu, cpuid, msr_indices) for vcpu, cpuid in zip(self.vcpus, self.cpuid, strict=True)
-            ),
-            vm=capture_vm(self.vm_fd),
-            transports=self.devices.save(),
-            uart=self.uart.save(),
-            captured_at_ns=time.time_ns(),
-            tsc_khz=self.vcpus[0].tsc_khz(),
-            task_vector_states=self.vector_states.states.state(),
-        )
+        return self.platform.capture(self)
 
     def retire(self) -> None:
         """Stop the quiesced VM for good (inside :meth:`quiesced`): no vCPU runs again and no device serves

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .arch.x86_64.msr import MSR_IA32_TSC
 from .devices.uart import UartState
@@ -23,8 +23,11 @@ CpuidRows = tuple[tuple[int, int, int, int, int, int, int], ...]
 @dataclass(frozen=True)
 class VcpuState:
     cpuid: CpuidRows
+    """x86_64's; none on arm64."""
     kvm: dict[StateKind, bytes]
     msrs: dict[int, int]
+    registers: dict[int, bytes] = field(default_factory=dict)
+    """arm64's: every register KVM lists for the vCPU, by ONE_REG id."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class MachineState:
     tsc_khz: int
     task_vector_states: dict[int, bytes]
     """Guest tasks' extended vector state kept by the VMM (see :mod:`..devices.vector_state`)."""
+    vgic: tuple[bytes, ...] = ()
+    """arm64's interrupt controller: its registers, in :func:`..arch.aarch64.vgic_state.vgic_registers` order."""
 
 
 def advanced(state: MachineState, elapsed_ns: int) -> MachineState:

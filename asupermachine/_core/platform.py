@@ -11,6 +11,7 @@ from .device_manager import MmioDeviceManager, SlotPlan
 from .init_config import InitConfig
 from .kvm import VcpuFd
 from .memory import GuestMemory
+from .persist import MachineState
 from .recipe import VmRecipe
 
 if TYPE_CHECKING:
@@ -49,6 +50,14 @@ class Platform(Protocol):
 
     def where(self, vcpu: VcpuFd, memory: GuestMemory) -> tuple[int | None, bytes]:
         """Where ``vcpu`` is and the instruction there, for a diagnosis."""
+        ...
+
+    def capture(self, microvm: MicroVm) -> MachineState:
+        """The quiesced VM's state, memory aside."""
+        ...
+
+    def restore(self, microvm: MicroVm, state: MachineState) -> None:
+        """Put back :meth:`capture`'s KVM state into a VM built from the same recipe (devices aside)."""
         ...
 
     def close(self) -> None: ...

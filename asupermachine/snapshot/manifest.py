@@ -28,11 +28,11 @@ from .._core.virtio.mmio import TransportState
 from .._errors import SnapshotError
 from .memory_file import MemoryImage
 
-FORMAT_VERSION = 9
-"""9: empty drives for volumes (``spare_drives``); 8: a disk may be kept in place, writable (a paused
-machine's); 7: disks are objects, and a writable disk is frozen into the snapshot; 6: all disks are
-read-only paths. All four read."""
-READABLE_VERSIONS = (6, 7, 8, FORMAT_VERSION)
+FORMAT_VERSION = 10
+"""10: arm64's state (each vCPU's registers by ONE_REG id, the vGIC's registers); 9: empty drives for
+volumes (``spare_drives``); 8: a disk may be kept in place, writable (a paused machine's); 7: disks are
+objects, and a writable disk is frozen into the snapshot; 6: all disks are read-only paths. All five read."""
+READABLE_VERSIONS = (6, 7, 8, 9, FORMAT_VERSION)
 FORMAT_NAME = "asupermachine-snapshot"
 MAX_DRIVES = 256
 """More than any architecture has virtio slots for: a larger count is damage."""
@@ -175,6 +175,10 @@ def _unblobs(encoded: Mapping[str, str]) -> dict[StateKind, bytes]:
     return {StateKind(name): base64.b64decode(blob, validate=True) for name, blob in encoded.items()}
 
 
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
 def _encode_state(state: MachineState) -> dict[str, Any]:
     return {
         "vcpus": [
@@ -182,6 +186,7 @@ def _encode_state(state: MachineState) -> dict[str, Any]:
                 "cpuid": [list(row) for row in vcpu.cpuid],
                 "kvm": _blobs(vcpu.kvm),
                 "msrs": [[index, value] for index, value in vcpu.msrs.items()],
+                "registers": [[register, _b64(value)] for register, value in vcpu.registers.items()],
             }
             for vcpu in state.vcpus
         ],
@@ -193,6 +198,7 @@ def _encode_state(state: MachineState) -> dict[str, Any]:
         "task_vector_states": {
             str(pid): base64.b64encode(blob).decode() for pid, blob in state.task_vector_states.items()
         },
+        "vgic": [_b64(value) for value in state.vgic],
     }
 
 
@@ -202,6 +208,9 @@ def _decode_state(body: dict[str, Any]) -> MachineState:
             cpuid=tuple(_cpuid_row(row) for row in vcpu["cpuid"]),
             kvm=_unblobs(vcpu["kvm"]),
             msrs={int(index): int(value) for index, value in vcpu["msrs"]},
+            registers={  # before version 10: x86_64's only, which keeps none
+                int(register): base64.b64decode(value, validate=True) for register, value in vcpu.get("registers", ())
+            },
         )
         for vcpu in body["vcpus"]
     )
@@ -217,6 +226,7 @@ def _decode_state(body: dict[str, Any]) -> MachineState:
         task_vector_states={
             int(pid): base64.b64decode(blob, validate=True) for pid, blob in body["task_vector_states"].items()
         },
+        vgic=tuple(base64.b64decode(value, validate=True) for value in body.get("vgic", ())),
     )
 
 

@@ -74,6 +74,11 @@ def register_list(vcpu: VcpuFd) -> list[int]:
     return [int(ids[index]) for index in range(count[0])]
 
 
+def registers(vcpu: VcpuFd) -> dict[int, bytes]:
+    """The value of every register in :func:`register_list`, the vCPU out of ``KVM_RUN``."""
+    return {register: get_register(vcpu, register) for register in register_list(vcpu)}
+
+
 class Vgic:
     """The in-kernel GIC (``KVM_CREATE_DEVICE``): placed before the vCPUs exist, initialized once they all do."""
 

@@ -12,6 +12,7 @@ status (guest/kernel/patches/0008-psci-exit-status.patch).
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from ...._errors import AssetError
@@ -22,12 +23,15 @@ from ...init_config import InitConfig, initrd_with
 from ...kvm import VcpuFd
 from ...kvm import aarch64 as kvm
 from ...kvm._kvm_cffi import lib
+from ...kvm.state import StateKind, get_state, set_state
 from ...memory import GuestMemory
+from ...persist import MachineState, VcpuState
 from ...recipe import VmRecipe
 from ...virtio.mmio import VIRTIO_MMIO_SIZE
 from . import layout
-from .device_tree import Board, MmioDevice, Region, device_tree
+from .device_tree import Board, MmioDevice, Region, device_tree, mpidr
 from .image import arm64_kernel, boot_layout
+from .vgic_state import VgicRegister, vgic_registers
 
 if TYPE_CHECKING:
     from ...microvm import MicroVm
@@ -90,12 +94,11 @@ class Arm64Platform:
 
     def board(self, microvm: MicroVm, bootargs: str, initrd: Region | None) -> Board:
         """What the device tree tells the guest it runs on."""
-        assert self._vgic is not None, "create() first"
         (ram,) = microvm.memory.regions
         return Board(
             memory=Region(ram.guest_phys_addr, ram.size),
             vcpus=microvm.recipe.vcpus,
-            gic=layout.gic(self._vgic.version, microvm.recipe.vcpus),
+            gic=layout.gic(self._created_vgic().version, microvm.recipe.vcpus),
             uart=layout.UART,
             virtio=[MmioDevice(Region(service.slot.base, VIRTIO_MMIO_SIZE), service.slot.irq)
                     for _, service in microvm.devices],
@@ -134,8 +137,7 @@ class Arm64Platform:
                 kvm.set_core_register(vcpu, kvm.CORE_PSTATE, PSTATE_EL1H_MASKED)
                 kvm.set_core_register(vcpu, kvm.CORE_PC, entry[0])
                 kvm.set_core_register(vcpu, kvm.CORE_X0, entry[1])
-        assert self._vgic is not None, "create() first"
-        self._vgic.initialize()
+        self._created_vgic().initialize()
         microvm.arm_pause()
 
     @staticmethod
@@ -157,6 +159,44 @@ class Arm64Platform:
         with contextlib.suppress(OSError):
             return int.from_bytes(kvm.get_register(vcpu, kvm.core_register(kvm.CORE_PC)), "little"), b""
         return None, b""
+
+    def capture(self, microvm: MicroVm) -> MachineState:
+        """The quiesced VM's state, memory aside: each vCPU's registers and run state, the vGIC's registers.
+
+        The guest's clocks stand still while it is saved: a restore resumes its
+        virtual counter where it stopped.
+        """
+        vgic = self._created_vgic()
+        return MachineState(
+            vcpus=tuple(
+                VcpuState((), {StateKind.MP_STATE: get_state(vcpu.fd, StateKind.MP_STATE)}, {},
+                          registers=kvm.registers(vcpu))
+                for vcpu in microvm.vcpus
+            ),
+            vm={},
+            transports=microvm.devices.save(),
+            uart=microvm.uart.save(),
+            captured_at_ns=time.time_ns(),
+            tsc_khz=0,
+            task_vector_states={},
+            vgic=tuple(vgic.save(self._vgic_registers(microvm))),
+        )
+
+    def restore(self, microvm: MicroVm, state: MachineState) -> None:
+        """Put back :meth:`capture`'s registers into the new VM's vCPUs and vGIC."""
+        for vcpu, saved in zip(microvm.vcpus, state.vcpus, strict=True):
+            for register, value in saved.registers.items():
+                kvm.set_register(vcpu, register, value)
+            set_state(vcpu.fd, StateKind.MP_STATE, saved.kvm[StateKind.MP_STATE])
+        self._created_vgic().restore(self._vgic_registers(microvm), state.vgic)
+
+    @staticmethod
+    def _vgic_registers(microvm: MicroVm) -> list[VgicRegister]:
+        return vgic_registers(kvm.VGIC_NR_IRQS, [mpidr(index) for index in range(len(microvm.vcpus))])
+
+    def _created_vgic(self) -> kvm.Vgic:
+        assert self._vgic is not None, "create() first"
+        return self._vgic
 
     def close(self) -> None:
         if self._vgic is not None:

@@ -10,6 +10,7 @@ reset line, and the project's exit-status and power-off ports
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from ...._errors import AssetError, KernelImageError
@@ -22,6 +23,7 @@ from ...init_config import InitConfig, initrd_with
 from ...kvm import VcpuFd
 from ...kvm._kvm_cffi import lib
 from ...memory import GuestMemory
+from ...persist import MachineState, advanced, capture_vcpu, capture_vm, restore_vcpu, restore_vm
 from ...recipe import VmRecipe
 from . import layout
 from .boot_params import build_zero_page, e820_map
@@ -153,6 +155,31 @@ class X86Platform:
             if physical is not None and memory.contains(physical, MAX_INSTRUCTION_BYTES):
                 instruction = memory.read(physical, MAX_INSTRUCTION_BYTES)
         return rip, instruction
+
+    @staticmethod
+    def capture(microvm: MicroVm) -> MachineState:
+        """The quiesced VM's state, memory aside (see :meth:`MicroVm.quiesced`)."""
+        msr_indices = microvm.kvm.msr_index_list()
+        return MachineState(
+            vcpus=tuple(
+                capture_vcpu(vcpu, cpuid, msr_indices) for vcpu, cpuid in zip(microvm.vcpus, microvm.cpuid, strict=True)
+            ),
+            vm=capture_vm(microvm.vm_fd),
+            transports=microvm.devices.save(),
+            uart=microvm.uart.save(),
+            captured_at_ns=time.time_ns(),
+            tsc_khz=microvm.vcpus[0].tsc_khz(),
+            task_vector_states=microvm.vector_states.states.state(),
+        )
+
+    @staticmethod
+    def restore(microvm: MicroVm, state: MachineState) -> None:
+        """Put back a snapshot's KVM state into the new VM, its clocks moved on by the snapshot's age."""
+        state = advanced(state, time.time_ns() - state.captured_at_ns)
+        restore_vm(microvm.vm_fd, state.vm)
+        for vcpu, vcpu_state in zip(microvm.vcpus, state.vcpus, strict=True):
+            restore_vcpu(vcpu, vcpu_state)
+        microvm.vector_states.states = TaskVectorStates(state.task_vector_states)
 
     def close(self) -> None:
         """Nothing of its own: the irqchip and PIT go with the VM."""
