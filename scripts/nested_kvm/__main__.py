@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .arch import ARCHES
+from .root import HOST_ROOT
 from .run import Request, run
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
         argv=args.command, cwd=REPOSITORY, env=dict(os.environ), memory_mib=args.memory, vcpus=args.vcpus,
         timeout=args.timeout, console_log=args.console_log,
     )
-    return run(ARCHES[args.arch], request)
+    return run(ARCHES[args.arch], request, HOST_ROOT)
 
 
 sys.exit(main(sys.argv[1:]))
