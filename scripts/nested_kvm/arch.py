@@ -67,8 +67,9 @@ ARM64 = L1Arch(
     no_kvm_hint="KVM did not come up: this QEMU's -cpu max lacks EL2 (virtualization=on)",
 )
 
-# ARM64's kernel is fetched (tests read it with the arm64 loader); --arch arm64 waits for an arm64 userland.
-ARCHES = {arch.name: arch for arch in (X86_64,)}
+# An L1 of this host's architecture runs in this host's root; one of another (arm64 on an x86_64 host)
+# in a Debian root of its own, prepared once (see .userland).
+ARCHES = {arch.name: arch for arch in (X86_64, ARM64)}
 
 
 def is_native(arch: L1Arch) -> bool:
