@@ -36,7 +36,7 @@ FINISH_ROOT = Path(__file__).with_name("finish_root.sh")
 FINISH_SHARE = "/nested-root"
 """Where stage1.sh mounts the host's share of a root it finishes (finish_root.sh packs the root there)."""
 PREPARE_TIMEOUT = 4 * 3600.0
-"""Seconds the L1 that prepares a root may take (about half an hour on two cores)."""
+"""Seconds the L1 that prepares a root may take (about 50 minutes on two cores)."""
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -61,7 +61,7 @@ def prepare_userland(arch: L1Arch, repository: Path, *, memory_mib: int, vcpus: 
     with exclusive(root.with_suffix(".lock")):
         if not complete.is_file():
             started = time.monotonic()
-            _say(f"preparing the {arch.name} root {root} once (about half an hour)")
+            _say(f"preparing the {arch.name} root {root} once (about an hour)")
             _build(arch, root, wanted, memory_mib=memory_mib, vcpus=vcpus)
             complete.write_text(json.dumps(recipe, indent=1))
             _say(f"prepared the {arch.name} root in {time.monotonic() - started:.0f} s")
