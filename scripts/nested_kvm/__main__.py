@@ -1,4 +1,4 @@
-"""``scripts/nested-kvm [--arch x86_64] [--memory MIB] [--vcpus N] -- COMMAND [ARG...]``."""
+"""``scripts/nested-kvm [--arch x86_64|arm64] [--memory MIB] [--vcpus N] -- COMMAND [ARG...]``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
-from .arch import ARCHES
-from .run import Request, run
+from .arch import ARCHES, is_native
+from .debian import DebianPackageError
+from .root import HOST_ROOT, L1Root
+from .run import L1_FAILED, Request, run
+from .userland import VENV, UserlandError, prepare_userland
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -19,12 +22,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
         prog="scripts/nested-kvm",
         description=(
             "Run COMMAND from the repository root inside an L1 VM (QEMU's TCG) whose /dev/kvm is the "
-            "hardware-style KVM users have (kvm_amd), with this machine's root, virtualenv and "
-            "environment; print its output and exit with its status (124: timed out, 125: the L1 failed, "
-            "126: the L1 froze, a fault of QEMU's TCG: try again)."
+            "hardware-style KVM users have (kvm_amd; arm64: KVM with VHE), with this machine's root, virtualenv "
+            "and environment (arm64: a root of its own, see --arch); print its output and exit with its status "
+            "(124: timed out, 125: the L1 failed, 126: the L1 froze, a fault of QEMU's TCG: try again)."
         ),
     )
-    parser.add_argument("--arch", choices=sorted(ARCHES), default="x86_64")
+    parser.add_argument(
+        "--arch", choices=sorted(ARCHES), default="x86_64",
+        help=(
+            "the L1's architecture (default x86_64). arm64 runs on a Debian arm64 root with a virtualenv of the "
+            f"project's requirements at {VENV}, prepared once (about an hour, not counted in --timeout) and "
+            "cached, and the repository read-only under a tmpfs at its own path"
+        ),
+    )
     parser.add_argument("--memory", type=int, default=8192, metavar="MIB", help="the L1's memory (default 8192)")
     parser.add_argument("--vcpus", type=int, default=os.cpu_count() or 1, help="the L1's vCPUs (default: all cores)")
     parser.add_argument("--timeout", type=float, metavar="S", help="stop the L1 after S seconds")
@@ -45,7 +55,15 @@ def main(argv: list[str]) -> int:
         argv=args.command, cwd=REPOSITORY, env=dict(os.environ), memory_mib=args.memory, vcpus=args.vcpus,
         timeout=args.timeout, console_log=args.console_log,
     )
-    return run(ARCHES[args.arch], request)
+    arch = ARCHES[args.arch]
+    if is_native(arch):
+        return run(arch, request, HOST_ROOT)
+    try:
+        userland = prepare_userland(arch, REPOSITORY, memory_mib=args.memory, vcpus=args.vcpus)
+    except (UserlandError, DebianPackageError) as error:
+        print(f"nested-kvm: {error}", file=sys.stderr)
+        return L1_FAILED
+    return run(arch, request, L1Root(userland, repository=REPOSITORY))
 
 
 sys.exit(main(sys.argv[1:]))

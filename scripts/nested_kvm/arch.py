@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import subprocess
 from dataclasses import dataclass
 
 
@@ -10,6 +12,8 @@ class L1Arch:
     """One architecture of L1 VM, as QEMU emulates it and Debian packages its kernel."""
 
     name: str
+    debian: str
+    """Debian's name of the architecture (``dpkg --print-architecture``)."""
     qemu: str
     """The QEMU system emulator's executable."""
     qemu_package: str
@@ -28,11 +32,13 @@ class L1Arch:
     """What to say when the L1 comes up without ``/dev/kvm``."""
 
 
-# Modules every L1 loads besides KVM's: the host's root over 9p under an overlay, and a NIC for passt.
+# Modules every L1 loads besides KVM's (all modules in Debian's amd64 and arm64 kernels): its root over 9p
+# under an overlay, and a NIC for passt.
 COMMON_MODULES = ("9pnet_virtio", "9p", "overlay", "virtio_net", "virtio_pci")
 
 X86_64 = L1Arch(
     name="x86_64",
+    debian="amd64",
     qemu="qemu-system-x86_64",
     qemu_package="qemu-system-x86",
     # TCG emulates AMD SVM with nested paging under -cpu max; multi-threaded TCG uses a host thread per vCPU.
@@ -50,6 +56,7 @@ X86_64 = L1Arch(
 # QEMU's TCG emulates an arm64 CPU with EL2, VHE and a GICv3: Debian's kernel brings up KVM (built in) on it.
 ARM64 = L1Arch(
     name="arm64",
+    debian="arm64",
     qemu="qemu-system-aarch64",
     qemu_package="qemu-system-arm",
     machine=("-machine", "virt,virtualization=on,gic-version=3", "-accel", "tcg,thread=multi", "-cpu", "max"),
@@ -60,5 +67,17 @@ ARM64 = L1Arch(
     no_kvm_hint="KVM did not come up: this QEMU's -cpu max lacks EL2 (virtualization=on)",
 )
 
-# ARM64's kernel is fetched (tests read it with the arm64 loader); --arch arm64 waits for an arm64 userland.
-ARCHES = {arch.name: arch for arch in (X86_64,)}
+# An L1 of this host's architecture runs in this host's root; one of another (arm64 on an x86_64 host)
+# in a Debian root of its own, prepared once (see .userland).
+ARCHES = {arch.name: arch for arch in (X86_64, ARM64)}
+
+
+def is_native(arch: L1Arch) -> bool:
+    """Whether this host's binaries run in an L1 of ``arch``: then the L1 uses this host's root."""
+    return arch.debian == debian_architecture()
+
+
+@functools.cache
+def debian_architecture() -> str:
+    """This host's architecture, in Debian's words."""
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 PROMPT = b"(qemu) "
 TIMEOUT_SECONDS = 10.0
-REGISTER_LINE = re.compile(r"^(CPU#\d+|RIP=.*)$", re.MULTILINE)
+# Where each vCPU is: x86's RIP line (with the flags); arm64's PC and PSTATE (with the exception level).
+REGISTER_PIECE = re.compile(r"^CPU#\d+$|^RIP=.*$|^ PC=\S+|^PSTATE=\S+ \S+ \S+", re.MULTILINE)
 
 
 def _command(connection: socket.socket, text: str) -> str:
@@ -27,7 +28,8 @@ def _until_prompt(connection: socket.socket) -> str:
 
 
 def vcpu_states(monitor: Path) -> list[str]:
-    """Each vCPU's instruction pointer and flags (``CPU#0 RIP=... RFL=... CPL=0 ...``); empty if QEMU is mute."""
+    """Each vCPU's instruction pointer and flags (``CPU#0 RIP=... RFL=... CPL=0 ...``, ``CPU#0 PC=... PSTATE=...
+    -ZC- EL1h``); empty if QEMU is mute."""
     try:
         with socket.socket(socket.AF_UNIX) as connection:
             connection.settimeout(TIMEOUT_SECONDS)
@@ -36,5 +38,10 @@ def vcpu_states(monitor: Path) -> list[str]:
             registers = _command(connection, "info registers -a")
     except OSError:
         return []
-    lines = REGISTER_LINE.findall(registers.replace("\r", ""))
-    return [f"{cpu} {rip}" for cpu, rip in zip(lines[::2], lines[1::2], strict=False)]
+    states: list[str] = []
+    for piece in REGISTER_PIECE.findall(registers.replace("\r", "")):
+        if piece.startswith("CPU#"):
+            states.append(piece)
+        elif states:
+            states[-1] += " " + piece.strip()
+    return states

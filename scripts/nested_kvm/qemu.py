@@ -1,4 +1,4 @@
-"""The QEMU command line of an L1: Debian's kernel and our initramfs, the host's root over 9p, a NIC."""
+"""The QEMU command line of an L1: Debian's kernel and our initramfs, its root over 9p, a NIC."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .arch import L1Arch
 from .kernel import L1Kernel
+from .root import L1Root
 
 CONSOLE_NAME = "console.log"
 """The L1 kernel's console, written into the run's directory."""
@@ -21,9 +22,11 @@ def kernel_cmdline(arch: L1Arch) -> str:
 
 
 def qemu_command(
-    arch: L1Arch, kernel: L1Kernel, initramfs: Path, io: Path, *, memory_mib: int, vcpus: int
+    arch: L1Arch, kernel: L1Kernel, initramfs: Path, io: Path, root: L1Root, *, memory_mib: int, vcpus: int
 ) -> list[str]:
-    """The argv that boots the L1 with ``io`` (the run's directory) shared writable as ``nestedio``."""
+    """The argv that boots the L1 with ``root`` shared as ``hostroot``, its repository (if any) read-only as
+    ``repository``, and ``io`` (the run's directory) writable as ``nestedio``."""
+    repository = () if root.repository is None else _share("repository", root.repository, writable=False)
     return [
         arch.qemu, *arch.machine,
         "-m", str(memory_mib), "-smp", str(vcpus),
@@ -31,9 +34,14 @@ def qemu_command(
         "-monitor", f"unix:{io / MONITOR_NAME},server=on,wait=off",
         "-kernel", str(kernel.image), "-initrd", str(initramfs), "-append", kernel_cmdline(arch),
         "-serial", f"file:{io / CONSOLE_NAME}",
-        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-        "-virtfs", f"local,path={io},mount_tag=nestedio,security_model=none,multidevs=remap",
+        *_share("hostroot", root.path, writable=root.finish is not None), *repository,
+        *_share("nestedio", io, writable=True),
         # QEMU's user network: a routed interface, which passt needs, and a DNS forwarder (10.0.2.3),
         # so the L1 reaches and resolves what this host does (restrict=on would cut DNS too).
         "-nic", "user,model=virtio-net-pci",
     ]
+
+
+def _share(tag: str, path: Path, *, writable: bool) -> tuple[str, str]:
+    share = f"local,path={path},mount_tag={tag},security_model=none,multidevs=remap"
+    return "-virtfs", share if writable else f"{share},readonly=on"

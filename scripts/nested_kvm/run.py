@@ -20,6 +20,7 @@ from .initramfs import build_initramfs
 from .kernel import fetch_kernel
 from .monitor import vcpu_states
 from .qemu import CONSOLE_NAME, MONITOR_NAME, qemu_command
+from .root import L1Root
 
 STAGE2 = Path(__file__).with_name("stage2.py")
 POLL_SECONDS = 0.2
@@ -46,8 +47,8 @@ class Request:
     console_log: Path | None
 
 
-def run(arch: L1Arch, request: Request) -> int:
-    """Run ``request`` in an L1 of ``arch``; its exit status (or :data:`L1_FAILED`, :data:`TIMED_OUT`)."""
+def run(arch: L1Arch, request: Request, root: L1Root) -> int:
+    """Run ``request`` in an L1 of ``arch`` on ``root``; its exit status (or :data:`L1_FAILED`, :data:`TIMED_OUT`)."""
     if shutil.which(arch.qemu) is None:
         return _fail(f"{arch.qemu} is not installed (Debian: apt-get install {arch.qemu_package})")
     kernel = fetch_kernel(arch)
@@ -61,9 +62,12 @@ def run(arch: L1Arch, request: Request) -> int:
             "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),  # the L1's PID 1 starts at 1024/4096
         }
         (io / "request" / "request.json").write_text(json.dumps(body))
+        (io / "request" / "stage1.conf").write_text(root.stage1_config())
         for name in ("stdout", "stderr"):
             (io / name).touch()
-        command = qemu_command(arch, kernel, initramfs, io, memory_mib=request.memory_mib, vcpus=request.vcpus)
+        if root.finish is not None:  # the kernel unpacks concatenated cpio archives one after the other
+            initramfs = _concatenate((initramfs, root.finish), io / "initramfs.cpio")
+        command = qemu_command(arch, kernel, initramfs, io, root, memory_mib=request.memory_mib, vcpus=request.vcpus)
         with (io / "qemu.log").open("wb") as qemu_log:
             qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
             try:
@@ -77,6 +81,14 @@ def run(arch: L1Arch, request: Request) -> int:
         if request.console_log is not None:
             shutil.copyfile(io / CONSOLE_NAME, request.console_log)
         return _outcome(io, ending, qemu.returncode, request.timeout)
+
+
+def _concatenate(parts: tuple[Path, ...], whole: Path) -> Path:
+    with whole.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                shutil.copyfileobj(f, out)
+    return whole
 
 
 class Ending(enum.Enum):

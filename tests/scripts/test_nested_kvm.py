@@ -11,11 +11,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
 
-from nested_kvm.arch import X86_64  # noqa: E402
+from nested_kvm.arch import ARM64, X86_64  # noqa: E402
 from nested_kvm.freeze import FreezeWatch  # noqa: E402
 from nested_kvm.kernel import L1Kernel  # noqa: E402
 from nested_kvm.modules import ModuleError, load_order, module_name  # noqa: E402
 from nested_kvm.qemu import qemu_command  # noqa: E402
+from nested_kvm.root import HOST_ROOT, L1Root  # noqa: E402
 
 
 def test_modules_load_after_their_dependencies_and_once() -> None:
@@ -38,12 +39,36 @@ def test_module_files_are_named_as_the_kernel_names_them() -> None:
 
 def test_the_l1_gets_svm_the_host_root_read_only_and_the_run_directory_writable(tmp_path: Path) -> None:
     kernel = L1Kernel("6.1.0-57-amd64", tmp_path, tmp_path / "vmlinuz")
-    argv = qemu_command(X86_64, kernel, tmp_path / "initrd", tmp_path / "io", memory_mib=4096, vcpus=2)
+    argv = qemu_command(X86_64, kernel, tmp_path / "initrd", tmp_path / "io", HOST_ROOT, memory_mib=4096, vcpus=2)
     assert argv[argv.index("-cpu") + 1] == "max"  # TCG's SVM
     shares = [argv[i + 1] for i, word in enumerate(argv) if word == "-virtfs"]
     assert any("path=/," in share and "readonly=on" in share for share in shares)
     assert any(f"path={tmp_path / 'io'}," in share and "readonly" not in share for share in shares)
     assert argv[argv.index("-m") + 1] == "4096" and argv[argv.index("-smp") + 1] == "2"
+
+
+def _shares(argv: list[str]) -> dict[str, str]:
+    """Each 9p share of a QEMU command line, by its mount tag."""
+    shares = [argv[i + 1] for i, word in enumerate(argv) if word == "-virtfs"]
+    return {share.split("mount_tag=")[1].split(",")[0]: share for share in shares}
+
+
+def test_an_arm64_l1_gets_its_own_root_and_the_repository_read_only(tmp_path: Path) -> None:
+    kernel = L1Kernel("6.1.0-57-arm64", tmp_path, tmp_path / "vmlinuz")
+    root = L1Root(tmp_path / "userland", repository=tmp_path / "repo")
+    shares = _shares(qemu_command(ARM64, kernel, tmp_path / "initrd", tmp_path / "io", root, memory_mib=512, vcpus=1))
+    assert f"path={tmp_path / 'userland'}," in shares["hostroot"] and "readonly=on" in shares["hostroot"]
+    assert f"path={tmp_path / 'repo'}," in shares["repository"] and "readonly=on" in shares["repository"]
+    assert "readonly" not in shares["nestedio"]
+    assert root.stage1_config() == f"ROOT_MODE=overlay\nREPOSITORY={tmp_path / 'repo'}\n"
+
+
+def test_a_root_being_prepared_is_shared_writable_without_a_repository(tmp_path: Path) -> None:
+    kernel = L1Kernel("6.1.0-57-arm64", tmp_path, tmp_path / "vmlinuz")
+    root = L1Root(tmp_path / "work", finish=tmp_path / "finish.cpio")
+    shares = _shares(qemu_command(ARM64, kernel, tmp_path / "initrd", tmp_path / "io", root, memory_mib=512, vcpus=1))
+    assert "readonly" not in shares["hostroot"] and "repository" not in shares
+    assert root.stage1_config() == "ROOT_MODE=finish\nREPOSITORY=''\n"
 
 
 def test_a_run_past_its_timeout_is_stopped_and_says_where_the_l1_vcpus_were() -> None:
