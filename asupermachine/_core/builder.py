@@ -83,13 +83,13 @@ def build(
         undo.callback(microvm.devices.close)
         undo.callback(platform.close)
         platform.create(microvm)
+        undo.callback(microvm.close_vcpus)
+        platform.create_vcpus(microvm)  # before the devices: arm64's vGIC takes irqfds only once initialized
         inbox = MuxInbox()
         undo.callback(inbox.close)
         _register_virtio_devices(microvm, pump, inbox, holder)
         if restore is None:
-            platform.load_guest(microvm, platform.cmdline(recipe, microvm.devices), init_config(recipe))
-        undo.callback(microvm.close_vcpus)
-        platform.create_vcpus(microvm)
+            platform.boot(microvm, platform.cmdline(recipe, microvm.devices), init_config(recipe))
         if restore is not None:
             _restore(microvm, restore.state)
         undo.pop_all()

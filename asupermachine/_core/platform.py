@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 
 class Platform(Protocol):
-    """An architecture's VM besides its virtio devices: the builder calls :meth:`create`, registers the
-    devices, calls :meth:`load_guest` for a boot (not a restore), then :meth:`create_vcpus`."""
+    """An architecture's VM besides its virtio devices: the builder calls :meth:`create` and
+    :meth:`create_vcpus`, registers the devices, then calls :meth:`boot` for a boot (not a restore)."""
 
     virtio_slots: SlotPlan
 
@@ -36,12 +36,13 @@ class Platform(Protocol):
         """The kernel's words for a boot of ``recipe`` with ``devices`` registered."""
         ...
 
-    def load_guest(self, microvm: MicroVm, cmdline: str, config: InitConfig) -> None:
-        """Put the kernel, the initramfs with init's ``config`` and the boot tables in guest RAM."""
+    def create_vcpus(self, microvm: MicroVm) -> None:
+        """The vCPUs (and what needs them to exist, as arm64's vGIC)."""
         ...
 
-    def create_vcpus(self, microvm: MicroVm) -> None:
-        """The vCPUs, in their boot state after :meth:`load_guest`."""
+    def boot(self, microvm: MicroVm, cmdline: str, config: InitConfig) -> None:
+        """Put the kernel, the initramfs with init's ``config`` and the boot tables in guest RAM, and the
+        vCPUs in their boot state."""
         ...
 
     def system_exit(self, vcpu: VcpuFd, event: int, flags: int) -> GuestExit:

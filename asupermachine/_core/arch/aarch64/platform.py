@@ -53,8 +53,6 @@ class Arm64Platform:
 
     def __init__(self) -> None:
         self._vgic: kvm.Vgic | None = None
-        self._entry: tuple[int, int] | None = None
-        """Where vCPU 0 starts a boot: the Image's address and the device tree's."""
 
     @staticmethod
     def ram_layout(memory_size: int) -> list[tuple[int, int]]:
@@ -106,8 +104,8 @@ class Arm64Platform:
             initrd=initrd,
         )
 
-    def load_guest(self, microvm: MicroVm, cmdline: str, config: InitConfig) -> None:
-        """Place the Image, the initramfs with init's ``config`` and the device tree, for :meth:`create_vcpus`.
+    def boot(self, microvm: MicroVm, cmdline: str, config: InitConfig) -> None:
+        """Place the Image, the initramfs with init's ``config`` and the device tree; vCPU 0 enters the Image.
 
         Raises :class:`KernelImageError` or :class:`AssetError`.
         """
@@ -122,21 +120,19 @@ class Arm64Platform:
         memory.write(placed.kernel, kernel.image)
         memory.write(placed.initrd, initrd)
         memory.write(placed.dtb, device_tree(self.board(microvm, cmdline, Region(placed.initrd, len(initrd)))))
-        self._entry = placed.kernel, placed.dtb
+        first = microvm.vcpus[0]
+        kvm.set_core_register(first, kvm.CORE_PSTATE, PSTATE_EL1H_MASKED)
+        kvm.set_core_register(first, kvm.CORE_PC, placed.kernel)
+        kvm.set_core_register(first, kvm.CORE_X0, placed.dtb)
 
     def create_vcpus(self, microvm: MicroVm) -> None:
-        """The vCPUs, initialized with PSCI (vCPU 0 at the Image after :meth:`load_guest`), then the vGIC."""
-        entry = self._entry
+        """The vCPUs, initialized with PSCI (all but the first powered off), then the vGIC."""
         microvm.watch_stats(microvm.vm_fd.fd)
         for index in range(microvm.recipe.vcpus):
             vcpu = microvm.vm_fd.create_vcpu(index)
             microvm.vcpus.append(vcpu)
             microvm.watch_stats(vcpu.fd)
             kvm.init_vcpu(microvm.vm_fd, vcpu, powered_off=index > 0)
-            if entry is not None and index == 0:
-                kvm.set_core_register(vcpu, kvm.CORE_PSTATE, PSTATE_EL1H_MASKED)
-                kvm.set_core_register(vcpu, kvm.CORE_PC, entry[0])
-                kvm.set_core_register(vcpu, kvm.CORE_X0, entry[1])
         self._created_vgic().initialize()
         microvm.arm_pause()
 

@@ -52,9 +52,6 @@ class X86Platform:
 
     virtio_slots = X86_64_SLOTS
 
-    def __init__(self) -> None:
-        self._entry: int | None = None
-
     @staticmethod
     def ram_layout(memory_size: int) -> list[tuple[int, int]]:
         return layout.ram_layout(memory_size)
@@ -95,8 +92,9 @@ class X86Platform:
             devices=devices.kernel_arguments,
         )
 
-    def load_guest(self, microvm: MicroVm, cmdline: str, config: InitConfig) -> None:
-        """Place kernel, initramfs with init's ``config``, command line and boot tables, for :meth:`create_vcpus`."""
+    @staticmethod
+    def boot(microvm: MicroVm, cmdline: str, config: InitConfig) -> None:
+        """Place kernel, initramfs with init's ``config``, command line and boot tables; the vCPUs' boot state."""
         if len(cmdline) + 1 > layout.CMDLINE_MAX_SIZE:
             raise ValueError(
                 f"kernel command line is {len(cmdline)} bytes, over the limit of {layout.CMDLINE_MAX_SIZE - 1}:"
@@ -119,10 +117,13 @@ class X86Platform:
         )
         for gpa, data in contents.items():
             memory.write(gpa, data)
-        self._entry = kernel.entry
+        for vcpu in microvm.vcpus:
+            setup_common_vcpu_state(vcpu)
+        setup_boot_vcpu(microvm.vcpus[0], kernel.entry)
 
-    def create_vcpus(self, microvm: MicroVm) -> None:
-        """The vCPUs with this host's CPUID for the model; the boot state too after :meth:`load_guest`."""
+    @staticmethod
+    def create_vcpus(microvm: MicroVm) -> None:
+        """The vCPUs with this host's CPUID for the model."""
         supported = microvm.kvm.supported_cpuid()
         count = microvm.recipe.vcpus
         microvm.watch_stats(microvm.vm_fd.fd)
@@ -133,10 +134,6 @@ class X86Platform:
             cpuid = tuple(guest_cpuid(supported, microvm.recipe.cpu_model, index, count))
             microvm.cpuid.append(cpuid)
             vcpu.set_cpuid(list(cpuid))
-            if self._entry is not None:
-                setup_common_vcpu_state(vcpu)
-                if index == 0:
-                    setup_boot_vcpu(vcpu, self._entry)
         microvm.arm_pause()
 
     @staticmethod
