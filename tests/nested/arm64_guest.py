@@ -27,14 +27,16 @@ async def main(assets: Path) -> None:
     started = time.monotonic()
     async with Machine.boot(kernel, initramfs=initramfs, root=root, vcpus=2) as vm:
         result = await vm.exec(["sh", "-c", "uname -m; grep -c ^processor /proc/cpuinfo; echo kept > /tmp/kept"])
-        print(f"exec: {result.exit_code} {result.stdout.decode().split()} {time.monotonic() - started:.1f} s", flush=True)
+        words = result.stdout.decode().split()
+        print(f"exec: {result.exit_code} {words} {time.monotonic() - started:.1f} s", flush=True)
         with tempfile.TemporaryDirectory() as scratch:
             snapshot = await vm.snapshot(Path(scratch) / "snapshot")
             for clone in range(2):
                 started = time.monotonic()
                 async with Machine.restore(snapshot) as restored:
                     again = await restored.exec(["cat", "/tmp/kept"])
-                print(f"restore {clone}: {again.stdout.decode().split()} {time.monotonic() - started:.1f} s", flush=True)
+                words = again.stdout.decode().split()
+                print(f"restore {clone}: {words} {time.monotonic() - started:.1f} s", flush=True)
 
 
 anyio.run(main, Path(sys.argv[1]))
