@@ -8,7 +8,6 @@ cached by content like the x86_64 one).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -44,7 +43,6 @@ def test_init_and_agent_are_static_arm64_executables(arm64_assets: tuple[Path, P
         assert "ARM aarch64" in described and "statically linked" in described, described
 
 
-@pytest.mark.skipif(shutil.which(QEMU) is None, reason=f"{QEMU} is missing (scripts/setup.sh installs it)")
 def test_the_assets_boot_to_inits_ready_line_on_qemus_virt_board(
     arm64_assets: tuple[Path, Path], tmp_path: Path
 ) -> None:
