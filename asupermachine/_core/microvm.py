@@ -184,6 +184,7 @@ class MicroVm:
     def close(self) -> None:
         """Release every fd and mapping. Only once no vCPU thread runs."""
         self.close_vcpus()
+        self.platform.close()  # arm64's vGIC device fd
         self.vm_fd.close()
         self.devices.close()  # after the VM: KVM drops its ioeventfd/irqfd references with it
         self.vsock.close()
