@@ -16,6 +16,7 @@ from ._errors import AgentProtocolError as AgentProtocolError
 from ._errors import AssetError as AssetError
 from ._errors import AsupermachineError as AsupermachineError
 from ._errors import AuthenticationError as AuthenticationError
+from ._errors import BuildError as BuildError
 from ._errors import CapacityExceeded as CapacityExceeded
 from ._errors import DigestMismatch as DigestMismatch
 from ._errors import DiskError as DiskError

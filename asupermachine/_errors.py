@@ -85,7 +85,11 @@ class PlatformNotFound(ImageError):
 
 
 class RegistryError(ImageError):
-    """A registry refused, failed or could not be reached."""
+    """A registry refused, failed or could not be reached; ``status`` is its HTTP status, if it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class AuthenticationError(RegistryError):
@@ -94,6 +98,18 @@ class AuthenticationError(RegistryError):
 
 class LayerError(ImageError):
     """A layer that cannot be applied safely (escaping paths, bombs, bad archives)."""
+
+
+class BuildError(ImageError):
+    """A Dockerfile that cannot be built: its line says why, or a step that failed.
+
+    For a failed ``RUN``, ``step`` is the instruction, ``exit_status`` its status
+    and ``output`` the tail of what it printed; nothing of the build is stored.
+    """
+
+    def __init__(self, message: str, *, step: str = "", exit_status: int | None = None, output: str = "") -> None:
+        super().__init__(message)
+        self.step, self.exit_status, self.output = step, exit_status, output
 
 
 class SnapshotError(AsupermachineError):

@@ -30,6 +30,7 @@ from ._core.agent.protocol import (
     AttachRequest,
     CommandRequest,
     GuestProcess,
+    LayerRequest,
     ListRequest,
     MountRequest,
     ProcessRequest,
@@ -513,6 +514,25 @@ class Machine(metaclass=NoPublicConstructor):
 
         async def copy() -> None:
             await trees.download(await self._start_process(TreeRequest(guest_path)), extractor, guest_path)
+
+        await self._guarded(copy)
+
+    async def export_changes(self, host_path: str | os.PathLike[str]) -> None:
+        """Write what the guest changed in its root filesystem, as ``docker commit`` takes it, to ``host_path``.
+
+        The file is an OCI image layer (an uncompressed tar): files added or changed,
+        with owners, modes, times, xattrs and hardlinks; a deletion as a ``.wh.``
+        whiteout; a directory made anew over the image's as opaque. What init writes
+        for the network (``/etc/resolv.conf``, ``hosts``, ``hostname``) is left out,
+        as docker leaves it out. Volumes are not the root's: they are not in it.
+
+        :raises GuestFileError: if the guest cannot (a machine booted without an image root)
+        """
+        request = LayerRequest()
+
+        async def copy() -> None:
+            with open(host_path, "wb") as sink:
+                await trees.receive(await self._start_process(request), sink, "/")
 
         await self._guarded(copy)
 

@@ -19,6 +19,7 @@ from ..image.digest import Digest
 from ..image.image import Image
 from ..image.manifest import HOST_PLATFORM
 from ..image.store import Store
+from . import _build
 from . import _machines as machines
 from ._machines import hold
 from ._streams import parse_env, print_result, say, stream_console_and_wait, stream_process
@@ -103,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     remove = volume.add_parser("rm", help="remove named volumes no machine has attached")
     remove.add_argument("names", nargs="+", metavar="name")
     _machine_parsers(commands)
+    _build.add_parser(commands)
     images = commands.add_parser("images", help="list the images in the local store")
     images.add_argument("--prune", action="store_true", help="remove content no image name refers to")
     return parser
@@ -352,7 +354,7 @@ async def _bake(args: argparse.Namespace) -> int:
 SUBCOMMANDS = {
     "boot": _boot, "exec": _exec, "pull": _pull, "run": _run, "bake": _bake, "load": _load, "images": _images,
     "volume": _volume, "ps": machines.ps, "pause": machines.pause, "resume": machines.resume, "rm": machines.remove,
-    "cp": machines.copy,
+    "cp": machines.copy, "build": _build.build, "push": _build.push,
 }
 
 

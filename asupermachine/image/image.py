@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
-from .._errors import DigestMismatch, ManifestError
+from .._errors import BuildError, DigestMismatch, ManifestError
 from .._groups import unwrap_single_error
 from .._hooks import default_runtime
 from .._network import NetworkOption
@@ -19,7 +19,16 @@ from .builtin import BUILTIN_TAG, ensure_builtin_layout
 from .digest import Digest
 from .layers import Limits
 from .load import load_images
-from .manifest import ACCEPTED_TYPES, HOST_PLATFORM, ImageConfig, Manifest, Platform, parse_config, parse_document
+from .manifest import (
+    ACCEPTED_TYPES,
+    HOST_PLATFORM,
+    ImageConfig,
+    Manifest,
+    Platform,
+    parse_config,
+    parse_document,
+    parse_media_type,
+)
 from .reference import Reference
 from .registry import Credentials, RegistryClient, docker_config_credentials
 from .rootdisk import build_root_disk
@@ -180,6 +189,67 @@ class Image:
             return cls.from_record(importer(path, tag, Platform.parse(platform), chosen_store), chosen_store)
 
         return await anyio.to_thread.run_sync(run)
+
+    @classmethod
+    async def build(
+        cls,
+        context: str | os.PathLike[str],
+        *,
+        dockerfile: str | os.PathLike[str] | None = None,
+        tag: str | None = None,
+        build_args: Mapping[str, str] | None = None,
+        target: str | None = None,
+        no_cache: bool = False,
+        network: bool = True,
+        memory_mib: int = 1024,
+        store: Store | None = None,
+        output: TextIO | None = None,
+    ) -> Image:
+        """Build the Dockerfile ``dockerfile`` (default: ``CONTEXT/Dockerfile``) with ``context``, as ``docker build``.
+
+        Each RUN runs in a microVM of the step's parent image (``memory_mib`` of
+        memory, with a network unless ``network`` is False or the step says
+        ``--network=none``); its root's changes become the step's layer. COPY and
+        ADD layers are made on the host. Steps are cached by docker's key (``no_cache``
+        skips the cache), so a rebuild with nothing changed starts no VM. The build's
+        steps are written to ``output`` (stderr by default) as BuildKit writes them.
+        The image is stored, named ``tag`` if given (else by its manifest digest).
+
+        :raises BuildError: for a Dockerfile that cannot be built (its line says why) or a
+            failed RUN (its exit status and output's tail); nothing is tagged then
+        """
+        from ..build.builder import Builder, BuildRequest  # the builder starts machines of images: it needs this module
+
+        root = Path(context)
+        path = Path(dockerfile) if dockerfile is not None else root / "Dockerfile"
+        try:
+            text = await anyio.Path(path).read_text()
+        except OSError as error:
+            raise BuildError(f"cannot read the Dockerfile {path}: {error.strerror}") from None
+        request = BuildRequest(root, text, tag, dict(build_args or {}), no_cache, network, target, memory_mib)
+        chosen_store = store if store is not None else await anyio.to_thread.run_sync(Store)
+        return await Builder(request, chosen_store, output).build()
+
+    async def push(
+        self, reference: str, *, credentials: Credentials | None = None, insecure: bool = False
+    ) -> Digest:
+        """Send this image to a registry as ``reference`` (``host:port/name:tag``); returns its manifest digest.
+
+        Blobs the repository has already are not sent again. Credentials default to
+        docker's config file. Raises :class:`RegistryError` or :class:`AuthenticationError`.
+        """
+        ref = Reference.parse(reference)
+        if credentials is None:
+            credentials = docker_config_credentials(ref.registry)
+        body = await anyio.to_thread.run_sync(self.store.read_document, self.manifest_digest)
+        media_type = parse_media_type(body)
+        async with RegistryClient(ref, credentials=credentials, insecure=insecure, push=True) as client:
+            for descriptor in (*self.manifest.layers, self.manifest.config):
+                if not await client.has_blob(str(descriptor.digest)):
+                    await client.upload_blob(str(descriptor.digest), self.store.blob_path(descriptor.digest),
+                                             descriptor.size)
+            await client.put_manifest(ref.target, body, media_type)
+        return self.manifest_digest
 
     async def bake(
         self,

@@ -156,6 +156,12 @@ def parse_document(data: bytes, media_type: str = "") -> Manifest | Index:
     raise ManifestError(f"unsupported manifest media type {kind!r}")
 
 
+def parse_media_type(data: bytes) -> str:
+    """A stored manifest's media type: what it says, else OCI's (both kinds the store keeps say theirs)."""
+    media_type = _load(data, "manifest").get("mediaType")
+    return media_type if isinstance(media_type, str) and media_type in MANIFEST_TYPES else OCI_MANIFEST
+
+
 def _strings(value: object, what: str) -> tuple[str, ...]:
     if value is None:
         return ()

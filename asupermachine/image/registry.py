@@ -12,7 +12,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -73,7 +73,10 @@ def is_loopback(host: str) -> bool:
 class RegistryClient:
     """One repository on one registry; use with ``async with``."""
 
-    def __init__(self, reference: Reference, *, credentials: Credentials | None, insecure: bool = False) -> None:
+    def __init__(
+        self, reference: Reference, *, credentials: Credentials | None, insecure: bool = False, push: bool = False
+    ) -> None:
+        self._actions = "pull,push" if push else "pull"
         self._host = reference.api_host
         self._repository = reference.repository
         scheme = "http" if insecure or is_loopback(self._host) else "https"
@@ -122,13 +125,56 @@ class RegistryClient:
         finally:
             await response.aclose()
 
+    async def has_blob(self, digest: str) -> bool:
+        """Whether the repository has the blob ``digest`` already (a push need not send it)."""
+        try:
+            response = await self._request("HEAD", f"/blobs/{digest}")
+        except RegistryError as error:
+            if error.status == 404:
+                return False
+            raise
+        await response.aclose()
+        return True
+
+    async def upload_blob(self, digest: str, path: Path, size: int) -> None:
+        """Send the blob at ``path`` (read in a worker thread, a chunk at a time) in one monolithic upload."""
+        started = await self._request("POST", "/blobs/uploads/")
+        await started.aclose()
+        location = started.headers.get("Location")
+        if not location:
+            raise RegistryError(f"registry {self._host} started an upload without saying where")
+        url = httpx.URL(self._base).join(location)
+        url = url.copy_merge_params({"digest": digest})
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as file:
+                while chunk := await anyio.to_thread.run_sync(file.read, COPY_CHUNK):
+                    yield chunk
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        response = await self._request("PUT", str(url), headers=headers, content=chunks())
+        await response.aclose()
+
+    async def put_manifest(self, target: str, body: bytes, media_type: str) -> None:
+        response = await self._request("PUT", f"/manifests/{target}", headers={"Content-Type": media_type},
+                                       content=body)
+        await response.aclose()
+
     async def _get(self, path: str, accept: Sequence[str]) -> httpx.Response:
+        return await self._request("GET", path, headers={"Accept": ", ".join(accept)} if accept else {})
+
+    async def _request(
+        self, method: str, path: str, *, headers: dict[str, str] | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+    ) -> httpx.Response:
+        """``method`` on ``path`` (below the repository) or a full URL, authenticating once if asked to."""
+        url = path if path.startswith(("http://", "https://")) else self._base + path
         for attempt in range(2):
-            headers = {"Accept": ", ".join(accept)} if accept else {}
+            sent = dict(headers or {})
             if self._authorization:
-                headers["Authorization"] = self._authorization
-            response = await self._send(self._client.build_request("GET", self._base + path, headers=headers))
-            if response.status_code == 401 and attempt == 0:
+                sent["Authorization"] = self._authorization
+            response = await self._send(self._client.build_request(method, url, headers=sent, content=content))
+            if response.status_code == 401 and attempt == 0 and not isinstance(content, AsyncIterator):
                 challenge = response.headers.get("WWW-Authenticate", "")
                 await response.aclose()
                 await self._authenticate(challenge)
@@ -139,9 +185,11 @@ class RegistryClient:
             await response.aclose()
             if response.status_code == 401:
                 raise AuthenticationError(f"registry {self._host} refused the credentials for {self._repository}")
+            where = path if not path.startswith("http") else httpx.URL(path).path
             if response.status_code == 404:
-                raise RegistryError(f"{self._host}/{self._repository}: {path.lstrip('/')} not found")
-            raise RegistryError(f"registry {self._host} answered {response.status_code} for {path}: {detail}")
+                raise RegistryError(f"{self._host}/{self._repository}: {where.lstrip('/')} not found", 404)
+            raise RegistryError(f"registry {self._host} answered {response.status_code} for {method} {where}: "
+                                f"{detail}", response.status_code)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
@@ -164,7 +212,7 @@ class RegistryClient:
                 )
             self._authorization = _basic(credentials)
         elif scheme.lower() == "bearer" and "realm" in parameters:
-            query = {"scope": f"repository:{self._repository}:pull"}
+            query = {"scope": f"repository:{self._repository}:{self._actions}"}
             if "service" in parameters:
                 query["service"] = parameters["service"]
             request = self._client.build_request("GET", parameters["realm"], params=query)

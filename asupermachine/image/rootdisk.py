@@ -24,21 +24,30 @@ def root_disk_path(store: Store, config: Digest) -> Path:
 
 def build_root_disk(store: Store, manifest: Manifest, limits: Limits = Limits()) -> Path:
     """The cached root disk of ``manifest``'s image, built first if needed (blocking, needs root)."""
-    mkfs = shutil.which("mkfs.erofs")
-    if mkfs is None:
-        raise AssetError("mkfs.erofs is missing: install erofs-utils (scripts/setup.sh does this)")
-    target = root_disk_path(store, manifest.config.digest)
 
     def build(staging: Path) -> None:
         tree = staging.parent / "tree"
         tree.mkdir(mode=0o755)
         apply_layers(store, manifest, tree, limits)
-        command = [mkfs, "--quiet", str(staging / ROOT_DISK_NAME), str(tree)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise AssetError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+        make_erofs(tree, staging / ROOT_DISK_NAME)
 
-    return build_once(target, build)
+    return build_once(root_disk_path(store, manifest.config.digest), build)
+
+
+def root_disk_of_tree(store: Store, config: Digest, tree: Path) -> Path:
+    """The cached root disk of the image ``config`` names, made from ``tree``, which holds its layers applied."""
+    return build_once(root_disk_path(store, config), lambda staging: make_erofs(tree, staging / ROOT_DISK_NAME))
+
+
+def make_erofs(tree: Path, output: Path) -> None:
+    """An erofs image of the directory ``tree`` at ``output`` (blocking)."""
+    mkfs = shutil.which("mkfs.erofs")
+    if mkfs is None:
+        raise AssetError("mkfs.erofs is missing: install erofs-utils (scripts/setup.sh does this)")
+    command = [mkfs, "--quiet", str(output), str(tree)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssetError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
 
 
 def apply_layers(store: Store, manifest: Manifest, tree: Path, limits: Limits = Limits()) -> None:

@@ -19,7 +19,7 @@ from ..._errors import AgentProtocolError, DiskError, ExecError, GuestFileError
 from ..recipe import GuestMount
 
 AGENT_PORT = 1024
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 FRAME_HEADER = struct.Struct("<IHH")
 MAX_FRAME = 1 << 20
 # Host data (a process's stdin, a file's content) goes in STDIN frames of at most this many bytes.
@@ -54,6 +54,7 @@ class Kind(enum.IntEnum):
     ATTACH = 18
     SYNC = 19
     LIST = 20
+    LAYER = 21
 
 
 class VectorState(enum.IntEnum):
@@ -245,6 +246,19 @@ class SyncRequest:
 
     def refusal(self, code: int, detail: str) -> DiskError:
         return DiskError(f"the guest could not sync its disks: {os.strerror(code)} ({detail})")
+
+
+@dataclass(frozen=True)
+class LayerRequest:
+    """What the guest changed in its root, as an OCI layer tar on STDOUT (LAYER; guest/include/layer_tar.h)."""
+
+    tty: None = None
+
+    def encode(self) -> bytes:
+        return encode_frame(Kind.LAYER)
+
+    def refusal(self, code: int, detail: str) -> GuestFileError:
+        return GuestFileError(f"the guest could not write its root's changes: {os.strerror(code)} ({detail})", code)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import errno
 import io
 import tarfile
 from pathlib import Path
+from typing import IO
 
 import anyio
 import anyio.abc
@@ -63,6 +64,17 @@ async def download(process: Process, extractor: TreeExtractor, guest_path: str) 
             raise AgentProtocolError(f"the guest's tar stream of {guest_path!r} is broken: {error}") from None
         await _drain(process.stdout)  # the end-of-archive padding
         await _finish(process, guest_path)
+
+
+async def receive(process: Process, sink: IO[bytes], what: str) -> None:
+    """Write what a LAYER ``process`` streams to ``sink`` (a worker thread writes); ``what`` names it in errors.
+
+    :raises GuestFileError: if the guest could not write it
+    """
+    async with process:
+        async for chunk in process.stdout:
+            await anyio.to_thread.run_sync(sink.write, chunk)
+        await _finish(process, what)
 
 
 async def _drain(stream: anyio.abc.ByteReceiveStream) -> None:

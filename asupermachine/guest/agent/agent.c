@@ -28,6 +28,10 @@
  *   agent -> host  STARTED u32 pid | ERROR i32 errno, path; STDERR says what failed, and
  *                  EXITED status, 0 ends it (the status: 0, or the errno of the failure)
  *
+ * or writes the root overlay's changes as an OCI layer (layer_tar.h; a build step's), as a process:
+ *
+ *   host  -> agent LAYER;  the agent answers STARTED u32 pid, STDOUT tar..., EXITED as TAR_OUT does
+ *
  * or mounts a volume (mount_volume.h) on a drive the host has just filled, in a child, as a process:
  *
  *   host  -> agent MOUNT   DEVICE,FS,ro|rw,TARGET\0; the child waits for the drive's medium, then
@@ -84,6 +88,7 @@
 #include "mount_volume.h"
 #include "replace_file.h"
 #include "spawn_process.h"
+#include "layer_tar.h"
 #include "tar_tree.h"
 #include "vector_state.h"
 
@@ -101,7 +106,7 @@ struct sockaddr_vm {
 };
 
 #define AGENT_PORT 1024
-#define PROTOCOL_VERSION 7
+#define PROTOCOL_VERSION 8
 #define MAX_FRAME (1u << 20)
 #define MAX_SESSIONS 64
 /* How long a MOUNT waits for its drive's medium, and how often it looks. */
@@ -117,7 +122,7 @@ struct sockaddr_vm {
 #define UNSET_HOSTNAME "(none)"
 enum {
     HELLO = 1, EXEC = 2, STARTED = 3, ERROR = 4, STDIN = 5, SIGNAL = 6, STDOUT = 7, STDERR = 8, EXITED = 9,
-    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16, MOUNT = 17, ATTACH = 18, SYNC = 19, LIST = 20,
+    WRITE_FILE = 10, READ_FILE = 11, HOSTNAME = 12, TTY = 13, RESIZE = 14, TAR_IN = 15, TAR_OUT = 16, MOUNT = 17, ATTACH = 18, SYNC = 19, LIST = 20, LAYER = 21,
 };
 
 /* Bytes waiting for a non-blocking fd that was not ready. */
@@ -601,6 +606,11 @@ static void handle_frame(struct session *s, uint16_t kind, const uint8_t *p, uin
         attach(s, p, len);
     } else if (kind == LIST && idle) {
         list_commands(s);
+    } else if (kind == LAYER && idle && len == 0) {
+        if (fork_child(s) == 0) {
+            layer_write(1);
+            _exit(0);
+        }
     } else if (kind == SYNC && idle) {
         if (fork_child(s) == 0) {
             sync();

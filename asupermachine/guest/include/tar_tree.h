@@ -8,7 +8,8 @@
  * the tree: "." is its root, "./a/b" below it; the receiver decides where the root lands
  * (docker cp's rule). Headers are ustar (POSIX.1-1988); a name, link or size that does not
  * fit goes in a pax extended header before it (POSIX.1-2001), as Python's tarfile writes.
- * Ownership is not kept (files land owned by the agent's user, root, as docker cp does).
+ * Ownership is not kept (files land owned by the agent's user, root, as docker cp does) unless
+ * tar_keep_owners is set (a layer, layer_tar.h).
  */
 #ifndef TAR_TREE_H
 #define TAR_TREE_H
@@ -28,6 +29,9 @@
 #define TAR_BLOCK 512
 #define TAR_USTAR_NAME 100
 #define TAR_USTAR_SIZE_MAX 077777777777ULL /* 11 octal digits */
+
+/* Write each entry's uid and gid (a layer) rather than root's (docker cp's rule). */
+static int tar_keep_owners;
 
 struct tar_header {
     char name[100], mode[8], uid[8], gid[8], size[12], mtime[12], chksum[8], typeflag, linkname[100];
@@ -84,8 +88,8 @@ static void tar_put_header(int fd, const char *name, const struct stat *st, char
     snprintf(h.name, sizeof h.name, "%s", name);
     snprintf(h.linkname, sizeof h.linkname, "%s", link);
     tar_octal(h.mode, sizeof h.mode, st->st_mode & 07777);
-    tar_octal(h.uid, sizeof h.uid, 0);
-    tar_octal(h.gid, sizeof h.gid, 0);
+    tar_octal(h.uid, sizeof h.uid, tar_keep_owners ? st->st_uid : 0);
+    tar_octal(h.gid, sizeof h.gid, tar_keep_owners ? st->st_gid : 0);
     tar_octal(h.size, sizeof h.size, size);
     tar_octal(h.mtime, sizeof h.mtime, st->st_mtime > 0 ? (unsigned long long)st->st_mtime : 0);
     h.typeflag = type;
@@ -107,10 +111,11 @@ static void tar_pad(int fd, unsigned long long written) {
     if (written % TAR_BLOCK) tar_write_all(fd, zeros, TAR_BLOCK - written % TAR_BLOCK);
 }
 
-/* NAME (relative) as a ustar entry, behind a pax header with what does not fit. */
-static void tar_put_entry(int fd, const char *name, const struct stat *st, char type, const char *link,
-                          unsigned long long size) {
-    static char pax[3 * PATH_MAX];
+/* NAME (relative) as a ustar entry, behind a pax header with what does not fit and EXTRA_LEN bytes
+   of other pax records (an entry's xattrs). */
+static void tar_put_entry_with(int fd, const char *name, const struct stat *st, char type, const char *link,
+                               unsigned long long size, const char *extra, size_t extra_len) {
+    static char pax[3 * PATH_MAX + 65536];
     size_t len = 0;
     char digits[24];
     if (strlen(name) >= TAR_USTAR_NAME) len += tar_pax_record(pax + len, sizeof pax - len, "path", name);
@@ -118,6 +123,10 @@ static void tar_put_entry(int fd, const char *name, const struct stat *st, char 
     if (size > TAR_USTAR_SIZE_MAX) {
         snprintf(digits, sizeof digits, "%llu", size);
         len += tar_pax_record(pax + len, sizeof pax - len, "size", digits);
+    }
+    if (extra_len && extra_len <= sizeof pax - len) {
+        memcpy(pax + len, extra, extra_len);
+        len += extra_len;
     }
     if (len) {
         struct stat plain = { .st_mode = 0644, .st_mtime = st->st_mtime };
@@ -128,12 +137,19 @@ static void tar_put_entry(int fd, const char *name, const struct stat *st, char 
     tar_put_header(fd, name, st, type, link, size > TAR_USTAR_SIZE_MAX ? 0 : size);
 }
 
-static void tar_put_file(int out, const char *path, const char *name, const struct stat *st) {
+static void tar_put_entry(int fd, const char *name, const struct stat *st, char type, const char *link,
+                          unsigned long long size) {
+    tar_put_entry_with(fd, name, st, type, link, size, NULL, 0);
+}
+
+/* A regular file's entry (with EXTRA pax records) and its data. */
+static void tar_put_file_with(int out, const char *path, const char *name, const struct stat *st,
+                              const char *extra, size_t extra_len) {
     static uint8_t chunk[65536];
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) tar_fail("open", path);
     unsigned long long size = (unsigned long long)st->st_size, done = 0;
-    tar_put_entry(out, name, st, '0', "", size);
+    tar_put_entry_with(out, name, st, '0', "", size, extra, extra_len);
     while (done < size) {
         size_t want = size - done < sizeof chunk ? (size_t)(size - done) : sizeof chunk;
         ssize_t n = read(fd, chunk, want);
@@ -145,6 +161,10 @@ static void tar_put_file(int out, const char *path, const char *name, const stru
     }
     close(fd);
     tar_pad(out, size);
+}
+
+static void tar_put_file(int out, const char *path, const char *name, const struct stat *st) {
+    tar_put_file_with(out, path, name, st, NULL, 0);
 }
 
 /* PATH (a buffer of PATH_MAX, extended in place for children) as the entry NAME, and below it. */

@@ -51,6 +51,7 @@
 
 #include "guest_network.h"
 #include "mount_volume.h"
+#include "root_upper.h"
 #include "spawn_process.h"
 #include "vector_state.h"
 
@@ -254,6 +255,11 @@ static int enter_root(const char *device) {
     if (mount("overlay", "/root", "overlay", 0,
               "lowerdir=/overlay/lower,upperdir=/overlay/upper,workdir=/overlay/work") < 0)
         return errno;
+    int upper = open("/overlay/upper", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (upper >= 0 && upper != UPPER_FD) {
+        dup3(upper, UPPER_FD, O_CLOEXEC);
+        close(upper);
+    }
     for (size_t i = 0; i < sizeof moved / sizeof *moved; i++) {
         snprintf(target, sizeof target, "/root%s", moved[i]);
         mkdir(target, 0755);
