@@ -200,7 +200,7 @@ class Image:
         build_args: Mapping[str, str] | None = None,
         target: str | None = None,
         no_cache: bool = False,
-        network: bool = True,
+        network: NetworkOption = True,
         memory_mib: int = 1024,
         store: Store | None = None,
         output: TextIO | None = None,
@@ -208,8 +208,9 @@ class Image:
         """Build the Dockerfile ``dockerfile`` (default: ``CONTEXT/Dockerfile``) with ``context``, as ``docker build``.
 
         Each RUN runs in a microVM of the step's parent image (``memory_mib`` of
-        memory, with a network unless ``network`` is False or the step says
-        ``--network=none``); its root's changes become the step's layer. COPY and
+        memory, with ``network`` as ``Machine.start`` takes it, e.g. a :class:`Network`
+        with an egress policy; none if False or the step says ``--network=none``);
+        its root's changes become the step's layer. COPY and
         ADD layers are made on the host. Steps are cached by docker's key (``no_cache``
         skips the cache), so a rebuild with nothing changed starts no VM. The build's
         steps are written to ``output`` (stderr by default) as BuildKit writes them.
