@@ -61,6 +61,7 @@ from ._pool import Pool as Pool
 from ._pool import PoolStats as PoolStats
 from ._runtime import Runtime as Runtime
 from ._volume import Volume as Volume
+from .build import builder as _builder  # noqa: F401  (registers the builder Image.build runs)
 from .image.image import Image as Image
 from .image.registry import Credentials as Credentials
 from .snapshot.snapshot import Snapshot as Snapshot

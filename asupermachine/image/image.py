@@ -12,9 +12,10 @@ import anyio
 
 from .._errors import BuildError, DigestMismatch, ManifestError
 from .._groups import unwrap_single_error
-from .._hooks import default_runtime
+from .._hooks import build_image, default_runtime
 from .._network import NetworkOption
 from .._volume import DEFAULT_VOLUME_SLOTS
+from ..build.request import BuildRequest
 from .builtin import BUILTIN_TAG, ensure_builtin_layout
 from .digest import Digest
 from .layers import Limits
@@ -219,8 +220,6 @@ class Image:
         :raises BuildError: for a Dockerfile that cannot be built (its line says why) or a
             failed RUN (its exit status and output's tail); nothing is tagged then
         """
-        from ..build.builder import Builder, BuildRequest  # the builder starts machines of images: it needs this module
-
         root = Path(context)
         path = Path(dockerfile) if dockerfile is not None else root / "Dockerfile"
         try:
@@ -229,7 +228,7 @@ class Image:
             raise BuildError(f"cannot read the Dockerfile {path}: {error.strerror}") from None
         request = BuildRequest(root, text, tag, dict(build_args or {}), no_cache, network, target, memory_mib)
         chosen_store = store if store is not None else await anyio.to_thread.run_sync(Store)
-        return await Builder(request, chosen_store, output).build()
+        return await build_image(request, chosen_store, output)
 
     async def push(
         self, reference: str, *, credentials: Credentials | None = None, insecure: bool = False
