@@ -107,7 +107,7 @@ static void layer_put_tree(int out, char *path, char *name) {
         tar_put_entry_with(out, name, &st, S_ISCHR(st.st_mode) ? '3' : S_ISBLK(st.st_mode) ? '4' : '6', "", 0,
                            xattrs, xattrs_len);
     } else if (S_ISDIR(st.st_mode)) {
-        size_t path_len = strlen(path), name_len = strlen(name);
+        size_t name_len = strlen(name);
         if (name[0]) {
             tar_put_entry_with(out, name, &st, '5', "", 0, xattrs, xattrs_len);
             if (layer_is_opaque(path)) {
@@ -116,23 +116,7 @@ static void layer_put_tree(int out, char *path, char *name) {
                 name[name_len] = '\0';
             }
         }
-        DIR *dir = opendir(path);
-        if (!dir) tar_fail("opendir", path);
-        struct dirent *entry;
-        while ((errno = 0, entry = readdir(dir))) {
-            if (!strcmp(entry->d_name, ".") || !strcmp(entry->d_name, "..")) continue;
-            size_t len = strlen(entry->d_name);
-            if (path_len + len + 2 > PATH_MAX || name_len + len + 2 > PATH_MAX) {
-                errno = ENAMETOOLONG;
-                tar_fail("walk", path);
-            }
-            snprintf(path + path_len, PATH_MAX - path_len, "/%s", entry->d_name);
-            snprintf(name + name_len, PATH_MAX - name_len, "%s%s", name_len ? "/" : "", entry->d_name);
-            layer_put_tree(out, path, name);
-            path[path_len] = name[name_len] = '\0';
-        }
-        if (errno) tar_fail("readdir", path);
-        closedir(dir);
+        tar_walk_directory(out, path, name, layer_put_tree);
     } /* a socket has no tar form: left out */
 }
 

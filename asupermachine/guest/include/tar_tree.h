@@ -167,6 +167,29 @@ static void tar_put_file(int out, const char *path, const char *name, const stru
     tar_put_file_with(out, path, name, st, NULL, 0);
 }
 
+/* Call VISIT on each entry of the directory PATH, with PATH and NAME (PATH_MAX buffers; NAME "" names
+   the entries bare) extended in place by the entry's name, and put back after. */
+static void tar_walk_directory(int out, char *path, char *name, void (*visit)(int, char *, char *)) {
+    DIR *dir = opendir(path);
+    if (!dir) tar_fail("opendir", path);
+    size_t path_len = strlen(path), name_len = strlen(name);
+    struct dirent *entry;
+    while ((errno = 0, entry = readdir(dir))) {
+        if (!strcmp(entry->d_name, ".") || !strcmp(entry->d_name, "..")) continue;
+        size_t len = strlen(entry->d_name);
+        if (path_len + len + 2 > PATH_MAX || name_len + len + 2 > PATH_MAX) {
+            errno = ENAMETOOLONG;
+            tar_fail("walk", path);
+        }
+        snprintf(path + path_len, PATH_MAX - path_len, "%s%s", path[path_len - 1] == '/' ? "" : "/", entry->d_name);
+        snprintf(name + name_len, PATH_MAX - name_len, "%s%s", name_len ? "/" : "", entry->d_name);
+        visit(out, path, name);
+        path[path_len] = name[name_len] = '\0';
+    }
+    if (errno) tar_fail("readdir", path);
+    closedir(dir);
+}
+
 /* PATH (a buffer of PATH_MAX, extended in place for children) as the entry NAME, and below it. */
 static void tar_put_tree(int out, char *path, char *name) {
     struct stat st;
@@ -183,24 +206,7 @@ static void tar_put_tree(int out, char *path, char *name) {
         tar_put_entry(out, name, &st, S_ISCHR(st.st_mode) ? '3' : S_ISBLK(st.st_mode) ? '4' : '6', "", 0);
     } else if (S_ISDIR(st.st_mode)) {
         tar_put_entry(out, name, &st, '5', "", 0);
-        DIR *dir = opendir(path);
-        if (!dir) tar_fail("opendir", path);
-        size_t path_len = strlen(path), name_len = strlen(name);
-        struct dirent *entry;
-        while ((errno = 0, entry = readdir(dir))) {
-            if (!strcmp(entry->d_name, ".") || !strcmp(entry->d_name, "..")) continue;
-            size_t len = strlen(entry->d_name);
-            if (path_len + len + 2 > PATH_MAX || name_len + len + 2 > PATH_MAX) {
-                errno = ENAMETOOLONG;
-                tar_fail("walk", path);
-            }
-            snprintf(path + path_len, PATH_MAX - path_len, "%s%s", path[path_len - 1] == '/' ? "" : "/", entry->d_name);
-            snprintf(name + name_len, PATH_MAX - name_len, "/%s", entry->d_name);
-            tar_put_tree(out, path, name);
-            path[path_len] = name[name_len] = '\0';
-        }
-        if (errno) tar_fail("readdir", path);
-        closedir(dir);
+        tar_walk_directory(out, path, name, tar_put_tree);
     } /* a socket has no tar form: left out */
 }
 
