@@ -27,6 +27,7 @@ GUEST_BENCHES = {
     "density": (["--counts", "2", "--parallel", "2"], "restore/s"),
     "terminal": (["--count", "5"], "cat"),
     "devices": (["--quick"], "exit"),
+    "build": (["--runs", "1", "--steps", "1"], "buildah"),
 }
 HOST_BENCHES = {"pull": (["--runs", "1"], "skopeo+umoci")}
 
