@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,11 @@ asyncio (the event loop's backend does not touch the hardware path; the direct p
 The whole guest suite takes ~40 min in the L1, too long beside the direct pass in one CI run:
 ``scripts/nested-kvm -- .venv/bin/python -m pytest -m kvm tests`` runs it."""
 L1_TIMEOUT = 30 * 60
-"""Seconds the L1 may run: well past what the suite needs, short of CI's limit."""
+"""Seconds an L1 may run on its own: well past what the suite needs, short of CI's limit."""
+BESIDE_TIMEOUT = 60 * 60
+"""Seconds the first L1 may run beside the direct pass, sharing this machine's cores with it."""
+BESIDE_VCPUS = 1
+"""The first L1's vCPUs: the direct pass keeps a core (its guests run one at a time, on one vCPU each)."""
 L1_TRIES = 4
 """L1s a pass may take when QEMU's TCG freezes one (docs/kvm.md): each runs only the tests not yet passed."""
 PASSED = re.compile(r"^(\S+::\S+) PASSED")
@@ -69,14 +74,54 @@ OUTCOME = re.compile(r"=* ?\d+ (passed|failed)")
 """pytest's last line, with the counts of a pass."""
 
 
+class _BesideTheDirectPass:
+    """The first L1 pass, started as collection ends and run beside the direct pass: their times overlap."""
+
+    def __init__(self) -> None:
+        python_image()  # for the pip workload, built here, where it is kept
+        self._output = tempfile.TemporaryFile(mode="w+")
+        self._process = subprocess.Popen(
+            _command([], BESIDE_TIMEOUT, BESIDE_VCPUS), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._output,
+            stderr=subprocess.STDOUT, text=True,
+        )
+
+    def wait(self) -> subprocess.CompletedProcess[str]:
+        returncode = self._process.wait()
+        self._output.seek(0)
+        output = self._output.read()
+        self._output.close()
+        print(output)  # shown with the failure, or with -s
+        return subprocess.CompletedProcess(self._process.args, returncode, output, "")
+
+    def stop(self) -> None:
+        """End it unwaited for (the session stopped before the test): the tool takes its L1 down with it."""
+        if self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait()
+        self._output.close()
+
+
+_BESIDE: list[_BesideTheDirectPass] = []
+
+
+def start_beside_the_direct_pass() -> None:
+    """Start the first L1 pass now, when the session will run the test (the collection hook calls this)."""
+    if this_host().software:
+        _BESIDE.append(_BesideTheDirectPass())
+
+
+def stop_the_pass_beside() -> None:
+    while _BESIDE:
+        _BESIDE.pop().stop()
+
+
 def test_the_guest_suite_passes_on_kvm_amd_in_an_l1() -> None:
     if not this_host().software:
         pytest.skip(f"this host's own KVM is hardware ({this_host()}): the direct pass ran on it")
-    python_image()  # for the pip workload, built here, where it is kept
     passed: list[str] = []
     summaries: list[str] = []
     for _ in range(L1_TRIES):  # a freeze is QEMU's TCG, not our code: the tool caught it within a minute
-        run = _run_in_an_l1(passed)
+        run = _BESIDE.pop().wait() if _BESIDE else _run_in_an_l1(passed)
         lines = run.stdout.splitlines()
         passed += [found.group(1) for found in map(PASSED.match, lines) if found]
         summaries += [line for line in lines if line.startswith(SUMMARY_PREFIX)]
@@ -88,13 +133,19 @@ def test_the_guest_suite_passes_on_kvm_amd_in_an_l1() -> None:
     assert summaries and all("kvm_amd" in line for line in summaries), "the L1 pass did not run on kvm_amd"
 
 
-def _run_in_an_l1(passed: list[str]) -> subprocess.CompletedProcess[str]:
-    """The L1 suite but for the tests in ``passed``, run in a new L1; its output is printed."""
-    command = [
-        str(ROOT / "scripts" / "nested-kvm"), "--timeout", str(L1_TIMEOUT), "--",
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "--durations=15", *L1_SUITE,
+def _command(passed: list[str], timeout: int, vcpus: int | None = None) -> list[str]:
+    """The L1 suite but for the tests in ``passed``, in a new L1 (all cores' vCPUs unless ``vcpus``)."""
+    return [
+        str(ROOT / "scripts" / "nested-kvm"), "--timeout", str(timeout), *(["--vcpus", str(vcpus)] if vcpus else []),
+        "--", sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "--durations=15", *L1_SUITE,
         *(f"--deselect={node}" for node in passed),
     ]
-    run = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+
+def _run_in_an_l1(passed: list[str]) -> subprocess.CompletedProcess[str]:
+    """The L1 suite but for the tests in ``passed``, run in a new L1 once the direct pass is done."""
+    python_image()
+    run = subprocess.run(_command(passed, L1_TIMEOUT), cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True)
     print(run.stdout, run.stderr, sep="\n")  # shown with the failure, or with -s
     return run
