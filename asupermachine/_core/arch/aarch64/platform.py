@@ -28,6 +28,7 @@ from ...memory import GuestMemory
 from ...persist import MachineState, VcpuState
 from ...recipe import VmRecipe
 from ...virtio.mmio import VIRTIO_MMIO_SIZE
+from ..kernel_words import QUIET_ARGUMENTS
 from . import layout
 from .device_tree import Board, MmioDevice, Region, device_tree, mpidr
 from .image import arm64_kernel, boot_layout
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 # Console on the UART; a panic powers off at once; no crypto self-tests or mitigations, which cost guest time.
 BASE_ARGUMENTS = ("console=ttyS0", "panic=-1", "cryptomgr.notests", "mitigations=off")
-QUIET_ARGUMENTS = ("quiet", "loglevel=1")
 PSTATE_EL1H_MASKED = 0x3C5
 """EL1 with its own stack (EL1h), D, A, I and F masked: how booting.rst says the kernel is entered."""
 VENDOR_RESET_TYPE = 0x8000_0000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..kernel_words import QUIET_ARGUMENTS
 from .cpuid import CpuModel, kernel_arguments
 
 # console on COM1; reboot through the i8042 (which we emulate); reboot at once on panic;
@@ -19,7 +20,6 @@ BASE_ARGUMENTS = (
     "cryptomgr.notests",
     "mitigations=off",
 )
-QUIET_ARGUMENTS = ("quiet", "loglevel=1")
 
 
 def kernel_cmdline(*, cpu_model: CpuModel, kernel_log: bool, extra: str = "", devices: Sequence[str] = ()) -> str:
