@@ -94,9 +94,9 @@ KVM_FOLDERS = ("vm", "examples", "kvm", "nested")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that needs /dev/kvm as ``kvm``, so ``pytest -m "not kvm"`` runs the pure suite.
 
-    On software KVM the benches' smoke tests and the heavy workloads are left to the nested pass
-    (tests/nested), which runs them on kvm_amd, where their guests boot in seconds rather than half a
-    minute and their kernel work is not emulated.
+    On software KVM the benches' smoke tests, the heavy workloads and the trio variants of the nested
+    pass's tests are left to that pass (tests/nested), which runs them on kvm_amd, where their guests
+    boot in seconds rather than half a minute and their kernel work is not emulated.
     """
     here = Path(__file__).parent
     for item in items:
@@ -133,4 +133,13 @@ def pytest_sessionfinish() -> None:
 
 
 def _nested_only(item: pytest.Item) -> bool:
-    return any(item.get_closest_marker(name) for name in ("guest_bench", "guest_heavy"))
+    """A test software KVM leaves to the nested pass: a bench, a heavy workload, or the trio variant of a
+    test the nested pass runs on both backends (the guest's work is the same; its time is not)."""
+    if any(item.get_closest_marker(name) for name in ("guest_bench", "guest_heavy")):
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "trio" not in callspec.id.split("-"):
+        return False
+    from tests.nested.test_kvm_amd import in_the_l1_suite  # the test module imports this one
+
+    return in_the_l1_suite(item.nodeid)

@@ -96,6 +96,7 @@ async def test_exec_runs_commands_and_reports_how_they_ended(baked: Snapshot) ->
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.guest_heavy  # megabytes through an emulated guest kernel: 3 min under kvm_pvm, so the kvm_amd pass only
 async def test_disks_and_large_output_streams_on_a_booted_guest(tmp_path: Path) -> None:
     read_only, writable = tmp_path / "ro.img", tmp_path / "rw.img"
     read_only.write_bytes(b"read-only disk contents".ljust(1 << 20, b"\0"))

@@ -137,6 +137,7 @@ ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 
 @ASYNCIO_ONLY
+@pytest.mark.guest_heavy  # 32 MiB through an emulated guest kernel's TCP: minutes under kvm_pvm
 async def test_16_mib_each_way_arrive_intact(baked: Snapshot, host_server: tuple[int, Path]) -> None:
     port, served = host_server
     blob = os.urandom(BLOB_BYTES)

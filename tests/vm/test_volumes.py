@@ -26,6 +26,7 @@ def fsck(path: Path) -> subprocess.CompletedProcess[str]:
 
 @ASYNCIO_ONLY
 @pytest.mark.anyio
+@pytest.mark.guest_heavy  # ext4 writes and journal replays in an emulated kernel: minutes under kvm_pvm
 async def test_data_outlives_its_writer_one_writer_at_a_time_and_readers_share(tmp_path: Path) -> None:
     before = held()
     volume = await Volume.create(tmp_path / "data.ext4", size_mib=16)
@@ -55,6 +56,7 @@ async def test_data_outlives_its_writer_one_writer_at_a_time_and_readers_share(t
 
 @ASYNCIO_ONLY
 @pytest.mark.anyio
+@pytest.mark.guest_heavy  # ext4 writes and journal replays in an emulated kernel: minutes under kvm_pvm
 async def test_a_volume_killed_mid_write_keeps_what_was_synced_and_is_clean_after_a_replay(tmp_path: Path) -> None:
     volume = await Volume.create(tmp_path / "data.ext4", size_mib=16)
     with anyio.fail_after(DEADLINE):
