@@ -52,6 +52,9 @@ class BootOptions(RestoreOptions, total=False):
     """The root filesystem (read-only erofs or ext4 under an in-memory overlay): ``/dev/vda``."""
     disks: Sequence[Disk]
     """More disks: ``/dev/vdb``, ``/dev/vdc``, ... in order."""
+    changes: Disk | None
+    """A writable ext4 disk that holds what the guest changes in its root (the overlay's upper), instead of
+    memory: a build's RUN writes gigabytes there. After ``disks``; :meth:`Machine.export_changes` reads it."""
     volume_slots: int
     """Empty drives kept for volumes mounted later (:meth:`Machine.mount`, a restore's ``volumes``):
     default 0 for a bare boot, :data:`DEFAULT_VOLUME_SLOTS` for an image. A snapshot keeps those left."""

@@ -29,6 +29,7 @@ from . import _bake, _hooks, _paused
 from ._core.arch.x86_64.cpuid import detect_cpu_model
 from ._core.builder import RestorePoint, check_shape
 from ._core.console import DEFAULT_CAPACITY
+from ._core.microvm import block_device
 from ._core.recipe import ProcessDefaults, VmRecipe
 from ._core.running import running
 from ._core.virtio.blk import Disk
@@ -152,7 +153,8 @@ class Runtime:
         if root is None:
             assert assets.default_root is not None, "asked for above"
             root = Disk(assets.default_root)
-        disks = (root, *options.get("disks", ()))
+        changes = options.get("changes")
+        disks = (root, *options.get("disks", ()), *([changes] if changes is not None else []))
         volumes = options.get("volumes", {})
         volume_disks, mounts = attachments(volumes, len(disks))
         for volume in volumes.values():
@@ -164,6 +166,7 @@ class Runtime:
             disks=(*disks, *volume_disks),
             spare_drives=options.get("volume_slots", 0),
             mounts=mounts,
+            changes_device=block_device(len(disks) - 1) if changes is not None else "",
             cpu_model=detect_cpu_model(),
             vcpus=options.get("vcpus", 1),
             memory_mib=options.get("memory_mib", 256),

@@ -132,6 +132,7 @@ def init_config(recipe: VmRecipe) -> InitConfig:
         hostname=recipe.hostname,
         network="" if recipe.network is None else recipe.network.init_option,
         mounts=recipe.mounts,
+        changes=recipe.changes_device,
         defaults=recipe.defaults,
         command=recipe.command,
     )

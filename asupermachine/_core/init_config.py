@@ -12,6 +12,7 @@ The file (``guest/init/init.c`` reads it) is a sequence of NUL-terminated
 ``KEY=VALUE`` records, the first :data:`FORMAT`. Keys: ``root`` (the root
 device), ``hostname``, ``net`` (see :attr:`GuestNetwork.init_option`),
 ``mount`` (see :attr:`GuestMount.init_option`; repeatable, mounted in order),
+``changes`` (an ext4 device for the root overlay's upper, instead of memory),
 ``workdir``, ``user``, ``env`` (``NAME=value``, repeatable, a later one wins),
 ``arg`` (init's command, one record per word, in order; none: serve execs). init
 hands ``workdir``, ``user`` and ``env`` on to the agent as every exec's defaults.
@@ -43,12 +44,14 @@ class InitConfig:
     network: str = ""
     """eth0's ``ADDRESS/PREFIX,GATEWAY,MTU[,DNS]``; empty: no network but ``lo``."""
     mounts: Sequence[GuestMount] = ()
+    changes: str = ""
+    """The ext4 device that holds the root's changes; empty: memory (tmpfs)."""
     defaults: ProcessDefaults = ProcessDefaults()
     command: Sequence[str] = ()
 
     def records(self) -> list[tuple[str, str]]:
         """The file's records after the format line, as (key, value); raises ``ValueError`` for a NUL."""
-        records = [("root", self.root), ("hostname", self.hostname), ("net", self.network)]
+        records = [("root", self.root), ("changes", self.changes), ("hostname", self.hostname), ("net", self.network)]
         records += [("workdir", self.defaults.workdir), ("user", self.defaults.user)]
         records = [(key, value) for key, value in records if value]
         records += [("mount", mount.init_option) for mount in self.mounts]

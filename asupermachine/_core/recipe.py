@@ -85,5 +85,8 @@ class VmRecipe:
     """A NIC and how the guest configures it; None: no NIC."""
     mounts: tuple[GuestMount, ...] = ()
     """Filesystems on ``disks`` that init mounts at boot (a restore finds them mounted)."""
+    changes_device: str = ""
+    """The disk (one of ``disks``) init keeps the root's changes on, e.g. ``/dev/vdc``; empty: memory.
+    Like ``mounts``, for the boot only."""
     kernel_log: bool = False
     cmdline_extra: str = ""

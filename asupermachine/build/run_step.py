@@ -7,9 +7,11 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from .._core.virtio.blk import Disk
 from .._errors import BuildError
 from .._machine import Machine
 from .._network import NetworkOption
+from .._volume import Volume
 from ..image.image import Image
 from .dockerfile import Instruction
 from .metadata import Scope
@@ -17,6 +19,8 @@ from .progress import BuildProgress
 
 OUTPUT_TAIL = 4096
 """Bytes of a failed step's output its :class:`BuildError` carries."""
+CHANGES_DISK_MIB = 16 << 10
+"""The sparse ext4 disk a step's changes go to (it takes room on the host only as the step writes)."""
 
 
 class _StepOutput:
@@ -48,7 +52,18 @@ async def run_step(
     """
     argv = scope.command(instruction)
     user = str(scope.image.config.get("User") or "")
-    async with Machine.start(image, network=network, memory_mib=memory_mib, volume_slots=0) as vm:
+    changes = await Volume.create(layer.with_name("changes.ext4"), size_mib=CHANGES_DISK_MIB)
+    try:
+        await _run(image, scope, instruction, argv, user, layer, progress, changes.disk, network, memory_mib)
+    finally:
+        changes.path.unlink()
+
+
+async def _run(
+    image: Image, scope: Scope, instruction: Instruction, argv: list[str], user: str, layer: Path,
+    progress: BuildProgress, changes: Disk, network: NetworkOption, memory_mib: int,
+) -> None:
+    async with Machine.start(image, network=network, memory_mib=memory_mib, volume_slots=0, changes=changes) as vm:
         output = _StepOutput(progress)
         process = await vm.spawn(argv, env=scope.variables, workdir=scope.workdir, user=user)
         async with process:

@@ -19,6 +19,8 @@
  * reads and deletes first: NUL-terminated KEY=VALUE records, the first
  * CONFIG_FORMAT, then
  *   root=DEVICE        the root filesystem
+ *   changes=DEVICE     an ext4 disk for the root overlay's upper (what the
+ *                      guest changes in its root) instead of memory
  *   mount=DEVICE,FS,ro|rw,TARGET
  *                      a volume to mount at TARGET in the root, made if
  *                      missing (repeatable, mounted in order); init fails
@@ -106,7 +108,7 @@ static void print_ready_line(void) {
 }
 
 struct options {
-    const char *root, *workdir, *user, *hostname, *network;
+    const char *root, *changes, *workdir, *user, *hostname, *network;
     char **env;         /* the command's: the kernel's TERM, then the image's */
     char **image_env;   /* the image's alone: the agent's defaults for exec */
     char **command;
@@ -172,6 +174,7 @@ static int parse_config(char *data, size_t size, struct options *options) {
         if (value == NULL) continue;
         *value++ = '\0';
         if (strcmp(p, "root") == 0) options->root = value;
+        else if (strcmp(p, "changes") == 0) options->changes = value;
         else if (strcmp(p, "hostname") == 0) options->hostname = value;
         else if (strcmp(p, "net") == 0) options->network = value;
         else if (strcmp(p, "workdir") == 0) options->workdir = value;
@@ -239,13 +242,17 @@ static void start_agent(int agent, enum vector_state vectors, const struct optio
     if (err != 0 && err != ENOENT) report("start", AGENT_PATH, err);
 }
 
-/* Mount the root read-only under a tmpfs overlay and make it "/"; returns 0 or an errno value. */
-static int enter_root(const char *device) {
+/* Mount the root read-only under an overlay whose changes go to CHANGES (an ext4 disk) or, without one,
+   memory, and make it "/"; returns 0 or an errno value. */
+static int enter_root(const char *device, const char *changes) {
     static const char *const moved[] = { "/dev", "/proc", "/sys" };
     char target[32];
     mkdir("/overlay", 0755);
     mkdir("/root", 0755);
-    if (mount("tmpfs", "/overlay", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0) return errno;
+    /* noinit_itable: no kernel thread zeroing a fresh disk's inode tables while the guest works */
+    if (changes ? mount(changes, "/overlay", "ext4", MS_NOSUID | MS_NODEV, "noinit_itable") < 0
+                : mount("tmpfs", "/overlay", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
+        return errno;
     mkdir("/overlay/lower", 0755);
     mkdir("/overlay/upper", 0755);
     mkdir("/overlay/work", 0755);
@@ -304,7 +311,7 @@ int main(void) {
     /* Opened before the root changes: the agent runs from the initramfs. */
     int agent = open(AGENT_PATH, O_RDONLY | O_CLOEXEC);
     if (options.root) {
-        int err = enter_root(options.root);
+        int err = enter_root(options.root, options.changes);
         if (err != 0) {
             report("mount root", options.root, err);
             end_vm(STATUS_INIT_FAILURE);
