@@ -51,8 +51,10 @@ def buildah(context: Path, work: Path, cached: bool) -> float:
     storage = ["--root", str(work / "storage"), "--runroot", str(work / "run"), "--storage-driver", "vfs"]
     cache = ["--layers"] if cached else ["--no-cache"]
     start = time.perf_counter()
-    subprocess.run(["buildah", *storage, "bud", "--isolation", "chroot", "--tls-verify=false", *cache,
-                    "-t", "bench-build:1", str(context)], check=True, capture_output=True)
+    done = subprocess.run(["buildah", *storage, "bud", "--isolation", "chroot", "--tls-verify=false", *cache,
+                           "-t", "bench-build:1", str(context)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"buildah bud failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return time.perf_counter() - start
 
 

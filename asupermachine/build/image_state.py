@@ -67,7 +67,12 @@ class ImageState:
             Layer(replace(d, media_type=OCI_TYPES.get(d.media_type, d.media_type)), Digest.parse(diff))
             for d, diff in zip(layers, diff_ids, strict=True)
         )
-        return cls(document, kept, dict(document.get("config") or {}), tuple(document.get("history") or ()))
+        history = tuple(document.get("history") or ())
+        missing = len(kept) - sum(not entry.get("empty_layer") for entry in history)
+        if missing > 0:  # buildah's --layers, among others, counts on one entry per layer
+            history = tuple({"created": str(document.get("created") or EPOCH), "created_by": "(the base image)"}
+                            for _ in range(missing)) + history
+        return cls(document, kept, dict(document.get("config") or {}), history)
 
     def with_config(self, **changes: Any) -> ImageState:
         """The state with ``config`` keys set (None removes one)."""

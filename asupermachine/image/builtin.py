@@ -24,7 +24,7 @@ from .store import Store
 
 BUSYBOX = Path("/bin/busybox")
 BUILTIN_TAG = "latest"
-_RECIPE_VERSION = b"1"
+_RECIPE_VERSION = b"2"
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"
     "daemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
@@ -76,6 +76,7 @@ def ensure_builtin_layout(busybox: Path = BUSYBOX) -> Path:
             "architecture": HOST_PLATFORM.architecture, "os": HOST_PLATFORM.os,
             "config": {"Cmd": ["sh"], "Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"},
             "rootfs": {"type": "layers", "diff_ids": [str(layer_digest)]},
+            "history": [{"created_by": "asupermachine: Debian's busybox-static, its applets, users and groups"}],
         })
         manifest = _json({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
