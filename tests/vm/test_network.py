@@ -49,9 +49,16 @@ def host_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int,
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1: held together while chosen, so none comes twice."""
+    with contextlib.ExitStack() as held_open:
+        probes = [held_open.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 def passts() -> set[int]:
@@ -75,7 +82,7 @@ async def test_two_clones_reach_the_host_and_answer_on_their_own_published_ports
     baked: Snapshot, host_server: tuple[int, Path]
 ) -> None:
     port, _ = host_server
-    before, host_ports = held(), [free_port(), free_port()]
+    before, host_ports = held(), free_ports(2)
     with anyio.fail_after(DEADLINE):
         async with Runtime() as rt:
             vms = [
