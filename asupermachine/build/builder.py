@@ -171,12 +171,13 @@ class Builder:
         scope = built.scope
         if instruction.keyword == "WORKDIR":
             scope = apply_metadata(scope, instruction, self._request.build_args, self._global_args())
-        key = step_key(built.key, str(instruction), *await self._inputs(built, scope, instruction))
+        copied = await self._copy_sources(scope, instruction) if instruction.keyword in ("COPY", "ADD") else None
+        key = step_key(built.key, str(instruction), *await self._inputs(scope, instruction, copied))
         cached = None if self._request.no_cache else self._cache.get(key)
         if cached is not None:
             self._progress.cached()
         else:
-            cached = await self._run_layer_step(built, scope, instruction)
+            cached = await self._run_layer_step(built, scope, instruction, copied)
             self._cache.put(key, cached)
             self._progress.done()
         if built.tree is not None and cached.layer is not None:
@@ -184,17 +185,20 @@ class Builder:
         image = scope.image.with_history(str(instruction), cached.created, cached.layer)
         built.scope, built.key = replace(scope, image=image), key
 
-    async def _inputs(self, built: _Built, scope: Scope, instruction: Instruction) -> list[object]:
+    async def _inputs(
+        self, scope: Scope, instruction: Instruction, copied: tuple[list[Source], str] | None
+    ) -> list[object]:
         """What besides the instruction decides the step's layer: RUN's environment, COPY's files."""
         if instruction.keyword == "RUN":
             return [sorted(scope.args.items()), bool(self._request.network), instruction.flags.get("network", "")]
-        if instruction.keyword in ("COPY", "ADD"):
-            sources, destination, _ = await self._copy_sources(built, scope, instruction)
-            digest = await anyio.to_thread.run_sync(_sources_digest, sources)
-            return [destination, digest]
+        if copied is not None:
+            sources, destination = copied
+            return [destination, await anyio.to_thread.run_sync(_sources_digest, sources)]
         return [scope.workdir]
 
-    async def _run_layer_step(self, built: _Built, scope: Scope, instruction: Instruction) -> CachedStep:
+    async def _run_layer_step(
+        self, built: _Built, scope: Scope, instruction: Instruction, copied: tuple[list[Source], str] | None
+    ) -> CachedStep:
         tree = await self._tree(built)
         layer_path = self._work / "layer.tar"
         if instruction.keyword == "RUN":
@@ -210,8 +214,9 @@ class Builder:
                 return CachedStep(None, now())
             await anyio.to_thread.run_sync(_directory_layer, layer_path, tree, scope.workdir)
         else:
-            sources, destination, options = await self._copy_sources(built, scope, instruction)
-            await anyio.to_thread.run_sync(_copy_layer, layer_path, tree, sources, destination, options)
+            assert copied is not None, "a COPY's or ADD's sources are found before its key"
+            options = await self._copy_options(built, scope, instruction)
+            await anyio.to_thread.run_sync(_copy_layer, layer_path, tree, *copied, options)
         layer = await anyio.to_thread.run_sync(self._ingest, layer_path)
         return CachedStep(layer, now())
 
@@ -221,9 +226,8 @@ class Builder:
             raise instruction.fail(f"--network={mode} is not supported (default or none)")
         return self._request.network if mode == "default" else False
 
-    async def _copy_sources(
-        self, built: _Built, scope: Scope, instruction: Instruction
-    ) -> tuple[list[Source], str, CopyOptions]:
+    async def _copy_sources(self, scope: Scope, instruction: Instruction) -> tuple[list[Source], str]:
+        """A COPY's or ADD's sources and its absolute destination."""
         words = [scope.expand(word) for word in instruction.exec_form] if instruction.exec_form else \
             expand_words(instruction.arguments, scope.variables)
         if len(words) < 2:
@@ -236,6 +240,10 @@ class Builder:
             scope_root = await self._from_tree(scope.expand(origin))
             sources = [Source(scope_root, path, keeps_owner=True)
                        for pattern in patterns for path in _matches(scope_root, pattern)]
+        return sources, scope.absolute(destination)
+
+    async def _copy_options(self, built: _Built, scope: Scope, instruction: Instruction) -> CopyOptions:
+        """``--chown`` (names resolved in the stage's tree), ``--chmod``, and whether archives unpack."""
         owner = None
         if "chown" in instruction.flags:
             tree = await self._tree(built)
@@ -248,8 +256,8 @@ class Builder:
                 mode = int(text, 8)
             except ValueError:
                 raise instruction.fail(f"--chmod={text} is not an octal mode") from None
-        options = CopyOptions(owner, mode, unpack_archives=instruction.keyword == "ADD" and origin is None)
-        return sources, scope.absolute(destination), options
+        unpack = instruction.keyword == "ADD" and "from" not in instruction.flags
+        return CopyOptions(owner, mode, unpack_archives=unpack)
 
     async def _from_tree(self, origin: str) -> Path:
         """The root of COPY --from's stage or image, on the host."""
