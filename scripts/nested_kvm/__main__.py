@@ -31,7 +31,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--arch", choices=sorted(ARCHES), default="x86_64",
         help=(
             "the L1's architecture (default x86_64). arm64 runs on a Debian arm64 root with a virtualenv of the "
-            f"project's requirements at {VENV}, prepared once (about an hour, not counted in --timeout) and "
+            f"project's requirements at {VENV}, prepared once (a few minutes, not counted in --timeout) and "
             "cached, and the repository read-only under a tmpfs at its own path"
         ),
     )
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     if is_native(arch):
         return run(arch, request, HOST_ROOT)
     try:
-        userland = prepare_userland(arch, REPOSITORY, memory_mib=args.memory, vcpus=args.vcpus)
+        userland = prepare_userland(arch, REPOSITORY)
     except (UserlandError, DebianPackageError) as error:
         print(f"nested-kvm: {error}", file=sys.stderr)
         return L1_FAILED

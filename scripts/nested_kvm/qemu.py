@@ -34,7 +34,7 @@ def qemu_command(
         "-monitor", f"unix:{io / MONITOR_NAME},server=on,wait=off",
         "-kernel", str(kernel.image), "-initrd", str(initramfs), "-append", kernel_cmdline(arch),
         "-serial", f"file:{io / CONSOLE_NAME}",
-        *_share("hostroot", root.path, writable=root.finish is not None), *repository,
+        *_share("hostroot", root.path, writable=False), *repository,
         *_share("nestedio", io, writable=True),
         # QEMU's user network: a routed interface, which passt needs, and a DNS forwarder (10.0.2.3),
         # so the L1 reaches and resolves what this host does (restrict=on would cut DNS too).

@@ -65,8 +65,6 @@ def run(arch: L1Arch, request: Request, root: L1Root) -> int:
         (io / "request" / "stage1.conf").write_text(root.stage1_config())
         for name in ("stdout", "stderr"):
             (io / name).touch()
-        if root.finish is not None:  # the kernel unpacks concatenated cpio archives one after the other
-            initramfs = _concatenate((initramfs, root.finish), io / "initramfs.cpio")
         command = qemu_command(arch, kernel, initramfs, io, root, memory_mib=request.memory_mib, vcpus=request.vcpus)
         with (io / "qemu.log").open("wb") as qemu_log:
             qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
@@ -81,14 +79,6 @@ def run(arch: L1Arch, request: Request, root: L1Root) -> int:
         if request.console_log is not None:
             shutil.copyfile(io / CONSOLE_NAME, request.console_log)
         return _outcome(io, ending, qemu.returncode, request.timeout)
-
-
-def _concatenate(parts: tuple[Path, ...], whole: Path) -> Path:
-    with whole.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as f:
-                shutil.copyfileobj(f, out)
-    return whole
 
 
 class Ending(enum.Enum):

@@ -1,6 +1,14 @@
 """A Debian root for L1s of another architecture than this host's (arm64 on x86_64), with the project's
-virtualenv: made once (debootstrap's first stage here, its second stage and the virtualenv in an L1), cached,
-and used only whole."""
+virtualenv: made here in a few minutes, without running any of the root's programs, cached, and used only
+whole.
+
+debootstrap's first stage (``--foreign``) fetches the packages and unpacks the few it needs; the rest are
+unpacked here with ``dpkg-deb``. Nothing the root holds needs its maintainer scripts: the L1 runs Python,
+gcc and ip as root, and Debian's dynamic loader searches the multiarch directories without a cache.
+The virtualenv is laid out as ``python -m venv`` lays it out, its packages the requirements' wheels for the
+root's architecture, installed by this host's pip; this host's Python, the suite's version, compiles the
+byte code, which is the same on every architecture.
+"""
 
 from __future__ import annotations
 
@@ -15,45 +23,34 @@ from pathlib import Path
 
 from .arch import L1Arch
 from .cache import cache_dir, exclusive
-from .root import L1Root
-from .run import Request, run
 
 SUITE = "bookworm"
 SUITE_PYTHON = "3.11"
-"""The version of the suite's python3, that the wheels are for."""
+"""The version of the suite's python3, that the wheels and the byte code are for."""
 MIRROR = "http://deb.debian.org/debian"
-PACKAGES = (
-    "python3", "python3-venv", "python3-dev", "python3-pip", "gcc", "libc6-dev", "libffi-dev", "iproute2", "kmod",
-    "ca-certificates",
-)
+PACKAGES = ("python3", "python3-dev", "gcc", "libc6-dev", "libffi-dev", "iproute2", "kmod")
 WHEEL_PLATFORMS = {"arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64")}
 """The wheels' platform tags pip may take for each architecture (the suite's glibc is 2.36)."""
 VENV = "/opt/venv"
 """Where the root's virtualenv is: the project's dependencies and its test extra, not the project itself."""
-STAGING = "/var/cache/nested-kvm"
-"""Where in the root the host leaves the wheels and finish_root.sh for the L1 (removed once installed)."""
-FINISH_ROOT = Path(__file__).with_name("finish_root.sh")
-FINISH_SHARE = "/nested-root"
-"""Where stage1.sh mounts the host's share of a root it finishes (finish_root.sh packs the root there)."""
-PREPARE_TIMEOUT = 4 * 3600.0
-"""Seconds the L1 that prepares a root may take (about 50 minutes on two cores)."""
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LAYOUT_VERSION = 3
+"""Bumped when the way a root is made changes, so that roots made the old way are made again."""
 
 
 class UserlandError(RuntimeError):
     """A root could not be prepared."""
 
 
-def prepare_userland(arch: L1Arch, repository: Path, *, memory_mib: int, vcpus: int) -> Path:
+def prepare_userland(arch: L1Arch, repository: Path) -> Path:
     """The root for L1s of ``arch`` with the virtualenv :data:`VENV` for ``repository``'s requirements,
     prepared once per everything that goes into it.
 
-    :raises UserlandError: if debootstrap, pip or the L1 that finishes the root failed.
+    :raises UserlandError: if debootstrap, unpacking a package or pip failed.
     """
     wanted = requirements(repository)
     recipe = {
         "arch": arch.debian, "suite": SUITE, "mirror": MIRROR, "packages": PACKAGES, "requirements": wanted,
-        "finish_root": FINISH_ROOT.read_text(),
+        "layout": LAYOUT_VERSION,
     }
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     root = cache_dir() / arch.name / f"userland-{key}"
@@ -61,11 +58,11 @@ def prepare_userland(arch: L1Arch, repository: Path, *, memory_mib: int, vcpus: 
     with exclusive(root.with_suffix(".lock")):
         if not complete.is_file():
             started = time.monotonic()
-            _say(f"preparing the {arch.name} root {root} once (about an hour)")
-            _build(arch, root, wanted, memory_mib=memory_mib, vcpus=vcpus)
+            _say(f"preparing the {arch.name} root {root} once (a few minutes)")
+            _build(arch, root, wanted)
             complete.write_text(json.dumps(recipe, indent=1))
             _say(f"prepared the {arch.name} root in {time.monotonic() - started:.0f} s")
-            _remove_others(root)  # each is about 1 GB
+            _remove_others(root)  # each is about 700 MB
     return root
 
 
@@ -75,46 +72,71 @@ def requirements(repository: Path) -> list[str]:
     return [*project["dependencies"], *project["optional-dependencies"]["test"]]
 
 
-def _build(arch: L1Arch, root: Path, wanted: list[str], *, memory_mib: int, vcpus: int) -> None:
-    work, unpacking = (root.with_name(f"{root.name}.{step}") for step in ("preparing", "unpacking"))
-    for half_made in (root, work, unpacking):  # by a preparation cut short
+def _build(arch: L1Arch, root: Path, wanted: list[str]) -> None:
+    work = root.with_name(f"{root.name}.preparing")
+    for half_made in (root, work):  # by a preparation cut short
         shutil.rmtree(half_made, ignore_errors=True)
-    first_stage = work / "finish"  # where the L1 finds it in its initramfs (L1Root.finish)
     debs = cache_dir() / arch.name / "debootstrap-debs"
     debs.mkdir(parents=True, exist_ok=True)
-    _say("debootstrap's first stage, here")
+    _say("debootstrap's first stage")
     _check([
         "debootstrap", f"--arch={arch.debian}", "--foreign", "--variant=minbase", f"--cache-dir={debs}",
-        f"--include={','.join(PACKAGES)}", SUITE, str(first_stage), MIRROR,
+        f"--include={','.join(PACKAGES)}", SUITE, str(work), MIRROR,
     ], "debootstrap")
-    staging = first_stage / STAGING.lstrip("/")
-    _say(f"downloading {len(wanted)} requirements' wheels for {arch.name}, here")
-    platforms = [word for platform in WHEEL_PLATFORMS[arch.name] for word in ("--platform", platform)]
-    _check([
-        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(staging),
-        "--only-binary=:all:", *platforms, "--python-version", SUITE_PYTHON, "--implementation", "cp", *wanted,
-    ], "pip download")
-    shutil.copy2(FINISH_ROOT, staging / FINISH_ROOT.name)
-    archive = work / "finish.cpio"
-    names = subprocess.run(["find", first_stage.name], cwd=work, capture_output=True, check=True).stdout
-    with archive.open("wb") as out:
-        subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], cwd=work, input=names, stdout=out, check=True)
-    shutil.rmtree(first_stage)
-    _say("debootstrap's second stage, the virtualenv and packing the root, in an L1")
-    request = Request(
-        argv=["/bin/sh", f"{STAGING}/{FINISH_ROOT.name}", VENV, STAGING, FINISH_SHARE, *wanted], cwd=Path("/"),
-        env={"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-        memory_mib=memory_mib, vcpus=vcpus, timeout=PREPARE_TIMEOUT, console_log=None,
+    _say("unpacking its packages")
+    _unpack_packages(work)
+    _say(f"installing {len(wanted)} requirements' wheels for {arch.name} in {VENV}")
+    _make_virtualenv(arch, work, wanted)
+    work.rename(root)
+
+
+def _unpack_packages(root: Path) -> None:
+    """Unpack every package debootstrap fetched into ``root``, then remove what only its second stage needs."""
+    archives = root / "var" / "cache" / "apt" / "archives"
+    for package in sorted(archives.glob("*.deb")):
+        contents = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(package)], stdout=subprocess.PIPE)
+        # merged /usr: /bin, /lib and /sbin are links into /usr, which tar would otherwise replace
+        unpacked = subprocess.run(
+            ["tar", "--extract", "--keep-directory-symlink", "--numeric-owner", "--directory", str(root)],
+            stdin=contents.stdout, capture_output=True, text=True, check=False,
+        )
+        if contents.wait() != 0 or unpacked.returncode != 0:
+            raise UserlandError(f"unpacking {package.name} failed: {unpacked.stderr[-2000:]}")
+        package.unlink()
+    shutil.rmtree(root / "debootstrap")
+    proc = root / "proc"
+    if proc.is_symlink():  # to this host's /proc, which debootstrap links when it runs in a container
+        proc.unlink()
+        proc.mkdir()
+    for table in ("passwd", "group"):  # what base-passwd's maintainer script would install
+        shutil.copyfile(root / "usr" / "share" / "base-passwd" / f"{table}.master", root / "etc" / table)
+    _check([sys.executable, "-m", "compileall", "-q", "-j", "0", str(root / "usr" / "lib" / f"python{SUITE_PYTHON}")],
+           "compiling the standard library")
+
+
+def _make_virtualenv(arch: L1Arch, root: Path, wanted: list[str]) -> None:
+    venv = root / VENV.lstrip("/")
+    site_packages = venv / "lib" / f"python{SUITE_PYTHON}" / "site-packages"
+    site_packages.mkdir(parents=True)
+    (venv / "lib64").symlink_to("lib")
+    (venv / "bin").mkdir()
+    for name in ("python", "python3", f"python{SUITE_PYTHON}"):
+        (venv / "bin" / name).symlink_to("/usr/bin/python3")
+    (venv / "pyvenv.cfg").write_text(
+        f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {SUITE_PYTHON}\nexecutable = "
+        f"/usr/bin/python{SUITE_PYTHON}\n"
     )
-    status = run(arch, request, L1Root(work, finish=archive))
-    if status != 0:
-        raise UserlandError(f"the L1 that finishes the {arch.name} root in {work} failed (status {status})")
-    _say("unpacking the root, here")
-    unpacking.mkdir()
-    _check(["tar", "--extract", "--numeric-owner", "--directory", str(unpacking), "--file",
-            str(work / "root.tar")], "unpacking the root")
-    unpacking.rename(root)
-    shutil.rmtree(work)
+    platforms = [word for platform in WHEEL_PLATFORMS[arch.name] for word in ("--platform", platform)]
+    with_scripts = root / "tmp" / "wheels"
+    _check([
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+        str(with_scripts), "--only-binary=:all:", *platforms, "--python-version", SUITE_PYTHON,
+        "--implementation", "cp", *wanted,
+    ], "pip install")
+    shutil.rmtree(with_scripts / "bin", ignore_errors=True)  # this host's interpreter in their #! lines
+    for entry in with_scripts.iterdir():
+        entry.rename(site_packages / entry.name)
+    with_scripts.rmdir()
 
 
 def _check(argv: list[str], what: str) -> None:

@@ -60,15 +60,7 @@ def test_an_arm64_l1_gets_its_own_root_and_the_repository_read_only(tmp_path: Pa
     assert f"path={tmp_path / 'userland'}," in shares["hostroot"] and "readonly=on" in shares["hostroot"]
     assert f"path={tmp_path / 'repo'}," in shares["repository"] and "readonly=on" in shares["repository"]
     assert "readonly" not in shares["nestedio"]
-    assert root.stage1_config() == f"ROOT_MODE=overlay\nREPOSITORY={tmp_path / 'repo'}\n"
-
-
-def test_a_root_being_prepared_is_shared_writable_without_a_repository(tmp_path: Path) -> None:
-    kernel = L1Kernel("6.1.0-57-arm64", tmp_path, tmp_path / "vmlinuz")
-    root = L1Root(tmp_path / "work", finish=tmp_path / "finish.cpio")
-    shares = _shares(qemu_command(ARM64, kernel, tmp_path / "initrd", tmp_path / "io", root, memory_mib=512, vcpus=1))
-    assert "readonly" not in shares["hostroot"] and "repository" not in shares
-    assert root.stage1_config() == "ROOT_MODE=finish\nREPOSITORY=''\n"
+    assert root.stage1_config() == f"REPOSITORY={tmp_path / 'repo'}\n"
 
 
 def test_a_run_past_its_timeout_is_stopped_and_says_where_the_l1_vcpus_were() -> None:
