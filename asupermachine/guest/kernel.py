@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .._cache import build_once, cache_root, content_key, file_sha256
 from .._errors import AssetError
+from .._tarfile import extract_data
 from .arch import GuestArch, host_arch
 
 KERNEL_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
@@ -75,7 +76,7 @@ def _build(arch: GuestArch, tarball: Path, staging: Path, jobs: int) -> None:
         raise AssetError(f"{compiler} is missing: install it with `apt-get install gcc-{arch.gnu_triplet}`")
     print(f"building the {arch.name} guest kernel from {tarball} (once, takes minutes)", file=sys.stderr)
     with tarfile.open(tarball) as tar:
-        tar.extractall(staging.parent, filter="data")
+        extract_data(tar, staging.parent)
     (src,) = [p for p in staging.parent.iterdir() if p.is_dir() and p != staging]
     for patch in _patches():
         _run(["patch", "-p1", "--forward", "--input", str(patch)], src)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..._cache import build_once, cache_root, content_key, file_digest
 from ..._errors import NetBackendError
+from ..._tarfile import extract_data
 
 logger = logging.getLogger("asupermachine")
 
@@ -263,37 +264,43 @@ def _said_version(path: str) -> str:
 # -- building it ---------------------------------------------------------------------------------
 
 
-def cached_passt_path() -> Path:
-    """Where the build of :data:`PASST_SOURCE_VERSION` is cached (it may not be there yet)."""
-    key = content_key(_BUILD_RECIPE_VERSION, PASST_SOURCE_VERSION.encode())
+def cached_passt_path(compiler: str | None = None) -> Path:
+    """Where the build of :data:`PASST_SOURCE_VERSION` (with the C ``compiler``, if not the default) is
+    cached (it may not be there yet)."""
+    key = content_key(_BUILD_RECIPE_VERSION, PASST_SOURCE_VERSION.encode(), *([compiler.encode()] if compiler else []))
     return cache_root() / "passt" / key / "passt"
 
 
-def ensure_fixed_passt() -> Path:
+def ensure_fixed_passt(compiler: str | None = None) -> Path:
     """Return the cached build of :data:`PASST_SOURCE_VERSION`, building it first if needed (a minute, once).
+
+    ``compiler``: a cross compiler (``aarch64-linux-gnu-gcc``), for a passt to run on another architecture
+    (the arm64 L1's); the build is then of ``passt`` alone.
 
     :raises NetBackendError: if its source cannot be downloaded or verified, or it does not build.
     """
     try:
-        return build_once(cached_passt_path(), _build)
+        return build_once(cached_passt_path(compiler), functools.partial(_build, compiler=compiler))
     except (OSError, tarfile.TarError) as error:
         raise NetBackendError(f"cannot build passt {PASST_SOURCE_VERSION}: {error}") from error
 
 
-def _build(staging: Path) -> None:
+def _build(staging: Path, compiler: str | None) -> None:
     print(f"building passt {PASST_SOURCE_VERSION} from Debian's source (once, under a minute)", file=sys.stderr)
     orig, debian = _fetch_source(staging.parent / "apt")
     with tarfile.open(orig) as tar:
-        tar.extractall(staging.parent / "src", filter="data")
+        extract_data(tar, staging.parent / "src")
     (src,) = (staging.parent / "src").iterdir()
     with tarfile.open(debian) as tar:
-        tar.extractall(src, filter="data")
+        extract_data(tar, src)
     series = src / "debian" / "patches" / "series"
     for patch in patch_series(series.read_text()) if series.is_file() else []:
         _run(["patch", "-p1", "--forward", "--input", str(src / "debian" / "patches" / patch)], src)
     # VERSION set here, or the Makefile asks `git describe` of whatever repository encloses the cache.
-    _run(["make", f"VERSION={upstream_tag(PASST_SOURCE_VERSION)}", *BUILT_PROGRAMS], src)
-    for name in BUILT_PROGRAMS:
+    programs = ("passt",) if compiler else BUILT_PROGRAMS  # the AVX2 build is x86_64's
+    cross = [f"CC={compiler}"] if compiler else []
+    _run(["make", f"VERSION={upstream_tag(PASST_SOURCE_VERSION)}", *cross, *programs], src)
+    for name in programs:
         shutil.copy2(src / name, staging / name)
 
 
