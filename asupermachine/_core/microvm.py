@@ -22,8 +22,6 @@ from .devices.bus import Bus
 from .devices.uart import Uart
 from .devices.vector_state import VectorStatePorts
 from .kvm import Kvm, VcpuFd, VmFd
-from .kvm._kvm_cffi import lib
-from .kvm.state import StateKind, get_state
 from .kvm.stats import KvmStats, StatsFormatError, summed
 from .memory import GuestMemory
 from .persist import CpuidRows, MachineState
@@ -105,15 +103,18 @@ class MicroVm:
         """Hold the VM still: vCPUs parked out of ``KVM_RUN``, devices and UART locked. Blocking.
 
         With ``idle_within``, first wait up to that many seconds for a moment when
-        every vCPU is halted (the guest has nothing to run), so what is captured
+        the guest is idle (every vCPU waits for an interrupt), so what is captured
         resumes idle. Raises :class:`VmStopped` if the VM stops before it is paused.
         """
         deadline = time.monotonic() + idle_within
         self.pause.pause()
         try:
-            while time.monotonic() < deadline and not self._all_halted():
+            ran_ns = 0
+            while time.monotonic() < deadline and not self.platform.idle(self, ran_ns):
                 self.pause.resume()
+                resumed = time.monotonic_ns()
                 time.sleep(IDLE_POLL_INTERVAL)
+                ran_ns = time.monotonic_ns() - resumed
                 self.pause.pause()
             with contextlib.ExitStack() as locks:
                 for lock in (self.uart_lock, *(service.lock for _, service in self.devices)):
@@ -121,12 +122,6 @@ class MicroVm:
                 yield
         finally:
             self.pause.resume()
-
-    def _all_halted(self) -> bool:
-        return all(
-            int.from_bytes(get_state(vcpu.fd, StateKind.MP_STATE)[:4], "little") == lib.KVM_MP_STATE_HALTED
-            for vcpu in self.vcpus
-        )
 
     def capture(self) -> MachineState:
         """The state of the quiesced VM (inside :meth:`quiesced`), memory aside."""

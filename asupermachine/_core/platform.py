@@ -53,6 +53,13 @@ class Platform(Protocol):
         """Where ``vcpu`` is and the instruction there, for a diagnosis."""
         ...
 
+    def idle(self, microvm: MicroVm, ran_ns: int) -> bool:
+        """Whether the paused VM's guest has nothing to run: every vCPU was waiting for an interrupt.
+
+        ``ran_ns``: how long the vCPUs ran since the last look (0 at a first look).
+        """
+        ...
+
     def capture(self, microvm: MicroVm) -> MachineState:
         """The quiesced VM's state, memory aside."""
         ...

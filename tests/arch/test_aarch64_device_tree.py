@@ -24,7 +24,7 @@ def board(vcpus: int = 2, gic: GicV3 | GicV2 | None = None, initrd: Region | Non
     return Board(
         memory=Region(0x8000_0000, 256 * MIB), vcpus=vcpus,
         gic=gic or GicV3(Region(0x0800_0000, 0x1_0000), Region(0x080A_0000, vcpus * 0x2_0000)),
-        uart=MmioDevice(Region(0x0900_0000, 0x1000), 1),
+        uart=MmioDevice(Region(0x0900_0000, 0x1000), 1), rtc=Region(0x0901_0000, 0x1000),
         virtio=[MmioDevice(Region(0x0A00_0000 + i * 0x200, 0x200), 16 + i) for i in range(2)],
         bootargs='console=ttyS0 quiet init=/init "quoted"', initrd=initrd,
     )
@@ -72,6 +72,9 @@ def test_the_guest_s_tree_describes_memory_cpus_gic_timer_uart_virtio_and_chosen
         "interrupts = <0x01 0x0d 0x08 0x01 0x0e 0x08 0x01 0x0b 0x08 0x01 0x0a 0x08>;",
         "uart@9000000 {", 'compatible = "ns16550a";', "interrupts = <0x00 0x01 0x01>;",
         "virtio_mmio@a000200 {", 'compatible = "virtio,mmio";', "interrupts = <0x00 0x11 0x01>;", "dma-coherent;",
+        'compatible = "fixed-clock";', "#clock-cells = <0x00>;", "clock-frequency = <0x16e3600>;",
+        "pl031@9010000 {", 'compatible = "arm,pl031\\0arm,primecell";', "reg = <0x00 0x9010000 0x00 0x1000>;",
+        "clocks = <0x02>;", 'clock-names = "apb_pclk";',
         'bootargs = "console=ttyS0 quiet init=/init \\"quoted\\"";', 'stdout-path = "/uart@9000000";',
         "linux,initrd-start = <0x00 0x8f000000>;", "linux,initrd-end = <0x00 0x8f012345>;",
     ):

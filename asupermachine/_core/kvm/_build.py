@@ -194,6 +194,7 @@ struct kvm_vcpu_init { uint32_t target; uint32_t features[7]; };
 int amv_arm_preferred_target(int vm, struct kvm_vcpu_init *init);
 int amv_arm_vcpu_init(int vcpu, struct kvm_vcpu_init *init);
 uint64_t amv_arm64_core_reg(unsigned int index);
+uint64_t amv_arm64_counter_frequency(void);
 int amv_get_one_reg(int vcpu, uint64_t id, void *value);
 int amv_set_one_reg(int vcpu, uint64_t id, void *value);
 int amv_get_reg_list(int vcpu, uint64_t *ids, uint64_t *count);
@@ -341,6 +342,12 @@ __u64 amv_arm64_core_reg(unsigned int index) {
     else if (index == 32) offset = KVM_REG_ARM_CORE_REG(regs.pc);
     else offset = KVM_REG_ARM_CORE_REG(regs.pstate);
     return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | offset;
+}
+/* The generic timer's frequency (CNTFRQ_EL0, which EL0 may read): a guest's counter ticks at its host's. */
+uint64_t amv_arm64_counter_frequency(void) {
+    uint64_t frequency;
+    __asm__ volatile("mrs %0, cntfrq_el0" : "=r"(frequency));
+    return frequency;
 }
 /* `value` holds the register's bytes: its size is encoded in `id` (KVM_REG_SIZE_MASK). */
 int amv_get_one_reg(int vcpu, __u64 id, void *value) {

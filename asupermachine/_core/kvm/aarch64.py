@@ -31,6 +31,11 @@ def core_register(index: int) -> int:
     return int(lib.amv_arm64_core_reg(index))
 
 
+def counter_frequency() -> int:
+    """The host's generic timer frequency in Hz, at which a guest's virtual counter ticks too."""
+    return int(lib.amv_arm64_counter_frequency())
+
+
 def register_size(register: int) -> int:
     """How many bytes register id ``register`` holds (its ``KVM_REG_SIZE`` field)."""
     return 1 << ((register & REG_SIZE_MASK) >> REG_SIZE_SHIFT)

@@ -1,4 +1,4 @@
-"""The device tree an arm64 guest boots with: its memory, vCPUs (PSCI), GIC, timer, UART and virtio devices.
+"""The device tree an arm64 guest boots with: its memory, vCPUs (PSCI), GIC, timer, UART, RTC and virtio devices.
 
 The bindings are Linux's (Documentation/devicetree/bindings): ``arm,gic-v3`` or
 ``arm,cortex-a15-gic``, ``arm,armv8-timer``, ``arm,psci-1.0`` over ``hvc``,
@@ -20,6 +20,9 @@ IRQ_TYPE_EDGE_RISING, IRQ_TYPE_LEVEL_LOW = 1, 8
 TIMER_PPIS = (13, 14, 11, 10)
 """The architected timer's interrupts: secure physical, non-secure physical, virtual, hypervisor."""
 UART_CLOCK_HZ = 1_843_200
+CLOCK_PHANDLE = 2
+PERIPHERAL_CLOCK_HZ = 24_000_000
+"""The AMBA peripherals' bus clock (``apb_pclk``), which the bus needs described to probe the RTC."""
 GICV2_MAX_CPUS = 8
 
 
@@ -57,6 +60,8 @@ class Board:
     vcpus: int
     gic: GicV3 | GicV2
     uart: MmioDevice
+    rtc: Region
+    """A PL031, without an interrupt (:mod:`...devices.pl031`)."""
     virtio: Sequence[MmioDevice]
     """In probe order: the guest names the first disk among them ``vda``."""
     bootargs: str
@@ -95,6 +100,14 @@ def device_tree(board: Board) -> bytes:
     })
     uart = _device(root, "uart", board.uart, IRQ_TYPE_EDGE_RISING)  # the VMM pulses it, as virtio
     uart.properties |= {"compatible": string("ns16550a"), "clock-frequency": cells(UART_CLOCK_HZ)}
+    root.child("apb-pclk", {
+        "compatible": string("fixed-clock"), "#clock-cells": cells(0), "clock-frequency": cells(PERIPHERAL_CLOCK_HZ),
+        "clock-output-names": string("apb_pclk"), "phandle": cells(CLOCK_PHANDLE),
+    })
+    root.child(f"pl031@{board.rtc.base:x}", {
+        "compatible": strings("arm,pl031", "arm,primecell"), "reg": pairs(board.rtc.base, board.rtc.size),
+        "clocks": cells(CLOCK_PHANDLE), "clock-names": string("apb_pclk"),
+    })
     for device in board.virtio:
         virtio = _device(root, "virtio_mmio", device, IRQ_TYPE_EDGE_RISING)
         virtio.properties |= {"compatible": string("virtio,mmio"), "dma-coherent": EMPTY}

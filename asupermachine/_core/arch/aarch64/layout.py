@@ -1,7 +1,7 @@
 """Where an arm64 VM's devices and RAM are in guest-physical memory, and their interrupts (sans-IO).
 
 Below RAM, as on QEMU's ``virt`` board: the GIC's distributor (and a GICv2's CPU
-interface), the UART, then the virtio-mmio windows; the redistributors (one
+interface), the UART, the RTC, then the virtio-mmio windows; the redistributors (one
 128 KiB frame pair per vCPU) get a 512 MiB range of their own. RAM starts at
 1 GiB and runs on, one region.
 """
@@ -15,6 +15,7 @@ GICV2_CPU_INTERFACE = Region(0x0801_0000, 0x1_0000)
 GICV3_REDISTRIBUTORS_BASE = 0x1000_0000
 GICV3_REDISTRIBUTOR_SIZE = 0x2_0000
 UART = MmioDevice(Region(0x0900_0000, 0x1000), spi=1)
+RTC = Region(0x0901_0000, 0x1000)
 VIRTIO_MMIO_BASE = 0x0A00_0000
 FIRST_VIRTIO_SPI = 16
 LAST_VIRTIO_SPI = 95

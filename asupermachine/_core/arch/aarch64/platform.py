@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ...._errors import AssetError
 from ...._outcome import GuestExit, ShutdownReason
 from ...device_manager import MmioDeviceManager, SlotPlan
+from ...devices.pl031 import Pl031
 from ...devices.uart import Uart
 from ...init_config import InitConfig, initrd_with
 from ...kvm import VcpuFd
@@ -30,6 +31,7 @@ from ...recipe import VmRecipe
 from ...virtio.mmio import VIRTIO_MMIO_SIZE
 from ..kernel_words import QUIET_ARGUMENTS
 from . import layout
+from .clock import counter_advanced, waited_through
 from .device_tree import Board, MmioDevice, Region, device_tree, mpidr
 from .image import arm64_kernel, boot_layout
 from .vgic_state import VgicRegister, vgic_registers
@@ -53,13 +55,15 @@ class Arm64Platform:
 
     def __init__(self) -> None:
         self._vgic: kvm.Vgic | None = None
+        self._waited_ns: int | None = None
+        """How long the vCPUs had waited for interrupts (KVM's ``halt_wait_ns``) at :meth:`idle`'s last look."""
 
     @staticmethod
     def ram_layout(memory_size: int) -> list[tuple[int, int]]:
         return layout.ram_layout(memory_size)
 
     def create(self, microvm: MicroVm) -> None:
-        """Guest RAM's slots, the vGIC (v3, else v2) and the UART."""
+        """Guest RAM's slots, the vGIC (v3, else v2), the UART and the RTC."""
         fd = microvm.vm_fd
         for slot, region in enumerate(microvm.memory.regions):
             fd.set_user_memory_region(slot, region.guest_phys_addr, region.size, microvm.memory.host_address(region))
@@ -83,6 +87,7 @@ class Arm64Platform:
                 return uart.receive(data)
 
         microvm.console.attach_input(type_into_console)
+        microvm.mmio.register(layout.RTC.base, layout.RTC.size, Pl031())
 
     @staticmethod
     def cmdline(recipe: VmRecipe, devices: MmioDeviceManager) -> str:
@@ -98,6 +103,7 @@ class Arm64Platform:
             vcpus=microvm.recipe.vcpus,
             gic=layout.gic(self._created_vgic().version, microvm.recipe.vcpus),
             uart=layout.UART,
+            rtc=layout.RTC,
             virtio=[MmioDevice(Region(service.slot.base, VIRTIO_MMIO_SIZE), service.slot.irq)
                     for _, service in microvm.devices],
             bootargs=bootargs,
@@ -156,12 +162,16 @@ class Arm64Platform:
             return int.from_bytes(kvm.get_register(vcpu, kvm.core_register(kvm.CORE_PC)), "little"), b""
         return None, b""
 
-    def capture(self, microvm: MicroVm) -> MachineState:
-        """The quiesced VM's state, memory aside: each vCPU's registers and run state, the vGIC's registers.
+    def idle(self, microvm: MicroVm, ran_ns: int) -> bool:
+        """Whether the vCPUs spent most of the ``ran_ns`` they ran since the last look waiting for interrupts."""
+        waited = microvm.kvm_stats().get("halt_wait_ns")
+        if waited is None:  # no statistics from this KVM: never idle, as if the guest never settled
+            return False
+        last, self._waited_ns = self._waited_ns, waited
+        return last is not None and waited_through(waited - last, ran_ns, len(microvm.vcpus))
 
-        The guest's clocks stand still while it is saved: a restore resumes its
-        virtual counter where it stopped.
-        """
+    def capture(self, microvm: MicroVm) -> MachineState:
+        """The quiesced VM's state, memory aside: each vCPU's registers and run state, the vGIC's registers."""
         vgic = self._created_vgic()
         return MachineState(
             vcpus=tuple(
@@ -179,9 +189,11 @@ class Arm64Platform:
         )
 
     def restore(self, microvm: MicroVm, state: MachineState) -> None:
-        """Put back :meth:`capture`'s registers into the new VM's vCPUs and vGIC."""
+        """Put back :meth:`capture`'s registers into the new VM's vCPUs and vGIC, the virtual counter moved on
+        by the snapshot's age (:mod:`.clock`)."""
+        elapsed_ns, frequency = time.time_ns() - state.captured_at_ns, kvm.counter_frequency()
         for vcpu, saved in zip(microvm.vcpus, state.vcpus, strict=True):
-            for register, value in saved.registers.items():
+            for register, value in counter_advanced(saved.registers, elapsed_ns, frequency).items():
                 kvm.set_register(vcpu, register, value)
             set_state(vcpu.fd, StateKind.MP_STATE, saved.kvm[StateKind.MP_STATE])
         self._created_vgic().restore(self._vgic_registers(microvm), state.vgic)

@@ -22,6 +22,7 @@ from ...devices.vector_state import XSTATE_PORT_RANGE, XSTATE_SAVE_PORT, TaskVec
 from ...init_config import InitConfig, initrd_with
 from ...kvm import VcpuFd
 from ...kvm._kvm_cffi import lib
+from ...kvm.state import StateKind, get_state
 from ...memory import GuestMemory
 from ...persist import MachineState, advanced, capture_vcpu, capture_vm, restore_vcpu, restore_vm
 from ...recipe import VmRecipe
@@ -152,6 +153,14 @@ class X86Platform:
             if physical is not None and memory.contains(physical, MAX_INSTRUCTION_BYTES):
                 instruction = memory.read(physical, MAX_INSTRUCTION_BYTES)
         return rip, instruction
+
+    @staticmethod
+    def idle(microvm: MicroVm, ran_ns: int) -> bool:
+        """Every vCPU halted: x86's KVM keeps a vCPU's HLT as its run state out of ``KVM_RUN``."""
+        return all(
+            int.from_bytes(get_state(vcpu.fd, StateKind.MP_STATE)[:4], "little") == lib.KVM_MP_STATE_HALTED
+            for vcpu in microvm.vcpus
+        )
 
     @staticmethod
     def capture(microvm: MicroVm) -> MachineState:
