@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._cache import content_key, file_sha256, remembered
+from .._cache import cache_root, content_key, file_sha256, remembered
 from .._core.arch.x86_64.cpuid import guest_cpuid
 from .._core.builder import RestorePoint
 from .._core.kvm import Kvm
@@ -186,14 +186,19 @@ def _check_disk(path: Path, sha256: str) -> None:
 
 
 def _check_assets(manifest: Manifest) -> None:
-    """The snapshot's guest (kernel, init and agent) must be the one this build of the project runs."""
+    """The snapshot's guest (kernel, init and agent) must be the one this build of the project runs, where
+    it was the project's own (built in its cache): a guest booted from files of the user's is theirs."""
+    recipe = manifest.recipe
+    own = [(what, saved) for what, saved in (("kernel", recipe.kernel), ("init and agent", recipe.initramfs))
+           if saved.is_relative_to(cache_root())]
+    if not own:
+        return
     try:
         assets = resolve_assets()
     except OSError as e:
         raise SnapshotError("assets", f"this build's guest assets cannot be read: {e}") from None
-    recipe = manifest.recipe
-    pairs = (("kernel", recipe.kernel, assets.kernel), ("init and agent", recipe.initramfs, assets.initramfs))
-    for what, saved, path in pairs:
+    for what, saved in own:
+        path = assets.kernel if what == "kernel" else assets.initramfs
         if file_sha256(path) != manifest.sha256[str(saved)]:
             raise SnapshotError("assets", f"the snapshot's guest {what} is not this build's ({path})")
 
