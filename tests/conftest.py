@@ -1,3 +1,4 @@
+import importlib
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -110,26 +111,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = [item for item in items if not _nested_only(item)]
 
 
-NESTED_PASS = "tests/nested/test_kvm_amd.py::test_the_guest_suite_passes_on_kvm_amd_in_an_l1"
+L1_PASSES = {
+    "tests/nested/test_kvm_amd.py::test_the_guest_suite_passes_on_kvm_amd_in_an_l1": "tests.nested.test_kvm_amd",
+    "tests/nested/test_kvm_arm64.py::test_boot_exec_and_restore_under_kvm_arm64[gicv3]": "tests.nested.test_kvm_arm64",
+    "tests/nested/test_kvm_arm64.py::test_boot_exec_and_restore_under_kvm_arm64[gicv2]": "tests.nested.test_kvm_arm64",
+}
+"""The tests whose L1 runs beside the direct pass, by node id, with their modules, in the order they run."""
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """If the session runs the nested pass, start its L1 now and run its test last: the L1 (one vCPU) and
-    the direct pass (its guests one at a time) share this machine's cores instead of taking turns."""
+    """Queue the L1 passes the session runs now, one after the other, and run their tests last: an L1 (one
+    vCPU) and the direct pass (its guests one at a time) share this machine's cores instead of taking turns."""
     items = session.items
-    nested = [item for item in items if item.nodeid == NESTED_PASS]
-    if nested and not session.config.option.collectonly:
-        items[:] = [item for item in items if item.nodeid != NESTED_PASS] + nested
-        from tests.nested.test_kvm_amd import start_beside_the_direct_pass  # the test module imports this one
-
-        start_beside_the_direct_pass()
+    order = list(L1_PASSES)
+    passes = sorted((item for item in items if item.nodeid in L1_PASSES), key=lambda item: order.index(item.nodeid))
+    if passes and not session.config.option.collectonly:
+        items[:] = [item for item in items if item.nodeid not in L1_PASSES] + passes
+        for item in passes:
+            importlib.import_module(L1_PASSES[item.nodeid]).start_beside(item)
 
 
 def pytest_sessionfinish() -> None:
-    """Stop a nested pass whose test the session never reached (a failure with -x, an interrupt)."""
-    from tests.nested.test_kvm_amd import stop_the_pass_beside
+    """Stop the L1 passes whose tests the session never reached (a failure with -x, an interrupt)."""
+    from tests.nested import beside
 
-    stop_the_pass_beside()
+    beside.stop()
 
 
 def _nested_only(item: pytest.Item) -> bool:

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .arch import ARCHES, is_native
+from .arch import ARCHES, GIC_VERSIONS, is_native, with_gic
 from .debian import DebianPackageError
 from .root import HOST_ROOT, L1Root
 from .run import L1_FAILED, Request, run
@@ -35,12 +35,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
             "cached, and the repository read-only under a tmpfs at its own path"
         ),
     )
+    parser.add_argument(
+        "--gic", type=int, choices=GIC_VERSIONS, default=3,
+        help="an arm64 L1's GIC version (default 3); its KVM gives guests a vGIC of that version",
+    )
     parser.add_argument("--memory", type=int, default=8192, metavar="MIB", help="the L1's memory (default 8192)")
     parser.add_argument("--vcpus", type=int, default=os.cpu_count() or 1, help="the L1's vCPUs (default: all cores)")
     parser.add_argument("--timeout", type=float, metavar="S", help="stop the L1 after S seconds")
     parser.add_argument("--console-log", type=Path, metavar="PATH", help="keep the L1 kernel's console there")
     parser.add_argument("command", nargs="+", metavar="COMMAND")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.gic != 3 and args.arch != "arm64":
+        parser.error("--gic is for an arm64 L1 (--arch arm64)")
+    return args
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -56,6 +63,8 @@ def main(argv: list[str]) -> int:
         timeout=args.timeout, console_log=args.console_log,
     )
     arch = ARCHES[args.arch]
+    if args.gic != 3:
+        arch = with_gic(arch, args.gic)
     if is_native(arch):
         return run(arch, request, HOST_ROOT)
     try:

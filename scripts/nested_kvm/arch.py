@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 from dataclasses import dataclass
@@ -53,13 +54,18 @@ X86_64 = L1Arch(
     ),
 )
 
+def _arm64_machine(gic_version: int) -> tuple[str, ...]:
+    machine = f"virt,virtualization=on,gic-version={gic_version}"
+    return ("-machine", machine, "-accel", "tcg,thread=multi", "-cpu", "max")
+
+
 # QEMU's TCG emulates an arm64 CPU with EL2, VHE and a GICv3: Debian's kernel brings up KVM (built in) on it.
 ARM64 = L1Arch(
     name="arm64",
     debian="arm64",
     qemu="qemu-system-aarch64",
     qemu_package="qemu-system-arm",
-    machine=("-machine", "virt,virtualization=on,gic-version=3", "-accel", "tcg,thread=multi", "-cpu", "max"),
+    machine=_arm64_machine(3),
     kernel_package="linux-image-arm64:arm64",
     kernel_image="boot/vmlinuz-{version}",
     kvm_modules=(),
@@ -70,6 +76,17 @@ ARM64 = L1Arch(
 # An L1 of this host's architecture runs in this host's root; one of another (arm64 on an x86_64 host)
 # in a Debian root of its own, prepared once (see .userland).
 ARCHES = {arch.name: arch for arch in (X86_64, ARM64)}
+
+
+GIC_VERSIONS = (2, 3)
+
+
+def with_gic(arch: L1Arch, version: int) -> L1Arch:
+    """The arm64 L1 ``arch`` with a GIC of ``version`` (2 or 3, with its virtualization extensions): its KVM
+    then gives guests a vGIC of that version, as an arm64 host with that GIC does."""
+    if arch.name != ARM64.name or version not in GIC_VERSIONS:
+        raise ValueError(f"an L1 with a GICv{version} is an arm64 one, with a GICv2 or v3")
+    return dataclasses.replace(arch, machine=_arm64_machine(version))
 
 
 def is_native(arch: L1Arch) -> bool:

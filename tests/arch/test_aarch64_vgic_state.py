@@ -1,9 +1,10 @@
-"""The vGICv3 registers a snapshot keeps: offsets and counts as the GICv3 architecture lays them out."""
+"""The vGIC registers a snapshot keeps: offsets and counts as the GICv3 and GICv2 architectures lay them out."""
 
 import pytest
 
 from asupermachine._core.arch.aarch64.device_tree import mpidr
 from asupermachine._core.arch.aarch64.vgic_state import (
+    GROUP_CPU_REGS,
     GROUP_CPU_SYSREGS,
     GROUP_DISTRIBUTOR,
     GROUP_REDISTRIBUTOR,
@@ -11,6 +12,7 @@ from asupermachine._core.arch.aarch64.vgic_state import (
     distributor_registers,
     redistributor_registers,
     sysreg_encoding,
+    v2_vgic_registers,
     vgic_registers,
 )
 
@@ -44,3 +46,17 @@ def test_each_vcpus_redistributor_and_cpu_interface_carry_its_affinity() -> None
     assert len(sysregs) == 2 * 9 and {r.size for r in sysregs} == {8}
     assert sysregs[0].attribute & 0xFFFF == sysreg_encoding(3, 0, 12, 12, 5) == 0xC665  # ICC_SRE_EL1
     assert [r.group for r in registers] == sorted(r.group for r in registers)  # distributor, redistributors, CPUs
+
+
+def test_a_gicv2_keeps_targets_not_routes_and_banks_each_vcpus_private_interrupts_by_index() -> None:
+    registers = v2_vgic_registers(128, vcpus=2)
+    shared = [r.attribute for r in registers if r.group == GROUP_DISTRIBUTOR and r.attribute >> 32 == 0]
+    assert [o for o in shared if 0x800 <= o < 0xC00] == list(range(0x820, 0x880, 4))  # ITARGETSR8-23: 96 SPIs
+    assert not [o for o in shared if o >= 0x6000 or 0xD00 <= o < 0xE00]  # no IROUTER, no IGRPMODR
+    banked = [r.attribute for r in registers if r.group == GROUP_DISTRIBUTOR and r.attribute >> 32 == 1]
+    assert banked == [
+        (1 << 32) | o for o in (0x80, 0x100, 0x200, 0x300, *range(0x400, 0x420, 4), 0xC04, 0xF20, 0xF24, 0xF28, 0xF2C)
+    ]
+    cpu = [r.attribute for r in registers if r.group == GROUP_CPU_REGS]
+    assert cpu == [vcpu << 32 | o for vcpu in (0, 1) for o in (0x00, 0x04, 0x08, 0x1C, 0xD0)]
+    assert {r.size for r in registers} == {4}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from asupermachine._core.kvm.host import this_host
 from tests.conftest import NESTED_SUMMARIES, SUMMARY_PREFIX
 from tests.image.corpus import python_image
+from tests.nested import beside
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -87,45 +87,11 @@ OUTCOME = re.compile(r"=* ?\d+ (passed|failed)")
 """pytest's last line, with the counts of a pass."""
 
 
-class _BesideTheDirectPass:
-    """The first L1 pass, started as collection ends and run beside the direct pass: their times overlap."""
-
-    def __init__(self) -> None:
-        python_image()  # for the pip workload, built here, where it is kept
-        self._output = tempfile.TemporaryFile(mode="w+")
-        self._process = subprocess.Popen(
-            _command([], BESIDE_TIMEOUT, BESIDE_VCPUS), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._output,
-            stderr=subprocess.STDOUT, text=True,
-        )
-
-    def wait(self) -> subprocess.CompletedProcess[str]:
-        returncode = self._process.wait()
-        self._output.seek(0)
-        output = self._output.read()
-        self._output.close()
-        print(output)  # shown with the failure, or with -s
-        return subprocess.CompletedProcess(self._process.args, returncode, output, "")
-
-    def stop(self) -> None:
-        """End it unwaited for (the session stopped before the test): the tool takes its L1 down with it."""
-        if self._process.poll() is None:
-            self._process.terminate()
-            self._process.wait()
-        self._output.close()
-
-
-_BESIDE: list[_BesideTheDirectPass] = []
-
-
-def start_beside_the_direct_pass() -> None:
-    """Start the first L1 pass now, when the session will run the test (the collection hook calls this)."""
+def start_beside(item: pytest.Item) -> None:
+    """Queue this pass beside the direct pass (the collection hook calls this with its test), where this
+    host's KVM is software: on hardware KVM the direct pass runs on what users have."""
     if this_host().software:
-        _BESIDE.append(_BesideTheDirectPass())
-
-
-def stop_the_pass_beside() -> None:
-    while _BESIDE:
-        _BESIDE.pop().stop()
+        beside.start(__name__, _command([], BESIDE_TIMEOUT, BESIDE_VCPUS), prepare=python_image)
 
 
 def test_the_guest_suite_passes_on_kvm_amd_in_an_l1() -> None:
@@ -133,9 +99,10 @@ def test_the_guest_suite_passes_on_kvm_amd_in_an_l1() -> None:
         pytest.skip(f"this host's own KVM is hardware ({this_host()}): the direct pass ran on it")
     passed: list[str] = []
     summaries: list[str] = []
-    reruns = QUIET_RERUNS if _BESIDE else 0
+    first = beside.take(__name__)
+    reruns = QUIET_RERUNS if first is not None else 0
     for _ in range(L1_TRIES):  # a freeze is QEMU's TCG, not our code: the tool caught it within a minute
-        run = _BESIDE.pop().wait() if _BESIDE else _run_in_an_l1(passed)
+        run, first = first or _run_in_an_l1(passed), None
         lines = run.stdout.splitlines()
         passed += [found.group(1) for found in map(PASSED.match, lines) if found]
         summaries += [line for line in lines if line.startswith(SUMMARY_PREFIX)]

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
 
-from nested_kvm.arch import ARM64, X86_64  # noqa: E402
+from nested_kvm.arch import ARM64, X86_64, with_gic  # noqa: E402
 from nested_kvm.freeze import FreezeWatch  # noqa: E402
 from nested_kvm.kernel import L1Kernel  # noqa: E402
 from nested_kvm.modules import ModuleError, load_order, module_name  # noqa: E402
@@ -97,3 +97,11 @@ def test_a_busy_or_idle_l1_and_a_mute_monitor_are_not_called_frozen() -> None:
         assert watch.observe(reading) is None  # the mute reading started the count again
     for reading in ([FROZEN_AT_POKE], [FROZEN_AT_POKE.replace("00000046", "00000246")]):
         assert watch.observe(reading) is None  # interrupts came back on: it moves
+
+
+def test_an_arm64_l1_with_a_gicv2_asks_qemu_for_one_and_only_arm64_has_that_choice() -> None:
+    gicv2 = with_gic(ARM64, 2)
+    assert "virt,virtualization=on,gic-version=2" in gicv2.machine and gicv2.name == ARM64.name
+    assert "virt,virtualization=on,gic-version=3" in ARM64.machine
+    with pytest.raises(ValueError, match="arm64"):
+        with_gic(X86_64, 2)

@@ -34,7 +34,7 @@ from . import layout
 from .clock import counter_advanced, waited_through
 from .device_tree import Board, MmioDevice, Region, device_tree, mpidr
 from .image import arm64_kernel, boot_layout
-from .vgic_state import VgicRegister, vgic_registers
+from .vgic_state import VgicRegister, v2_vgic_registers, vgic_registers
 
 if TYPE_CHECKING:
     from ...microvm import MicroVm
@@ -198,9 +198,11 @@ class Arm64Platform:
             set_state(vcpu.fd, StateKind.MP_STATE, saved.kvm[StateKind.MP_STATE])
         self._created_vgic().restore(self._vgic_registers(microvm), state.vgic)
 
-    @staticmethod
-    def _vgic_registers(microvm: MicroVm) -> list[VgicRegister]:
-        return vgic_registers(kvm.VGIC_NR_IRQS, [mpidr(index) for index in range(len(microvm.vcpus))])
+    def _vgic_registers(self, microvm: MicroVm) -> list[VgicRegister]:
+        vcpus = len(microvm.vcpus)
+        if self._created_vgic().version == 2:
+            return v2_vgic_registers(kvm.VGIC_NR_IRQS, vcpus)
+        return vgic_registers(kvm.VGIC_NR_IRQS, [mpidr(index) for index in range(vcpus)])
 
     def _created_vgic(self) -> kvm.Vgic:
         assert self._vgic is not None, "create() first"
