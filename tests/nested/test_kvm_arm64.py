@@ -10,7 +10,6 @@ arm64 kernel is built and its userland prepared once, and cached (docs/kvm.md).
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -37,8 +36,6 @@ L1_TIMEOUT = 1800
 """Seconds the L1 may take (about five minutes here), not counting its userland's preparation."""
 BESIDE_VCPUS = 1
 """The L1's vCPUs beside the direct pass, which keeps the other core."""
-CLOCK_SLACK = 2
-"""Seconds a restored guest's wall clock may be off the host's (it reads whole seconds)."""
 ASSETS = ROOT / ".nested-arm64"
 """Inside the repository, which the L1 sees at its own path."""
 IN_THE_L1 = (
@@ -101,10 +98,10 @@ def test_boot_exec_and_restore_under_kvm_arm64(gic: int) -> None:
     assert run.returncode == 0, run.stdout[-3000:]
     lines = {line.split(":")[0]: line for line in run.stdout.splitlines() if ":" in line}
     assert lines["command"].startswith("command: exit 7 ['main command on aarch64']")
-    assert lines["exec"].startswith(f"exec: 0 ['aarch64', '2', 'GICv{gic}', 'kept']")
+    interrupt_chip = {3: "GICv3", 2: "GIC-0"}[gic]  # as the guest's GIC driver names itself
+    assert lines["exec"].startswith(f"exec: 0 ['aarch64', '2', '{interrupt_chip}', 'kept']")
     assert lines["network"].startswith("network: 0 from-guest from-host")
     assert lines["snapshot when idle"]
     for clone in ("restore 0", "restore 1"):
-        restored = re.match(rf"{clone}: \['kept'\] clock ([-+]\d+) s", lines[clone])
-        assert restored and abs(int(restored.group(1))) <= CLOCK_SLACK, lines[clone]
+        assert lines[clone].startswith(f"{clone}: ['kept'] clock right"), lines[clone]
     assert lines["pause and resume"].startswith("pause and resume: ['kept', 'kept']")
