@@ -3,18 +3,37 @@
 The direct pass runs its guests one at a time on one vCPU; an L1 with one vCPU
 takes this machine's other core, so the passes' times overlap instead of adding
 up. Each pass's test, run last, waits for its own result.
+
+The direct pass's tests check that this process holds the same fds before and
+after them, so the queue holds steady ones: each pass's output file and stdin
+are opened when it is queued and closed when its result is taken, and the
+worker does nothing but start and wait for processes (a pass's preparation is
+its command's own work).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).parents[2]
+
+
+@dataclass
+class _Pass:
+    command: list[str]
+    output: IO[str] = field(default_factory=lambda: tempfile.TemporaryFile(mode="w+"))
+    stdin: IO[bytes] = field(default_factory=lambda: open(os.devnull, "rb"))
+
+    def close(self) -> None:
+        self.output.close()
+        self.stdin.close()
 
 
 class L1Queue:
@@ -26,22 +45,20 @@ class L1Queue:
         self._running: subprocess.Popen[str] | None = None
         self._stopped = False
 
-    def submit(self, command: list[str], prepare: Callable[[], object]) -> Future[subprocess.CompletedProcess[str]]:
-        """Run ``prepare()`` then ``command`` from the repository once the passes asked for before are done."""
-        return self._worker.submit(self._run, command, prepare)
+    def submit(self, command: list[str]) -> tuple[_Pass, Future[int]]:
+        """Run ``command`` from the repository once the passes asked for before are done; its exit status."""
+        queued = _Pass(command)
+        return queued, self._worker.submit(self._run, queued)
 
-    def _run(self, command: list[str], prepare: Callable[[], object]) -> subprocess.CompletedProcess[str]:
-        prepare()
-        with tempfile.TemporaryFile(mode="w+") as output:
-            with self._lock:
-                if self._stopped:
-                    raise RuntimeError("the passes beside the direct pass were stopped")
-                self._running = subprocess.Popen(
-                    command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, text=True
-                )
-            returncode = self._running.wait()
-            output.seek(0)
-            return subprocess.CompletedProcess(command, returncode, output.read(), "")
+    def _run(self, queued: _Pass) -> int:
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the passes beside the direct pass were stopped")
+            self._running = subprocess.Popen(
+                queued.command, cwd=ROOT, stdin=queued.stdin, stdout=queued.output, stderr=subprocess.STDOUT,
+                text=True,
+            )
+        return self._running.wait()
 
     def stop(self) -> None:
         """End the pass running (the tool takes its L1 down with it) and drop those not started."""
@@ -53,23 +70,28 @@ class L1Queue:
 
 
 _QUEUE: list[L1Queue] = []
-_PASSES: dict[str, Future[subprocess.CompletedProcess[str]]] = {}
+_PASSES: dict[str, tuple[_Pass, Future[int]]] = {}
 
 
-def start(name: str, command: list[str], prepare: Callable[[], object] = lambda: None) -> None:
+def start(name: str, command: list[str]) -> None:
     """Queue the pass ``name`` (the collection hook calls each pass's module, in the order the passes run)."""
     if not _QUEUE:
         _QUEUE.append(L1Queue())
-    _PASSES[name] = _QUEUE[0].submit(command, prepare)
+    _PASSES[name] = _QUEUE[0].submit(command)
 
 
 def take(name: str) -> subprocess.CompletedProcess[str] | None:
     """The result of the pass ``name`` run beside the direct pass (printed, shown with a failure or with -s),
     waited for; None if it was not queued or was taken already."""
-    future = _PASSES.pop(name, None)
-    if future is None:
+    if name not in _PASSES:
         return None
-    run = future.result()
+    queued, returncode = _PASSES.pop(name)
+    try:
+        status = returncode.result()
+        queued.output.seek(0)
+        run = subprocess.CompletedProcess(queued.command, status, queued.output.read(), "")
+    finally:
+        queued.close()
     print(run.stdout)
     return run
 
@@ -78,4 +100,5 @@ def stop() -> None:
     """Stop every pass the session never took (a failure with -x, an interrupt)."""
     while _QUEUE:
         _QUEUE.pop().stop()
-    _PASSES.clear()
+    while _PASSES:
+        _PASSES.popitem()[1][0].close()

@@ -91,7 +91,8 @@ def start_beside(item: pytest.Item) -> None:
     """Queue this pass beside the direct pass (the collection hook calls this with its test), where this
     host's KVM is software: on hardware KVM the direct pass runs on what users have."""
     if this_host().software:
-        beside.start(__name__, _command([], BESIDE_TIMEOUT, BESIDE_VCPUS), prepare=python_image)
+        python_image()  # for the pip workload, built here, where it is kept
+        beside.start(__name__, _command([], BESIDE_TIMEOUT, BESIDE_VCPUS))
 
 
 def test_the_guest_suite_passes_on_kvm_amd_in_an_l1() -> None:
