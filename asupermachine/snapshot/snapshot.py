@@ -189,17 +189,15 @@ def _check_assets(manifest: Manifest) -> None:
     """The snapshot's guest (kernel, init and agent) must be the one this build of the project runs, where
     it was the project's own (built in its cache): a guest booted from files of the user's is theirs."""
     recipe = manifest.recipe
-    own = [(what, saved) for what, saved in (("kernel", recipe.kernel), ("init and agent", recipe.initramfs))
-           if saved.is_relative_to(cache_root())]
-    if not own:
+    if not any(saved.is_relative_to(cache_root()) for saved in (recipe.kernel, recipe.initramfs)):
         return
     try:
         assets = resolve_assets()
     except OSError as e:
         raise SnapshotError("assets", f"this build's guest assets cannot be read: {e}") from None
-    for what, saved in own:
-        path = assets.kernel if what == "kernel" else assets.initramfs
-        if file_sha256(path) != manifest.sha256[str(saved)]:
+    pairs = (("kernel", recipe.kernel, assets.kernel), ("init and agent", recipe.initramfs, assets.initramfs))
+    for what, saved, path in pairs:
+        if saved.is_relative_to(cache_root()) and file_sha256(path) != manifest.sha256[str(saved)]:
             raise SnapshotError("assets", f"the snapshot's guest {what} is not this build's ({path})")
 
 
